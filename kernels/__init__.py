@@ -1,0 +1,1 @@
+"""Fused and chunked log-prob / entropy kernels, each with a plain PyTorch reference."""

@@ -1,0 +1,1 @@
+"""Generation engines, rollout workers, prompt samplers, rollout schedules and gates."""
