@@ -1,4 +1,4 @@
-"""Pure RLVR maths: advantages, policy losses, aggregation, DAPO length shaping, pass@k.
+"""Pure RLVR maths: advantages, policy losses and their aggregation.
 
 Torch only: no Ray, DeepSpeed, vLLM or I/O, so the controller, the learner and the tests import
 it anywhere. Each family is a registry of short names with one shared signature; an unknown name
@@ -12,11 +12,53 @@ from rlvr.algorithms.advantages import (
     grpo_advantages,
     rloo_advantages,
 )
+from rlvr.algorithms.loss import (
+    AGGREGATIONS,
+    METRIC_KEYS,
+    LossSettings,
+    aggregate,
+    loss_counts,
+    microbatch_loss,
+    seq_mean_token_mean,
+    seq_mean_token_sum_norm,
+    token_mean,
+)
+from rlvr.algorithms.policy import (
+    KL_ESTIMATORS,
+    POLICY_LOSSES,
+    PolicyLoss,
+    gspo_loss,
+    kl_estimate,
+    kl_k1,
+    kl_k2,
+    kl_k3,
+    ppo_clip_loss,
+    tis_weight,
+)
 
 __all__ = [
     "ADVANTAGES",
+    "AGGREGATIONS",
+    "KL_ESTIMATORS",
+    "METRIC_KEYS",
+    "POLICY_LOSSES",
+    "LossSettings",
+    "PolicyLoss",
     "UnknownNameError",
+    "aggregate",
     "compute_advantages",
     "grpo_advantages",
+    "gspo_loss",
+    "kl_estimate",
+    "kl_k1",
+    "kl_k2",
+    "kl_k3",
+    "loss_counts",
+    "microbatch_loss",
+    "ppo_clip_loss",
     "rloo_advantages",
+    "seq_mean_token_mean",
+    "seq_mean_token_sum_norm",
+    "tis_weight",
+    "token_mean",
 ]
