@@ -1,8 +1,9 @@
-"""Pure RLVR maths: advantages, policy losses and their aggregation.
+"""Pure RLVR maths: advantages, policy losses, aggregation, DAPO length shaping, pass@k.
 
 Torch only: no Ray, DeepSpeed, vLLM or I/O, so the controller, the learner and the tests import
 it anywhere. Each family is a registry of short names with one shared signature; an unknown name
-raises UnknownNameError (a KeyError and a ValueError) listing the valid ones.
+raises UnknownNameError (a KeyError and a ValueError) listing the valid ones. The formulas, their
+defaults and the global-normalisation rule are in docs/algorithms.md.
 """
 
 from rlvr.algorithms._registry import UnknownNameError
@@ -12,6 +13,7 @@ from rlvr.algorithms.advantages import (
     grpo_advantages,
     rloo_advantages,
 )
+from rlvr.algorithms.eval_stats import mean_with_ci, pass_at_k
 from rlvr.algorithms.loss import (
     AGGREGATIONS,
     METRIC_KEYS,
@@ -23,6 +25,7 @@ from rlvr.algorithms.loss import (
     seq_mean_token_sum_norm,
     token_mean,
 )
+from rlvr.algorithms.overlong import overlong_filter, overlong_penalty
 from rlvr.algorithms.policy import (
     KL_ESTIMATORS,
     POLICY_LOSSES,
@@ -54,7 +57,11 @@ __all__ = [
     "kl_k2",
     "kl_k3",
     "loss_counts",
+    "mean_with_ci",
     "microbatch_loss",
+    "overlong_filter",
+    "overlong_penalty",
+    "pass_at_k",
     "ppo_clip_loss",
     "rloo_advantages",
     "seq_mean_token_mean",
