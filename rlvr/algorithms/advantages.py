@@ -45,9 +45,8 @@ def _validate(rewards_N: Tensor, group_N: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def _group_stats(rewards_N: Tensor, valid_N: Tensor, group_N: Tensor) -> _GroupStats:
-    _, idx_N = torch.unique(group_N, return_inverse=True)  # any integer labels -> 0..G-1
-    num_groups = int(idx_N.max()) + 1 if idx_N.numel() else 0
-    zeros_G = rewards_N.new_zeros(num_groups)
+    labels_G, idx_N = torch.unique(group_N, return_inverse=True)  # any labels -> 0..G-1
+    zeros_G = rewards_N.new_zeros(labels_G.numel())
     r_N = torch.where(valid_N, rewards_N, 0.0)
     count_G = zeros_G.index_add(0, idx_N, valid_N.to(rewards_N.dtype))
     sum_G = zeros_G.index_add(0, idx_N, r_N)

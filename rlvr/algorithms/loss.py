@@ -9,6 +9,7 @@ full-batch gradient, whatever the split. Micro-batches must split by whole rows 
 
 from __future__ import annotations
 
+import functools
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -192,16 +193,10 @@ def microbatch_loss(
         logp_BT, old_logp_BT, adv_BT, mask_BT, entropy_BT, ref_logp_BT, rollout_logp_BT
     )
 
-    def agg(x_BT: Tensor) -> Tensor:
-        return aggregate(
-            settings.aggregation,
-            x_BT,
-            mask_BT,
-            num_tokens=num_tokens,
-            num_seqs=num_seqs,
-            max_len=settings.max_len,
-        )
-
+    agg = functools.partial(  # agg(x_BT): aggregate x_BT over this micro-batch, global counts
+        aggregate, settings.aggregation, mask_BT=mask_BT,
+        num_tokens=num_tokens, num_seqs=num_seqs, max_len=settings.max_len,
+    )  # fmt: skip
     pol = lookup(POLICY_LOSSES, settings.policy_loss, "policy loss")(
         logp_BT, old_logp_BT, adv_BT, mask_BT, settings
     )
