@@ -53,8 +53,9 @@ def ppo_clip_loss(
     clip_high > clip_low is DAPO's clip-higher (Yu et al. 2025, arXiv 2503.14476), which leaves
     low-probability tokens room to grow. With settings.dual_clip = c (Ye et al. 2020, dual-clip
     PPO, arXiv 1912.09729; c = 10 in MoPPS), tokens with A_t < 0 get l_t = min(l_t, -c A_t), which
-    bounds the loss when r_t is huge. mask_BT is bool; masked tokens get loss 0.
+    bounds the loss when r_t is huge. mask_BT: bool or 0/1; masked tokens get loss 0.
     """
+    mask_BT = mask_BT.bool()
     adv_BT = torch.where(mask_BT, adv_BT, 0.0)
     ratio_BT = _masked_log_ratio(logp_BT, old_logp_BT, mask_BT).exp()
     loss_BT, low_BT, high_BT = _clipped_surrogate(
@@ -80,6 +81,7 @@ def gspo_loss(
     caller. The paper weights each sequence equally: that is aggregation "seq-mean-token-mean"
     (with "token-mean" long completions weigh more). A row without masked tokens has s = 1.
     """
+    mask_BT = mask_BT.bool()
     adv_BT = torch.where(mask_BT, adv_BT, 0.0)
     log_ratio_BT = _masked_log_ratio(logp_BT, old_logp_BT, mask_BT)
     tokens_B = mask_BT.sum(-1).clamp(min=1)
@@ -93,7 +95,7 @@ def gspo_loss(
 
 
 PolicyLossFn = Callable[[Tensor, Tensor, Tensor, Tensor, "LossSettings"], PolicyLoss]
-"""(logp_BT, old_logp_BT, adv_BT, mask_BT bool, settings) -> PolicyLoss."""
+"""(logp_BT, old_logp_BT, adv_BT, mask_BT bool or 0/1, settings) -> PolicyLoss."""
 
 POLICY_LOSSES: dict[str, PolicyLossFn] = {"ppo": ppo_clip_loss, "gspo": gspo_loss}
 

@@ -83,7 +83,7 @@ def test_gspo_sequence_ratio_and_clip():
     #  row 2: [-1e-3] -> s = e^{-1e-3} < .9997, A -1: l = -min(-s, -.9997) = .9997, clipped, grad 0
     #  row 3: [-2e-4, 0] -> s = e^{-1e-4}, A -1: l = s, grad -s A / 2 = s / 2
     log_r = t64([[2e-4, 4e-4, 100.0], [1e-3, 1e-3, 1e-3], [-1e-3, 5.0, 5.0], [-2e-4, 0.0, 7.0]])
-    mask = t64([[1, 1, 0], [1, 1, 1], [1, 0, 0], [1, 1, 0]]).bool()
+    mask = t64([[1, 1, 0], [1, 1, 1], [1, 0, 0], [1, 1, 0]])  # a 0/1 float mask works too
     old = torch.full((4, 3), -2.0, dtype=F64)
     logp = (old + log_r).requires_grad_(True)
     adv = t64([[1.0] * 3, [1.0] * 3, [-1.0] * 3, [-1.0] * 3])
