@@ -1,0 +1,136 @@
+"""The `rlvr` command: train, sft, eval. Bad input exits with status 2 and one line, no traceback."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from rlvr.errors import ConfigError
+
+OVERRIDES_HELP = "section.key=value overrides of the recipe, e.g. trainer.steps=20 learner.lr=1e-4"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"rlvr: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("rlvr: interrupted; resume with trainer.resume=auto from the last checkpoint", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rlvr", description="RLVR post-training for reasoning LLMs.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="run RL training from a recipe",
+                       description="Run RL (GRPO / DARS / MoPPS ...) as the recipe says. Writes "
+                       "runs/<recipe>-<time>/ with config, metrics.jsonl, TensorBoard, plots, checkpoints.")
+    add_recipe_args(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("sft", help="warm-start the built-in model (supervised)",
+                       description="Train the built-in tiny model on demonstrations (the sft section) "
+                       "into the cache that model.path=builtin:... uses, then evaluate it on held-out problems.")
+    add_recipe_args(p)
+    p.add_argument("--out", help="write the model here instead of the cache")
+    p.set_defaults(func=cmd_sft)
+
+    p = sub.add_parser("eval", help="evaluate a model on the held-out problems",
+                       description="Sample eval.n completions per held-out problem and report pass@k "
+                       "with 95%% bootstrap intervals.")
+    add_recipe_args(p)
+    p.add_argument("--model", help="HF model directory or checkpoint (default: the recipe's model.path)")
+    p.set_defaults(func=cmd_eval)
+    return parser
+
+
+def add_recipe_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("recipe", help="recipe YAML (sparse overrides of the defaults)")
+    p.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+
+
+def load(args):
+    from rlvr.config import load_config
+
+    return load_config(args.recipe, args.overrides)
+
+
+def cmd_train(args) -> int:
+    cfg = load(args)
+    from rlvr.controller import train
+
+    train(cfg, args.recipe)
+    return 0
+
+
+def cmd_sft(args) -> int:
+    cfg = load(args)
+    from rlvr.tiny_model import builtin_model_dir
+
+    if not cfg.model.path.startswith("builtin:"):
+        raise ConfigError(f"model.path={cfg.model.path!r}: rlvr sft warm-starts the built-in model only")
+    if args.out:
+        from rlvr.sft import run_sft
+
+        path = Path(args.out)
+        run_sft(cfg, path)
+    else:
+        path = builtin_model_dir(cfg)
+    print(f"model: {path}")
+    report_eval(cfg, str(path))
+    return 0
+
+
+def cmd_eval(args) -> int:
+    cfg = load(args)
+    from rlvr.tiny_model import resolve_model_path
+
+    path = args.model or resolve_model_path(cfg)
+    if (Path(path) / "policy" / "config.json").exists():
+        path = str(Path(path) / "policy")  # a checkpoint directory
+    if not (Path(path) / "config.json").exists():
+        raise ConfigError(f"--model {path}: not a Hugging Face model directory (no config.json)")
+    report_eval(cfg, path)
+    return 0
+
+
+def report_eval(cfg, model_path: str) -> dict:
+    """Evaluate in this process (no Ray) and print pass@k with intervals."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from rewards.pool import VerifierPool
+    from rlvr.evaluation import evaluate
+    from rlvr.run import encode
+    from rlvr.tasks import load_task
+    from rollout.hf_engine import HFEngine
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    rows = load_task(cfg)[1][: cfg.eval.num_problems]
+    engine = HFEngine(model_path, dtype=cfg.model.dtype, batch_size=cfg.rollout.batch_size)
+    vc = cfg.verifier
+    with VerifierPool(num_workers=vc.num_workers, timeout_s=vc.timeout_s, memory_mb=vc.memory_mb,
+                      plugins=vc.plugins) as pool:
+        metrics = evaluate(engine.generate, pool, tokenizer, rows, encode(tokenizer, rows), n=cfg.eval.n,
+                           ks=cfg.eval.k, temperature=cfg.eval.temperature,
+                           max_new_tokens=cfg.rollout.max_new_tokens, seed=cfg.trainer.seed + 3)
+    print(f"held-out: {len(rows)} problems x {cfg.eval.n} samples at T={cfg.eval.temperature}")
+    for key, value in metrics.items():
+        if key.startswith("pass@") and "_ci" not in key:
+            print(f"  {key:<10} {value:.3f}  (95% CI {metrics[key + '_ci_lo']:.3f}-{metrics[key + '_ci_hi']:.3f})")
+        elif key.startswith("level/"):
+            print(f"  {key:<24} {value:.3f}")
+    return metrics
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,253 @@
+"""Every configurable value of rlvr, with its default, its help and its allowed range.
+
+Sections map one to one onto recipe YAML sections. `spec()` attaches checks that
+`rlvr.config.check_values` enforces; `Config.validate()` holds the rules that span fields.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from rlvr.errors import ConfigError
+
+
+def spec(default: Any, help: str = "", **checks: Any) -> Any:
+    """A dataclass field with help text and checks: min, max, gt, choices, file."""
+    meta = {"help": help, **checks}
+    if isinstance(default, list | dict):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+BUILTIN_PREFIX = "builtin:"
+
+
+@dataclass
+class TinyModelConfig:
+    """Architecture of the built-in character-level Llama (only for model.path=builtin:...)."""
+
+    hidden_size: int = spec(128, "width", min=8)
+    num_layers: int = spec(2, "transformer blocks", min=1)
+    num_heads: int = spec(4, "attention heads", min=1)
+    intermediate_size: int = spec(512, "MLP width", min=8)
+    max_positions: int = spec(64, "longest prompt + completion in tokens", min=8)
+
+
+@dataclass
+class ModelConfig:
+    path: str = spec("builtin:arith-tiny", "HF hub name, local HF directory, or builtin:arith-tiny "
+                     "(built and warm-started by SFT into the cache on first use)")
+    dtype: str = spec("float32", "parameter dtype", choices=["float32", "bfloat16", "float16"])
+    trust_remote_code: bool = spec(False, "passed to from_pretrained")
+    gradient_checkpointing: bool = spec(False, "recompute activations in the learner")
+    tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
+
+
+@dataclass
+class ArithConfig:
+    """The built-in arithmetic task. A level is 'DIGITS:OPERATORS:OPERANDS', e.g. '2:+:2' is
+    a + b with a, b in 0..99 and '3:+-:3' three operands of up to 3 digits joined by + or -."""
+
+    mix: dict[str, float] = spec({"2:+:2": 1.0}, "level -> share of the training prompts", gt=0.0)
+    train_size: int = spec(8000, "distinct training prompts", min=1)
+    heldout_size: int = spec(500, "distinct held-out prompts (evaluation)", min=1)
+    heldout_fraction: float = spec(0.1, "share of each level's problem space reserved for held-out",
+                                   gt=0.0, max=0.5)
+    seed: int = spec(0, "seed of the problem draw (the split itself is fixed by a hash)")
+
+
+@dataclass
+class DataConfig:
+    task: str = spec("arith", "prompt source", choices=["arith"])
+    arith: ArithConfig = field(default_factory=ArithConfig)
+
+
+@dataclass
+class SFTConfig:
+    """Warm start of the built-in model on noisy demonstrations (rlvr sft)."""
+
+    steps: int = spec(1500, "optimizer steps", min=1)
+    batch_size: int = spec(256, "sequences per step", min=1)
+    lr: float = spec(3e-3, "peak AdamW learning rate", gt=0.0)
+    warmup_steps: int = spec(50, "linear warm-up before the cosine decay", min=0)
+    weight_decay: float = spec(0.0, min=0.0)
+    noise: float = spec(0.4, "probability that a demonstration's answer has one digit shifted by +-1 "
+                        "(leaves the model unreliable, so RL has something to sharpen)", min=0.0, max=1.0)
+    mix: dict[str, float] = spec({}, "levels of the demonstrations; empty = data.arith.mix", gt=0.0)
+    seed: int = spec(0)
+
+
+@dataclass
+class RolloutConfig:
+    engine: str = spec("hf", "generation engine", choices=["hf"])
+    num_workers: int = spec(1, "rollout actors; the prompts of a step are split between them", min=1)
+    n: int = spec(8, "completions per prompt (first stage)", min=1)
+    temperature: float = spec(1.0, gt=0.0)
+    top_p: float = spec(1.0, "nucleus sampling; keep 1.0 for unbiased importance ratios", gt=0.0, max=1.0)
+    max_new_tokens: int = spec(8, "completion length cap (L_max)", min=1)
+    batch_size: int = spec(512, "sequences per generate() call inside a worker", min=1)
+    cpus_per_worker: float = spec(0.5, "Ray CPUs reserved per rollout actor", min=0.0)
+    gpus_per_worker: float = spec(0.0, "Ray GPUs per rollout actor", min=0.0)
+
+
+@dataclass
+class AlgorithmConfig:
+    advantage: str = spec("grpo", "group advantage estimator", choices=["grpo", "rloo"])
+    std_normalize: bool = spec(True, "divide by the group std (off = Dr.GRPO)")
+    eps: float = spec(1e-6, "added to the group std", min=0.0)
+    policy_loss: str = spec("ppo", choices=["ppo", "gspo"])
+    clip_low: float = spec(0.2, "PPO eps_low", min=0.0, max=1.0)
+    clip_high: float = spec(0.2, "PPO eps_high (0.28 = DAPO clip-higher)", min=0.0)
+    dual_clip: Optional[float] = spec(None, "dual-clip constant c for negative advantages", gt=1.0)
+    aggregation: str = spec("token-mean", choices=["token-mean", "seq-mean-token-mean",
+                                                   "seq-mean-token-sum-norm"])
+    max_len: Optional[int] = spec(None, "L_max for seq-mean-token-sum-norm (default rollout.max_new_tokens)", min=1)
+    kl_coef: float = spec(0.0, "weight of the KL penalty to the initial policy", min=0.0)
+    kl_estimator: str = spec("k3", choices=["k1", "k2", "k3"])
+    entropy_coef: float = spec(0.0, "entropy bonus", min=0.0)
+    tis_cap: Optional[float] = spec(None, "truncated importance-sampling cap C (rollout vs learner)", gt=0.0)
+    drop_zero_variance: bool = spec(True, "leave out groups whose rewards are all equal")
+
+
+@dataclass
+class SamplerConfig:
+    """Which prompts a step trains on."""
+
+    name: str = spec("uniform", "prompt sampler", choices=["uniform"])
+
+
+@dataclass
+class ScheduleConfig:
+    """How many completions each prompt gets (extra stages after the first)."""
+
+    name: str = spec("single", "rollout schedule", choices=["single"])
+
+
+@dataclass
+class LearnerConfig:
+    num_workers: int = spec(1, "data-parallel DeepSpeed ranks", min=1)
+    zero_stage: int = spec(2, "DeepSpeed ZeRO stage", choices=[0, 1, 2, 3])
+    update: str = spec("full-batch", "full-batch: one optimizer step per epoch over the whole batch; "
+                       "mini-batch: mini_batches steps per epoch", choices=["full-batch", "mini-batch"])
+    epochs: int = spec(1, "passes over each step's batch", min=1)
+    mini_batches: int = spec(1, "optimizer steps per epoch in mini-batch mode", min=1)
+    micro_batch_size: int = spec(256, "sequences per forward/backward (bounds memory)", min=1)
+    lr: float = spec(1e-6, "AdamW peak learning rate", gt=0.0)
+    weight_decay: float = spec(0.0, min=0.0)
+    betas: list[float] = spec([0.9, 0.999], min=0.0, max=1.0)
+    lr_schedule: str = spec("constant", "after warm-up", choices=["constant", "cosine", "linear"])
+    warmup_steps: int = spec(0, "optimizer steps of linear warm-up", min=0)
+    grad_clip: float = spec(1.0, "max global grad norm (0 = off)", min=0.0)
+    cpus_per_worker: float = spec(1.0, "Ray CPUs reserved per learner actor", min=0.0)
+    gpus_per_worker: float = spec(0.0, "Ray GPUs per learner actor", min=0.0)
+
+
+@dataclass
+class SyncConfig:
+    bucket_mb: float = spec(32.0, "weight-sync bucket size in MiB", gt=0.0)
+    check_fingerprint: bool = spec(True, "compare rollout and learner weight fingerprints after sync")
+
+
+@dataclass
+class VerifierConfig:
+    num_workers: int = spec(0, "verifier processes (0 = in the controller process, for cheap verifiers)", min=0)
+    timeout_s: float = spec(10.0, "wall-clock limit per verification; past it the outcome is an error", gt=0.0)
+    memory_mb: Optional[int] = spec(2048, "address-space cap per verifier process", min=64)
+    plugins: list[str] = spec([], "extra verifiers as module:function or name=module:function")
+
+
+@dataclass
+class EvalConfig:
+    every: int = spec(10, "evaluate every N steps (0 = only at start and end)", min=0)
+    num_problems: int = spec(500, "held-out problems per evaluation (at most data.arith.heldout_size)", min=1)
+    n: int = spec(8, "samples per problem", min=1)
+    k: list[int] = spec([1, 8], "pass@k values to report", min=1)
+    temperature: float = spec(1.0, gt=0.0)
+
+
+@dataclass
+class TrainerConfig:
+    steps: int = spec(100, "RL steps", min=1)
+    prompts_per_step: int = spec(64, "B: prompts selected per step", min=1)
+    seed: int = spec(0)
+    output_dir: str = spec("runs", "parent of run directories")
+    name: str = spec("", "run directory name (default: recipe name + time)")
+    log_every: int = spec(1, min=1)
+    checkpoint_every: int = spec(50, "steps between checkpoints (0 = only at the end)", min=0)
+    keep_checkpoints: int = spec(2, "newest checkpoints kept", min=1)
+    resume: str = spec("", "'' = fresh run, 'auto' = newest checkpoint of the run dir, or a path")
+    actor_timeout_s: float = spec(900.0, "limit on every wait for a Ray actor", gt=0.0)
+    max_time_s: Optional[float] = spec(None, "stop (with a checkpoint) after this much wall time", gt=0.0)
+
+
+@dataclass
+class RayConfig:
+    address: Optional[str] = spec(None, "Ray cluster address; default: $RAY_ADDRESS, else a local Ray")
+    num_cpus: Optional[int] = spec(None, "CPUs of a local Ray (default: all)", min=1)
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
+    sync: SyncConfig = field(default_factory=SyncConfig)
+    verifier: VerifierConfig = field(default_factory=VerifierConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+
+    def validate(self) -> None:
+        """Rules that involve more than one field. Raises ConfigError."""
+        self._validate_model()
+        self._validate_data()
+        if self.algorithm.advantage == "rloo" and self.rollout.n < 2:
+            raise ConfigError(f"rollout.n={self.rollout.n}: algorithm.advantage=rloo needs n >= 2")
+        if self.algorithm.clip_low >= 1.0:
+            raise ConfigError(f"algorithm.clip_low={self.algorithm.clip_low}: must be < 1")
+        if max(self.eval.k) > self.eval.n:
+            raise ConfigError(f"eval.k={self.eval.k}: every k must be <= eval.n={self.eval.n}")
+        if self.eval.num_problems > self.data.arith.heldout_size and self.data.task == "arith":
+            raise ConfigError(f"eval.num_problems={self.eval.num_problems}: exceeds "
+                              f"data.arith.heldout_size={self.data.arith.heldout_size}")
+        if self.learner.update == "full-batch" and self.learner.mini_batches != 1:
+            raise ConfigError(f"learner.mini_batches={self.learner.mini_batches}: only meaningful "
+                              "with learner.update=mini-batch (full-batch takes one step per epoch)")
+        if len(self.learner.betas) != 2:
+            raise ConfigError(f"learner.betas={self.learner.betas}: expected two numbers")
+        resume = self.trainer.resume
+        if resume not in ("", "auto") and not Path(resume).expanduser().exists():
+            raise ConfigError(f"trainer.resume={resume!r}: no such checkpoint (use 'auto' or a path)")
+
+    def _validate_model(self) -> None:
+        path = self.model.path
+        if path.startswith(BUILTIN_PREFIX):
+            if path != "builtin:arith-tiny":
+                raise ConfigError(f"model.path={path!r}: unknown built-in model; valid: builtin:arith-tiny")
+            if self.data.task != "arith":
+                raise ConfigError("model.path=builtin:arith-tiny only knows the arith task's symbols")
+        elif path.startswith((".", "/", "~")) and not Path(os.path.expanduser(path)).exists():
+            raise ConfigError(f"model.path={path!r}: directory not found")
+        tiny = self.model.tiny
+        if tiny.hidden_size % tiny.num_heads:
+            raise ConfigError(f"model.tiny.hidden_size={tiny.hidden_size}: must be a multiple of "
+                              f"model.tiny.num_heads={tiny.num_heads}")
+
+    def _validate_data(self) -> None:
+        from rlvr.arith import parse_level  # local: keeps this module free of task code at import
+
+        for key, mix in (("data.arith.mix", self.data.arith.mix), ("sft.mix", self.sft.mix)):
+            for name in mix:
+                try:
+                    parse_level(name)
+                except ValueError as exc:
+                    raise ConfigError(f"{key}: {exc}") from None
