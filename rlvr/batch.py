@@ -1,0 +1,129 @@
+"""What the learner receives: token-level training data and the plan of optimizer steps.
+
+The learner is algorithm-blind: it sees tokens, masks, per-token advantages and rollout
+log-probs, never rewards, groups or prompts. Every per-token tensor is [B, T] and aligned with
+`input_ids_BT`: entry t belongs to token t (predicted from position t - 1), so column 0, the
+first prompt token, is never a target.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import torch
+
+from rollout.types import Completions
+
+
+@dataclass
+class TrainBatch:
+    """B sequences (prompt + completion), right-padded to T.
+
+    input_ids_BT:      long, pad after the sequence.
+    attention_mask_BT: long, 1 on real tokens.
+    loss_mask_BT:      float, 1 on completion tokens that count in the loss.
+    advantages_BT:     float, the completion's advantage on each of its tokens.
+    rollout_logp_BT:   float, the rollout engine's log-prob of each completion token.
+    """
+
+    input_ids_BT: torch.Tensor
+    attention_mask_BT: torch.Tensor
+    loss_mask_BT: torch.Tensor
+    advantages_BT: torch.Tensor
+    rollout_logp_BT: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.input_ids_BT.shape[0]
+
+    def select(self, index: list[int]) -> TrainBatch:
+        idx = torch.as_tensor(index, dtype=torch.long)
+        width = int(self.attention_mask_BT[idx].sum(1).max()) if len(index) else 1
+        return TrainBatch(*(t[idx, :width] for t in self._fields()))
+
+    def _fields(self) -> tuple[torch.Tensor, ...]:
+        return (self.input_ids_BT, self.attention_mask_BT, self.loss_mask_BT, self.advantages_BT,
+                self.rollout_logp_BT)
+
+    def tokens_per_seq(self) -> torch.Tensor:
+        return self.loss_mask_BT.sum(1)
+
+
+def build_train_batch(prompts: list[list[int]], comps: Completions, keep_N: torch.Tensor,
+                      advantages_N: torch.Tensor, pad_id: int) -> TrainBatch:
+    """Sequences for the completions with keep_N True, prompt tokens then completion tokens."""
+    rows = keep_N.nonzero().flatten().tolist()
+    seqs = [(prompts[int(comps.prompt_index_N[i])], comps.tokens(i), i) for i in rows]
+    width = max((len(p) + len(c) for p, c, _ in seqs), default=1)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    attn = torch.zeros((len(seqs), width), dtype=torch.long)
+    mask = torch.zeros((len(seqs), width))
+    adv = torch.zeros((len(seqs), width))
+    rlp = torch.zeros((len(seqs), width))
+    for row, (p, c, i) in enumerate(seqs):
+        end = len(p) + len(c)
+        ids[row, :end] = torch.tensor(p + c)
+        attn[row, :end] = 1
+        mask[row, len(p):end] = 1.0
+        adv[row, len(p):end] = float(advantages_N[i])
+        rlp[row, len(p):end] = comps.logprobs_NL[i, : len(c)]
+    return TrainBatch(ids, attn, mask, adv, rlp)
+
+
+@dataclass
+class StepPlan:
+    """One optimizer step on one rank: its micro-batches (row indices into the rank's shard; an
+    empty list is a zero-loss dummy that keeps every rank's backward count equal) and the
+    global token and sequence counts of the whole step across all ranks."""
+
+    micro_batches: list[list[int]]
+    num_tokens: int
+    num_seqs: int
+
+
+def shard_rows(batch: TrainBatch, num_ranks: int) -> list[list[int]]:
+    """Split rows over ranks with near-equal token counts (longest first, greedy)."""
+    lengths = batch.attention_mask_BT.sum(1).tolist()
+    shards: list[list[int]] = [[] for _ in range(num_ranks)]
+    load = [0] * num_ranks
+    for i in sorted(range(len(batch)), key=lambda i: -lengths[i]):
+        r = min(range(num_ranks), key=lambda r: (load[r], len(shards[r])))
+        shards[r].append(i)
+        load[r] += lengths[i]
+    return [sorted(s) for s in shards]
+
+
+def plan_update(batch: TrainBatch, shards: list[list[int]], *, epochs: int, mini_batches: int,
+                micro_batch_size: int, seed: int) -> list[list[list[StepPlan]]]:
+    """plans[rank][epoch] = that rank's optimizer steps. Indices are positions within the shard.
+
+    Full-batch is mini_batches=1. Each epoch reshuffles every shard and cuts it into
+    `mini_batches` parts; part m of every rank forms optimizer step m, normalised by the
+    step's global counts.
+    """
+    rng = random.Random(seed)
+    tokens = batch.tokens_per_seq()
+    plans: list[list[list[StepPlan]]] = [[] for _ in shards]
+    for _ in range(epochs):
+        parts = []
+        for shard in shards:
+            order = list(range(len(shard)))
+            if mini_batches > 1:
+                rng.shuffle(order)
+            parts.append([order[m::mini_batches] for m in range(mini_batches)])
+        for r in range(len(shards)):
+            plans[r].append([])
+        for m in range(mini_batches):
+            rows = [shards[r][j] for r in range(len(shards)) for j in parts[r][m]]
+            num_tokens = int(tokens[rows].sum()) if rows else 0
+            num_seqs = int((tokens[rows] > 0).sum()) if rows else 0
+            micro = [chunk(parts[r][m], micro_batch_size) for r in range(len(shards))]
+            count = max(len(mb) for mb in micro)
+            for r in range(len(shards)):
+                padded = micro[r] + [[] for _ in range(count - len(micro[r]))]
+                plans[r][-1].append(StepPlan(padded, num_tokens, num_seqs))
+    return plans
+
+
+def chunk(items: list[int], size: int) -> list[list[int]]:
+    return [items[i: i + size] for i in range(0, len(items), size)]

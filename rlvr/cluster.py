@@ -1,0 +1,158 @@
+"""The Ray side of a run: start or join Ray, create the actors, and talk to them.
+
+Actor classes are plain classes (`rlvr.learner.Learner`, `rollout.worker.RolloutWorker`)
+wrapped with `ray.remote` here. Every wait has a timeout and names what it waited for.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+from contextlib import closing
+
+from rlvr.batch import TrainBatch, plan_update, shard_rows
+from rlvr.errors import ConfigError
+from rollout.types import Completions, SamplingSettings
+
+
+def free_port() -> int:
+    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
+
+
+def init_ray(cfg, log=print) -> None:
+    """Join $RAY_ADDRESS / ray.address, or start a local Ray sized to fit the actors."""
+    import ray
+
+    env = {"TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore::FutureWarning"}
+    address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=True)
+        return
+    need = cfg.learner.num_workers * cfg.learner.cpus_per_worker + cfg.rollout.num_workers * cfg.rollout.cpus_per_worker
+    cores = os.cpu_count() or 1
+    num_cpus = cfg.ray.num_cpus or max(cores, math.ceil(need))
+    if num_cpus > cores:
+        log(f"local Ray: the actors reserve {need:g} CPUs on {cores} cores; oversubscribing "
+            "(phases alternate, so they rarely compute at once)")
+    ray.init(num_cpus=num_cpus, include_dashboard=False, runtime_env={"env_vars": env},
+             log_to_driver=True, configure_logging=False)
+
+
+class Cluster:
+    """Rollout workers and learner ranks of one run, and the weight-sync group between them."""
+
+    def __init__(self, cfg, model_path: str, log=print):
+        import ray
+
+        from rlvr.learner import Learner
+        from rollout.worker import RolloutWorker
+
+        self.cfg, self.timeout = cfg, cfg.trainer.actor_timeout_s
+        self._check_resources(ray)
+        rc, lc = cfg.rollout, cfg.learner
+        local = not (cfg.ray.address or os.environ.get("RAY_ADDRESS"))
+        cores = os.cpu_count() or 1
+        worker_cls = ray.remote(num_cpus=rc.cpus_per_worker, num_gpus=rc.gpus_per_worker)(RolloutWorker)
+        self.workers = [worker_cls.remote(
+            i, rc.engine, model_path, dtype=cfg.model.dtype, batch_size=rc.batch_size,
+            threads=threads(local, cores, rc.num_workers, rc.cpus_per_worker),
+            trust_remote_code=cfg.model.trust_remote_code) for i in range(rc.num_workers)]
+        learner_cls = ray.remote(num_cpus=lc.cpus_per_worker, num_gpus=lc.gpus_per_worker)(Learner)
+        self.learners = [learner_cls.remote(
+            r, lc.num_workers, cfg, model_path, threads=threads(local, cores, lc.num_workers, lc.cpus_per_worker))
+            for r in range(lc.num_workers)]
+        self.host, port = self.get(self.learners[0].address.remote(), "starting learner rank 0")
+        self.get([lr.setup.remote(self.host, port) for lr in self.learners]
+                 + [w.ready.remote() for w in self.workers], "starting DeepSpeed and the rollout engines")
+        self._init_sync()
+        log(f"cluster: {rc.num_workers} rollout worker(s), {lc.num_workers} learner rank(s), "
+            f"ZeRO-{lc.zero_stage}, sync over {self.backend}")
+
+    def _check_resources(self, ray) -> None:
+        cfg, have = self.cfg, ray.cluster_resources()
+        gpus = cfg.learner.num_workers * cfg.learner.gpus_per_worker + cfg.rollout.num_workers * cfg.rollout.gpus_per_worker
+        if gpus > have.get("GPU", 0):
+            raise ConfigError(f"the run needs {gpus:g} GPUs (learner + rollout gpus_per_worker x num_workers); "
+                              f"the Ray cluster has {have.get('GPU', 0):g}")
+
+    def get(self, refs, what: str):
+        import ray
+
+        try:
+            return ray.get(refs, timeout=self.timeout)
+        except ray.exceptions.GetTimeoutError:
+            raise RuntimeError(f"{what}: no answer within trainer.actor_timeout_s={self.timeout:g} s") from None
+        except ray.exceptions.RayActorError as exc:
+            raise RuntimeError(f"{what}: an actor died ({str(exc).splitlines()[0]})") from None
+
+    def _init_sync(self) -> None:
+        cfg = self.cfg
+        self.backend = "nccl" if cfg.rollout.gpus_per_worker > 0 and cfg.learner.gpus_per_worker > 0 else "gloo"
+        world, lead = 1 + len(self.workers), self.learners[0]
+        port = self.get(lead.create_sync_store.remote(self.host, world, self.timeout), "creating the sync store")
+        manifest = self.get(lead.manifest.remote(), "reading the parameter manifest")
+        bucket_bytes = int(cfg.sync.bucket_mb * 2**20)
+        joins = [lead.join_sync.remote(self.host, world, self.backend, bucket_bytes, self.timeout)]
+        joins += [w.join_sync.remote(self.host, port, i + 1, world, self.backend, manifest, bucket_bytes,
+                                     self.timeout) for i, w in enumerate(self.workers)]
+        self.get(joins, "forming the weight-sync group")
+
+    # ---- phases ----------------------------------------------------------------------------
+    def generate(self, prompts: list[list[int]], sampling: SamplingSettings) -> Completions:
+        """Split the prompts over the workers (contiguous, near-equal parts); prompt-major output."""
+        count = min(len(self.workers), len(prompts))
+        bounds = [len(prompts) * i // count for i in range(count + 1)]
+        refs = [w.generate.remote(prompts[bounds[i]: bounds[i + 1]],
+                                  SamplingSettings(sampling.n, sampling.temperature, sampling.top_p,
+                                                   sampling.max_new_tokens, sampling.seed * 1000 + i))
+                for i, w in enumerate(self.workers[:count])]
+        return Completions.concat(self.get(refs, "generation"), bounds[:count])
+
+    def update(self, batch: TrainBatch, seed: int) -> list[dict[str, float]]:
+        lc = self.cfg.learner
+        shards = shard_rows(batch, len(self.learners))
+        if min(len(s) for s in shards) == 0:
+            raise RuntimeError(f"update: {len(batch)} sequences cannot feed {len(self.learners)} learner ranks")
+        full = lc.update == "full-batch"
+        plans = plan_update(batch, shards, epochs=lc.epochs, mini_batches=1 if full else lc.mini_batches,
+                            micro_batch_size=lc.micro_batch_size, seed=seed)
+        refs = [lr.update.remote(batch.select(shard), plan, full)
+                for lr, shard, plan in zip(self.learners, shards, plans)]
+        return self.get(refs, "learner update")
+
+    def sync_weights(self) -> dict:
+        """Broadcast learner weights to every worker and check each worker's fingerprint."""
+        sends = [lr.send_weights.remote() for lr in self.learners]
+        recvs = [w.receive_weights.remote() for w in self.workers]
+        sent = self.get(sends, "sending weights")[0]
+        received = self.get(recvs, "receiving weights")
+        if self.cfg.sync.check_fingerprint:
+            for i, got in enumerate(received):
+                if got["fingerprint"] != sent["fingerprint"]:
+                    raise RuntimeError(f"weight sync: rollout worker {i} fingerprint {got['fingerprint']} "
+                                       f"!= learner {sent['fingerprint']}; its weights are not the learner's")
+        return {"bytes": sent["bytes"], "fingerprint": sent["fingerprint"],
+                "worker_fingerprints": [r["fingerprint"] for r in received]}
+
+    def learner_call(self, method: str, *args):
+        """Call `method` on every learner rank (collective calls must reach all ranks)."""
+        return self.get([getattr(lr, method).remote(*args) for lr in self.learners], f"learner {method}")
+
+    def worker_call(self, method: str, *args):
+        return self.get([getattr(w, method).remote(*args) for w in self.workers], f"rollout {method}")
+
+    def shutdown(self) -> None:
+        import ray
+
+        for actor in self.workers + self.learners:
+            ray.kill(actor)
+
+
+def threads(local: bool, cores: int, count: int, cpus: float) -> int:
+    """torch threads per actor: locally the phases alternate, so a kind of actor shares all cores."""
+    if local:
+        return max(1, cores // count)
+    return max(1, int(cpus))

@@ -1,0 +1,44 @@
+"""Held-out evaluation: n samples per problem, unbiased pass@k with bootstrap intervals."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+
+import torch
+
+from rlvr.algorithms import mean_with_ci, pass_at_k
+from rlvr.scoring import score
+from rollout.types import Completions, SamplingSettings
+
+
+def evaluate(generate: Callable[[list[list[int]], SamplingSettings], Completions], pool, tokenizer,
+             rows: list[dict], prompts: list[list[int]], *, n: int, ks: list[int], temperature: float,
+             max_new_tokens: int, seed: int) -> dict[str, float]:
+    """Metrics: pass@k (mean over problems) with pass@k_ci_lo / _ci_hi, per-level pass@1 when
+    rows have a `level` column, verifier errors, mean completion length.
+
+    A verifier error is neither right nor wrong: a problem's n and c count only verified
+    samples, and a problem with no verified sample is left out (and counted).
+    """
+    comps = generate(prompts, SamplingSettings(n=n, temperature=temperature, top_p=1.0,
+                                               max_new_tokens=max_new_tokens, seed=seed))
+    scores = score(pool, tokenizer, rows, comps)
+    count = torch.zeros(len(rows), dtype=torch.long).index_add_(0, comps.prompt_index_N, (~scores.error_N).long())
+    hits = torch.zeros(len(rows), dtype=torch.long).index_add_(0, comps.prompt_index_N, scores.correct_N.long())
+    usable = [i for i in range(len(rows)) if count[i] > 0]
+    out: dict[str, float] = {"eval/problems": len(usable), "eval/unverifiable_problems": len(rows) - len(usable),
+                             "eval/verifier_errors": int(scores.error_N.sum()),
+                             "eval/length_mean": comps.length_N.float().mean().item()}
+    for k in ks:
+        values = [pass_at_k(int(count[i]), int(hits[i]), min(k, int(count[i]))) for i in usable]
+        if values:
+            mean, lo, hi = mean_with_ci(values, seed=seed)
+            out.update({f"pass@{k}": mean, f"pass@{k}_ci_lo": lo, f"pass@{k}_ci_hi": hi})
+    by_level: dict[str, list[float]] = defaultdict(list)
+    for i in usable:
+        if "level" in rows[i]:
+            by_level[rows[i]["level"]].append(float(hits[i]) / float(count[i]))
+    for level, values in sorted(by_level.items()):
+        out[f"level/{level}/pass@1"] = sum(values) / len(values)
+    return out

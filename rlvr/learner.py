@@ -1,0 +1,224 @@
+"""The learner: one DeepSpeed data-parallel rank in one Ray actor (a plain class).
+
+Algorithm-blind (DESIGN.md): `update` gets a shard of token-level data and a plan of optimizer
+steps, and returns metric sums. Gradient accumulation is unmanaged (DeepSpeed's
+`managed_gradient_accumulation: false`): each micro-batch's loss is already normalised by the
+global counts of its optimizer step, so the backward passes add up to the full-batch gradient,
+and `engine.step()` is the one boundary. DeepSpeed averages gradients over ranks; the loss is
+multiplied by the world size so that the ranks' gradients add instead.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+
+import torch
+
+from rlvr.algorithms import LossSettings, microbatch_loss
+from rlvr.batch import StepPlan, TrainBatch
+from rollout.weight_sync import (
+    ParamSpec,
+    SyncGroup,
+    fingerprint,
+    make_manifest,
+    plan_buckets,
+    send_buckets,
+)
+
+
+class Learner:
+    def __init__(self, rank: int, world_size: int, cfg, model_path: str, *, threads: int = 1):
+        """Cheap: the DeepSpeed world forms in `setup`, once rank 0's address is known."""
+        torch.set_num_threads(max(1, threads))
+        self.rank, self.world_size, self.cfg, self.model_path = rank, world_size, cfg, model_path
+        self.sync_group: SyncGroup | None = None
+
+    def address(self) -> tuple[str, int]:
+        """This node's IP and a free port: the DeepSpeed master, when asked of rank 0."""
+        import ray
+
+        from rlvr.cluster import free_port
+
+        return ray.util.get_node_ip_address(), free_port()
+
+    def setup(self, master_addr: str, master_port: int) -> int:
+        """Form the DeepSpeed world (all ranks at once) and build model, optimizer, schedule."""
+        os.environ.update(RANK=str(self.rank), WORLD_SIZE=str(self.world_size), LOCAL_RANK="0",
+                          MASTER_ADDR=master_addr, MASTER_PORT=str(master_port))
+        if not torch.cuda.is_available():
+            os.environ.setdefault("DS_ACCELERATOR", "cpu")
+        import deepspeed  # after the environment: it picks the accelerator at import
+        from transformers import AutoModelForCausalLM
+
+        from rlvr.lr_schedule import lr_lambda
+
+        cfg, model_path, lc = self.cfg, self.model_path, self.cfg.learner
+        dtype = getattr(torch, cfg.model.dtype)
+        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype,
+                                                     trust_remote_code=cfg.model.trust_remote_code)
+        if cfg.model.gradient_checkpointing:
+            model.gradient_checkpointing_enable()
+        self.ref = None
+        if cfg.algorithm.kl_coef > 0:
+            self.ref = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype).eval().requires_grad_(False)
+        opt = torch.optim.AdamW(model.parameters(), lr=lc.lr, betas=tuple(lc.betas),
+                                weight_decay=lc.weight_decay)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lr_lambda(lc.lr_schedule, lc.warmup_steps, self.total_optimizer_steps()))
+        ds_config = {
+            "train_micro_batch_size_per_gpu": 1,
+            "gradient_accumulation_steps": 1,
+            "managed_gradient_accumulation": False,
+            "gradient_clipping": lc.grad_clip,
+            "zero_optimization": {"stage": lc.zero_stage},
+            "bf16": {"enabled": cfg.model.dtype == "bfloat16"},
+            "steps_per_print": 2**31,
+        }
+        self.engine, *_ = deepspeed.initialize(model=model, optimizer=opt, lr_scheduler=sched,
+                                               config=ds_config, dist_init_required=True)
+        self.device = self.engine.device
+        self.settings = loss_settings(cfg)
+        self.temperature = cfg.rollout.temperature
+        return os.getpid()
+
+    def total_optimizer_steps(self) -> int:
+        lc = self.cfg.learner
+        per_step = lc.epochs * (lc.mini_batches if lc.update == "mini-batch" else 1)
+        return self.cfg.trainer.steps * per_step
+
+    # ---- log-probs -------------------------------------------------------------------------
+    def _logp_entropy(self, model, mb: TrainBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-token log-prob of each token and entropy of its predictive distribution, [B, T]
+        aligned with input_ids (column 0 is 0), at the sampling temperature."""
+        ids = mb.input_ids_BT.to(self.device)
+        logits = model(input_ids=ids, attention_mask=mb.attention_mask_BT.to(self.device)).logits
+        logp_all = torch.log_softmax(logits[:, :-1].float() / self.temperature, dim=-1)
+        logp = logp_all.gather(-1, ids[:, 1:, None]).squeeze(-1)
+        entropy = -(logp_all.exp() * logp_all).sum(-1)
+        pad = torch.zeros_like(logp[:, :1])
+        return torch.cat([pad, logp], 1), torch.cat([pad, entropy], 1)
+
+    @torch.no_grad()
+    def _old_logp(self, shard: TrainBatch) -> torch.Tensor:
+        """Mini-batch mode: log-probs of the not-yet-updated policy for the whole shard."""
+        out = torch.zeros_like(shard.loss_mask_BT)
+        size = self.cfg.learner.micro_batch_size
+        for start in range(0, len(shard), size):
+            rows = list(range(start, min(start + size, len(shard))))
+            mb = shard.select(rows)
+            out[rows, : mb.input_ids_BT.shape[1]] = self._logp_entropy(self.engine, mb)[0].float().cpu()
+        return out
+
+    # ---- the update ------------------------------------------------------------------------
+    def update(self, shard: TrainBatch, plan: list[list[StepPlan]], full_batch: bool) -> dict[str, float]:
+        """Run plan[epoch][step] over this rank's shard. Returns metric sums (see controller)."""
+        self.engine.train()
+        sums: dict[str, float] = defaultdict(float)
+        old_logp = torch.zeros_like(shard.loss_mask_BT) if full_batch else self._old_logp(shard)
+        for epoch, steps in enumerate(plan):
+            for step in steps:
+                for rows in step.micro_batches:
+                    first_pass = full_batch and epoch == 0
+                    self._micro_step(shard, rows, step, old_logp, first_pass, sums)
+                self.engine.step()
+                norm = self.engine.get_global_grad_norm()
+                sums["grad_norm_sum"] += float(norm) if norm is not None else 0.0
+                sums["optimizer_steps"] += 1
+        sums["lr"] = self.engine.get_lr()[0]
+        return dict(sums)
+
+    def _micro_step(self, shard: TrainBatch, rows: list[int], step: StepPlan, old_logp: torch.Tensor,
+                    first_pass: bool, sums: dict[str, float]) -> None:
+        dummy = not rows
+        mb = shard.select(rows or [0])
+        width = mb.input_ids_BT.shape[1]
+        logp, entropy = self._logp_entropy(self.engine, mb)
+        mask = mb.loss_mask_BT.to(self.device) * (0.0 if dummy else 1.0)
+        if first_pass:  # full-batch epoch 1: the policy has not moved, its own forward is "old"
+            old = logp.detach()
+            if not dummy:
+                old_logp[rows, :width] = old.float().cpu()
+        else:
+            old = old_logp[rows or [0], :width].to(self.device)
+        ref = None
+        if self.ref is not None:
+            with torch.no_grad():
+                ref = self._logp_entropy(self.ref, mb)[0]
+        loss, stats = microbatch_loss(
+            self.settings, logp.float(), old.float(), mb.advantages_BT.to(self.device), mask,
+            num_tokens=max(step.num_tokens, 1), num_seqs=max(step.num_seqs, 1),
+            entropy_BT=entropy.float(), ref_logp_BT=ref, rollout_logp_BT=mb.rollout_logp_BT.to(self.device))
+        self.engine.backward(loss * self.world_size, scale_wrt_gas=False)
+        if dummy:
+            return
+        for key, value in stats.items():
+            sums[key] += float(value)
+        if first_pass or self.cfg.learner.update == "mini-batch":
+            diff = (mb.rollout_logp_BT.to(self.device) - logp.detach()).abs() * mask
+            sums["rollout_logp_diff_sum"] += float(diff.sum())
+            sums["rollout_logp_tokens"] += float(mask.sum())
+
+    # ---- weights ---------------------------------------------------------------------------
+    def _named_full_params(self):
+        """(HF name, full tensor) of every parameter; a collective under ZeRO-3 (all ranks call)."""
+        import deepspeed
+
+        for name, p in self.engine.module.named_parameters():
+            if hasattr(p, "ds_id"):
+                with deepspeed.zero.GatheredParameters([p], modifier_rank=None):
+                    yield name, p.detach().clone()
+            else:
+                yield name, p.detach()
+
+    def manifest(self) -> list[ParamSpec]:
+        shapes = []
+        for name, p in self.engine.module.named_parameters():
+            shape = tuple(p.ds_shape) if hasattr(p, "ds_shape") else tuple(p.shape)
+            shapes.append((name, shape, p.dtype))
+        return make_manifest(shapes)
+
+    def create_sync_store(self, host: str, world_size: int, timeout_s: float) -> int:
+        self._store = SyncGroup.create_store(host, world_size, timeout_s)
+        return self._store.port
+
+    def join_sync(self, host: str, world_size: int, backend: str, bucket_bytes: int, timeout_s: float) -> None:
+        self.sync_group = SyncGroup(host, self._store.port, 0, world_size, backend, timeout_s, store=self._store)
+        self.bucket_plan = plan_buckets(self.manifest(), bucket_bytes)
+
+    def send_weights(self) -> dict:
+        """Every learner rank calls this (ZeRO-3 gathers are collective); rank 0 broadcasts."""
+        manifest = self.manifest()
+        tensors = (t for _, t in self._named_full_params())
+        if self.rank != 0:
+            for _ in tensors:  # take part in the gathers
+                pass
+            return {}
+        sent, digest = send_buckets(self.sync_group, manifest, self.bucket_plan, tensors, self.device)
+        return {"bytes": sent, "fingerprint": digest}
+
+    def fingerprint(self) -> str:
+        """Every learner rank calls this (collective under ZeRO-3); all get the same value."""
+        return fingerprint(self._named_full_params())
+
+    def save_policy(self, path: str) -> None:
+        """Hugging Face format on rank 0; every rank calls (collective under ZeRO-3)."""
+        full = {name: t.cpu().clone() for name, t in self._named_full_params()}
+        if self.rank == 0:
+            self.engine.module.save_pretrained(path, state_dict=full)
+
+    def save_checkpoint(self, path: str) -> None:
+        self.engine.save_checkpoint(path, tag="deepspeed")
+
+    def load_checkpoint(self, path: str) -> None:
+        load_path, _ = self.engine.load_checkpoint(path, tag="deepspeed")
+        if load_path is None:
+            raise RuntimeError(f"learner rank {self.rank}: no DeepSpeed state under {path}")
+
+
+def loss_settings(cfg) -> LossSettings:
+    a = cfg.algorithm
+    return LossSettings(
+        policy_loss=a.policy_loss, clip_low=a.clip_low, clip_high=a.clip_high, dual_clip=a.dual_clip,
+        aggregation=a.aggregation, max_len=a.max_len or cfg.rollout.max_new_tokens,
+        kl_coef=a.kl_coef, kl_estimator=a.kl_estimator, entropy_coef=a.entropy_coef, tis_cap=a.tis_cap)

@@ -1,0 +1,132 @@
+"""Everything a training run holds besides the loop: directory, data, tokenizer, plug-ins, actors."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from rlvr.checkpoint import list_checkpoints
+from rlvr.config import dump_yaml
+from rlvr.errors import ConfigError
+from rlvr.evaluation import evaluate
+from rlvr.metrics import RunLogger, read_history
+from rlvr.tasks import load_task
+from rlvr.tiny_model import resolve_model_path
+from rollout.samplers import make_sampler
+from rollout.schedules import make_schedule
+from rollout.types import SamplingSettings
+
+
+@dataclass
+class Run:
+    cfg: object
+    dir: Path
+    tokenizer: object
+    train_rows: list[dict]
+    train_prompts: list[list[int]]
+    eval_rows: list[dict]
+    eval_prompts: list[list[int]]
+    sampler: object
+    schedule: object
+    pool: object
+    cluster: object
+    pad_id: int
+
+    @classmethod
+    def start(cls, cfg, recipe: str | None, log) -> Run:
+        from transformers import AutoTokenizer
+
+        from rewards.pool import VerifierPool
+        from rlvr.cluster import Cluster, init_ray
+
+        run_dir = run_directory(cfg, recipe)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        dump_yaml(cfg, run_dir / "config.yaml")
+        log(f"run directory: {run_dir}")
+        model_path = resolve_model_path(cfg, log=log)
+        tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=cfg.model.trust_remote_code)
+        train_rows, eval_rows = load_task(cfg)
+        eval_rows = eval_rows[: cfg.eval.num_problems]
+        vc = cfg.verifier
+        pool = VerifierPool(num_workers=vc.num_workers, timeout_s=vc.timeout_s, memory_mb=vc.memory_mb,
+                            plugins=vc.plugins)
+        init_ray(cfg, log)
+        cluster = Cluster(cfg, model_path, log)
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        return cls(cfg, run_dir, tokenizer, train_rows, encode(tokenizer, train_rows), eval_rows,
+                   encode(tokenizer, eval_rows), make_sampler(cfg.sampler.name, len(train_rows), cfg.trainer.seed),
+                   make_schedule(cfg.schedule.name), pool, cluster, pad)
+
+    def sampling(self, n: int, step: int, stage: int) -> SamplingSettings:
+        rc = self.cfg.rollout
+        seed = (self.cfg.trainer.seed * 100_003 + step) * 4 + stage
+        return SamplingSettings(n=n, temperature=rc.temperature, top_p=rc.top_p,
+                                max_new_tokens=rc.max_new_tokens, seed=seed)
+
+    def evaluate(self, step: int, logger: RunLogger) -> dict:
+        ec = self.cfg.eval
+        began = time.perf_counter()
+        metrics = evaluate(self.cluster.generate, self.pool, self.tokenizer, self.eval_rows, self.eval_prompts,
+                           n=ec.n, ks=ec.k, temperature=ec.temperature,
+                           max_new_tokens=self.cfg.rollout.max_new_tokens, seed=self.cfg.trainer.seed + 3)
+        metrics["time/eval"] = time.perf_counter() - began
+        logger.log(step, metrics, kind="eval")
+        return metrics
+
+    def eval_due(self, step: int) -> bool:
+        every = self.cfg.eval.every
+        return step == self.cfg.trainer.steps or (every > 0 and step % every == 0)
+
+    def checkpoint_due(self, step: int, began: float) -> bool:
+        tc = self.cfg.trainer
+        out_of_time = tc.max_time_s is not None and time.time() - began > tc.max_time_s
+        return step == tc.steps or out_of_time or (tc.checkpoint_every > 0 and step % tc.checkpoint_every == 0)
+
+    def history(self) -> list[dict]:
+        return read_history(self.dir)
+
+    def truncate_history(self, step: int) -> None:
+        """On resume, drop records the interrupted run wrote after its last checkpoint."""
+        kept = [r for r in self.history() if r["step"] <= step]
+        (self.dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
+
+    def close(self) -> None:
+        import ray
+
+        self.pool.close()
+        self.cluster.shutdown()
+        ray.shutdown()
+
+
+def encode(tokenizer, rows: list[dict]) -> list[list[int]]:
+    return tokenizer([r["prompt"] for r in rows]).input_ids
+
+
+def run_directory(cfg, recipe: str | None) -> Path:
+    """runs/<trainer.name>, or runs/<recipe>-<time> for a new run; with trainer.resume=auto and no
+    name, the newest run of this recipe that has a checkpoint. Never reuses a run's directory
+    for a fresh run (nothing is overwritten)."""
+    tc = cfg.trainer
+    base = Path(tc.output_dir)
+    stem = Path(recipe).stem if recipe else "run"
+    if tc.resume not in ("", "auto"):
+        return Path(tc.resume).expanduser().resolve().parent.parent
+    if tc.name:
+        path = base / tc.name
+        if not tc.resume and (path / "metrics.jsonl").exists():
+            raise ConfigError(f"trainer.name={tc.name!r}: {path} already holds a run; add trainer.resume=auto "
+                              "to continue it or choose another name")
+        return path
+    if tc.resume == "auto":
+        runs = [p for p in base.glob(f"{stem}-*") if list_checkpoints(p)]
+        if not runs:
+            raise ConfigError(f"trainer.resume=auto: no run of {stem} with a checkpoint under {base}/")
+        return max(runs, key=lambda p: list_checkpoints(p)[-1].stat().st_mtime)
+    path = base / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    suffix = 1
+    while path.exists():
+        suffix += 1
+        path = base / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}-{suffix}"
+    return path

@@ -1,0 +1,84 @@
+"""Generation with Hugging Face `transformers` (KV cache): the CPU engine and a GPU fallback.
+
+Log-probs are taken from the processed scores (after temperature / top-p), the same
+distribution the token was sampled from, so they are the behaviour policy's log-probs.
+Scores for a whole chunk are held at once ([sequences, L, V]); keep `batch_size` small for
+large vocabularies, or use the vLLM engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+
+from rollout.types import FINISH_LENGTH, FINISH_STOP, Completions, SamplingSettings
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class HFEngine:
+    """Engine contract: `generate(prompts_token_ids, sampling) -> Completions`,
+    `load_weights(named_tensors)`, `named_parameters()`."""
+
+    def __init__(self, model_path: str, *, dtype: str = "float32", device: str = "cpu",
+                 batch_size: int = 512, trust_remote_code: bool = False):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.device = torch.device(device)
+        self.model = AutoModelForCausalLM.from_pretrained(
+            model_path, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code).to(self.device).eval()
+        tok = AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust_remote_code)
+        self.eos_id = tok.eos_token_id
+        self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        self.batch_size = batch_size
+
+    @torch.no_grad()
+    def generate(self, prompts: list[list[int]], sampling: SamplingSettings) -> Completions:
+        """n samples for each prompt (token ids, no padding), prompt-major order."""
+        if not prompts:
+            raise ValueError("generate() needs at least one prompt")
+        torch.manual_seed(sampling.seed)
+        order = [i for i in range(len(prompts)) for _ in range(sampling.n)]
+        parts = [self._generate_chunk([prompts[i] for i in order[s: s + self.batch_size]], sampling)
+                 for s in range(0, len(order), self.batch_size)]
+        done = Completions.concat(parts, [0] * len(parts))
+        done.prompt_index_N = torch.tensor(order, dtype=torch.long)
+        return done
+
+    def _generate_chunk(self, seqs: list[list[int]], sampling: SamplingSettings) -> Completions:
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
+        attn = torch.zeros((len(seqs), width), dtype=torch.long)
+        for row, s in enumerate(seqs):  # left padding: every prompt ends at column `width`
+            ids[row, width - len(s):] = torch.tensor(s)
+            attn[row, width - len(s):] = 1
+        out = self.model.generate(
+            input_ids=ids.to(self.device), attention_mask=attn.to(self.device), do_sample=True,
+            temperature=sampling.temperature, top_p=sampling.top_p, top_k=0,
+            max_new_tokens=sampling.max_new_tokens, eos_token_id=self.eos_id, pad_token_id=self.pad_id,
+            output_scores=True, return_dict_in_generate=True)
+        new_NL = out.sequences[:, width:].cpu()
+        scores_NLV = torch.stack(out.scores, dim=1).float().cpu()
+        logp_NL = torch.log_softmax(scores_NLV, dim=-1).gather(-1, new_NL[..., None]).squeeze(-1)
+        is_eos_NL = new_NL == self.eos_id
+        stopped_N = is_eos_NL.any(dim=1)
+        length_N = torch.where(stopped_N, is_eos_NL.int().argmax(dim=1) + 1, new_NL.shape[1])
+        mask_NL = torch.arange(new_NL.shape[1])[None, :] < length_N[:, None]
+        return Completions(
+            prompt_index_N=torch.zeros(len(seqs), dtype=torch.long),
+            token_ids_NL=new_NL.masked_fill(~mask_NL, self.pad_id),
+            logprobs_NL=logp_NL.masked_fill(~mask_NL, 0.0),
+            length_N=length_N,
+            finish_reason=[FINISH_STOP if s else FINISH_LENGTH for s in stopped_N.tolist()],
+            pad_id=self.pad_id,
+        )
+
+    def named_parameters(self) -> Iterable[tuple[str, torch.Tensor]]:
+        return self.model.named_parameters()
+
+    @torch.no_grad()
+    def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
+        params = dict(self.model.named_parameters())
+        for name, tensor in named_tensors:
+            params[name].copy_(tensor)

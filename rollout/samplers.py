@@ -1,0 +1,72 @@
+"""Prompt samplers: which B training prompts a step uses.
+
+Contract: `next_batch(size) -> list[int]` (indices into the training rows),
+`observe(indices, successes, counts)` after verification (successes = correct completions,
+counts = verified completions, per selected prompt), `state_dict()` / `load_state_dict()` for
+checkpoints, and `metrics()` (flat floats).
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+
+class UniformSampler:
+    """Epochs over a shuffled permutation of the training prompts (without replacement)."""
+
+    def __init__(self, num_prompts: int, seed: int):
+        if num_prompts < 1:
+            raise ValueError("UniformSampler needs at least one prompt")
+        self.num_prompts = num_prompts
+        self.rng = random.Random(seed)
+        self.epoch, self.cursor = 0, 0
+        self.order = self._permutation()
+
+    def _permutation(self) -> list[int]:
+        order = list(range(self.num_prompts))
+        self.rng.shuffle(order)
+        return order
+
+    def next_batch(self, size: int) -> list[int]:
+        out: list[int] = []
+        while len(out) < size:
+            if self.cursor == len(self.order):
+                self.epoch, self.cursor = self.epoch + 1, 0
+                self.order = self._permutation()
+            take = min(size - len(out), len(self.order) - self.cursor)
+            out.extend(self.order[self.cursor: self.cursor + take])
+            self.cursor += take
+        return out
+
+    def observe(self, indices: list[int], successes: list[float], counts: list[int]) -> None:
+        """Uniform selection learns nothing from outcomes."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "cursor": self.cursor, "order": list(self.order),
+                "rng": self.rng.getstate()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if len(state["order"]) != self.num_prompts:
+            raise ValueError(f"sampler state covers {len(state['order'])} prompts, the data has {self.num_prompts}")
+        self.epoch, self.cursor, self.order = state["epoch"], state["cursor"], list(state["order"])
+        self.rng.setstate(tuple(_tuplify(state["rng"])))
+
+    def metrics(self) -> dict[str, float]:
+        return {"sampler/epoch": self.epoch + self.cursor / self.num_prompts}
+
+
+def _tuplify(x):
+    """random.getstate() round-trips through JSON/pickle as lists; setstate wants tuples."""
+    return tuple(_tuplify(v) for v in x) if isinstance(x, list | tuple) else x
+
+
+SAMPLERS = {"uniform": UniformSampler}
+
+
+def make_sampler(name: str, num_prompts: int, seed: int, **options):
+    try:
+        cls = SAMPLERS[name]
+    except KeyError:
+        raise ValueError(f"unknown prompt sampler {name!r}; valid: {', '.join(sorted(SAMPLERS))}") from None
+    return cls(num_prompts, seed, **options)

@@ -1,0 +1,72 @@
+"""Batch types that cross actor boundaries. Tensors are CPU tensors with documented shapes.
+
+Shape letters: P prompts, N completions (prompt-major: the completions of prompt 0 first),
+L the longest completion of the batch in tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+FINISH_STOP, FINISH_LENGTH = "stop", "length"
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """What an engine needs to sample; mapped from the `rollout` config section."""
+
+    n: int = 1
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 16
+    seed: int = 0
+
+
+@dataclass
+class Completions:
+    """An engine's output for P prompts x n samples.
+
+    prompt_index_N: long [N], which input prompt each completion continues.
+    token_ids_NL:   long [N, L], generated tokens (EOS included when the model stopped), right-padded
+                    with `pad_id`.
+    logprobs_NL:    float32 [N, L], the engine's log-prob of each generated token under the processed
+                    (temperature-scaled) distribution; 0 on padding.
+    length_N:       long [N], number of generated tokens.
+    finish_reason:  list of N strings, "stop" (EOS) or "length" (hit max_new_tokens).
+    """
+
+    prompt_index_N: torch.Tensor
+    token_ids_NL: torch.Tensor
+    logprobs_NL: torch.Tensor
+    length_N: torch.Tensor
+    finish_reason: list[str]
+    pad_id: int = 0
+
+    def __len__(self) -> int:
+        return len(self.finish_reason)
+
+    def tokens(self, i: int) -> list[int]:
+        return self.token_ids_NL[i, : self.length_N[i]].tolist()
+
+    def mask_NL(self) -> torch.Tensor:
+        positions = torch.arange(self.token_ids_NL.shape[1])
+        return positions[None, :] < self.length_N[:, None]
+
+    @staticmethod
+    def concat(parts: list[Completions], prompt_offsets: list[int]) -> Completions:
+        """Join batches; completion prompt indices are shifted by each part's prompt offset."""
+        width = max((p.token_ids_NL.shape[1] for p in parts), default=0)
+
+        def pad(t: torch.Tensor, value) -> torch.Tensor:
+            return torch.nn.functional.pad(t, (0, width - t.shape[1]), value=value)
+
+        return Completions(
+            prompt_index_N=torch.cat([p.prompt_index_N + off for p, off in zip(parts, prompt_offsets)]),
+            token_ids_NL=torch.cat([pad(p.token_ids_NL, p.pad_id) for p in parts]),
+            logprobs_NL=torch.cat([pad(p.logprobs_NL, 0.0) for p in parts]),
+            length_N=torch.cat([p.length_N for p in parts]),
+            finish_reason=[r for p in parts for r in p.finish_reason],
+            pad_id=parts[0].pad_id if parts else 0,
+        )

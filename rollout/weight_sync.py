@@ -1,0 +1,172 @@
+"""The weight-sync wire format: manifest, bucket plan, fingerprint, and both ends of the transfer.
+
+Learner rank 0 broadcasts flat buckets of parameters to every rollout worker over a standalone
+torch process group (gloo on CPU, NCCL on GPU), independent of the learners' DeepSpeed world.
+Both ends derive the same bucket plan from one manifest, so they post the same broadcasts in the
+same order. After a sync each side computes `fingerprint()`; the controller compares them.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import struct
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+GROUP_PREFIX = "rlvr_weight_sync"
+IN_FLIGHT = 2  # broadcasts posted before waiting on the oldest: overlaps packing with transfer
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    name: str
+    shape: tuple[int, ...]
+    dtype: str  # e.g. "float32"
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return getattr(torch, self.dtype)
+
+    @property
+    def nbytes(self) -> int:
+        return self.numel * torch.empty((), dtype=self.torch_dtype).element_size()
+
+
+def make_manifest(named_shapes: Iterable[tuple[str, tuple[int, ...], torch.dtype]]) -> list[ParamSpec]:
+    return [ParamSpec(name, tuple(shape), str(dtype).removeprefix("torch.")) for name, shape, dtype in named_shapes]
+
+
+def plan_buckets(manifest: list[ParamSpec], bucket_bytes: int) -> list[list[int]]:
+    """Consecutive parameters of one dtype packed up to `bucket_bytes`; a larger one goes alone."""
+    buckets: list[list[int]] = []
+    size, dtype = 0, None
+    for i, spec in enumerate(manifest):
+        if buckets and spec.dtype == dtype and size + spec.nbytes <= bucket_bytes:
+            buckets[-1].append(i)
+            size += spec.nbytes
+        else:
+            buckets.append([i])
+            size, dtype = spec.nbytes, spec.dtype
+    return buckets
+
+
+def tensor_digest(name: str, tensor: torch.Tensor) -> tuple:
+    """(name, shape, float64 sum, position-weighted float64 sum) of one tensor.
+
+    The weighted sum catches swapped or shifted values that a plain sum misses. Both are
+    computed in one fixed order on identical data, so equal weights give equal digests exactly;
+    it reads each tensor once (cheap enough after every sync, also on GPU).
+    """
+    flat = tensor.detach().reshape(-1).to(torch.float64)
+    weights = (torch.arange(flat.numel(), device=flat.device, dtype=torch.float64) % 251) + 1
+    return name, tuple(tensor.shape), flat.sum().item(), (flat * weights).sum().item()
+
+
+def combine_digests(digests: Iterable[tuple]) -> str:
+    h = hashlib.sha256()
+    for name, shape, total, weighted in sorted(digests, key=lambda d: d[0]):
+        h.update(name.encode())
+        h.update(str(shape).encode())
+        h.update(struct.pack("<dd", total, weighted))
+    return h.hexdigest()[:16]
+
+
+def fingerprint(named_tensors: Iterable[tuple[str, torch.Tensor]]) -> str:
+    """Order-independent hash of a model's weights (see `tensor_digest`)."""
+    return combine_digests(tensor_digest(name, t) for name, t in named_tensors)
+
+
+class SyncGroup:
+    """A process group of learner rank 0 (rank 0) and every rollout worker (ranks 1..W).
+
+    Rank 0 creates the TCP store first (`create_store`) and shares its port; then every member
+    constructs its SyncGroup concurrently (construction blocks until all have joined).
+    """
+
+    def __init__(self, host: str, port: int, rank: int, world_size: int, backend: str = "gloo",
+                 timeout_s: float = 600.0, store: dist.TCPStore | None = None):
+        timeout = datetime.timedelta(seconds=timeout_s)
+        if store is None:
+            store = dist.TCPStore(host, port, world_size, is_master=False, timeout=timeout)
+        self.store, self.rank, self.world_size = store, rank, world_size
+        prefix = dist.PrefixStore(GROUP_PREFIX, store)
+        if backend == "gloo":
+            self.pg = dist.ProcessGroupGloo(prefix, rank, world_size, timeout)
+        elif backend == "nccl":
+            self.pg = dist.ProcessGroupNCCL(prefix, rank, world_size)
+        else:
+            raise ValueError(f"unknown sync backend {backend!r}; valid: gloo, nccl")
+
+    @staticmethod
+    def create_store(host: str, world_size: int, timeout_s: float = 600.0) -> dist.TCPStore:
+        """The master store on rank 0's host; the OS picks the port (read `.port`)."""
+        return dist.TCPStore(host, 0, world_size, is_master=True, wait_for_workers=False,
+                             timeout=datetime.timedelta(seconds=timeout_s))
+
+    def broadcast(self, tensor: torch.Tensor):
+        opts = dist.BroadcastOptions()
+        opts.rootRank = 0
+        return self.pg.broadcast([tensor], opts)
+
+
+def send_buckets(group: SyncGroup, manifest: list[ParamSpec], plan: list[list[int]],
+                 tensors: Iterator[torch.Tensor], device: torch.device) -> tuple[int, str]:
+    """Rank 0: pack the tensors (in manifest order) into buckets and broadcast.
+
+    Returns (bytes sent, fingerprint of what was sent). `tensors` must yield exactly the
+    manifest's tensors in order; with ZeRO-3 it gathers lazily, so every learner rank iterates
+    its own copy of it even though only rank 0 calls this.
+    """
+    pending, sent, digests = [], 0, []
+    for bucket in plan:
+        parts = []
+        for i in bucket:
+            part = next(tensors).detach()
+            if part.numel() != manifest[i].numel:
+                raise RuntimeError(f"weight sync: {manifest[i].name} has {part.numel()} elements, "
+                                   f"manifest says {manifest[i].numel}")
+            digests.append(tensor_digest(manifest[i].name, part.reshape(manifest[i].shape)))
+            parts.append(part.reshape(-1))
+        flat = torch.cat(parts).to(device=device, dtype=manifest[bucket[0]].torch_dtype)
+        pending.append((group.broadcast(flat), flat))
+        sent += flat.numel() * flat.element_size()
+        if len(pending) >= IN_FLIGHT:
+            pending.pop(0)[0].wait()
+    for work, _ in pending:
+        work.wait()
+    return sent, combine_digests(digests)
+
+
+def receive_buckets(group: SyncGroup, manifest: list[ParamSpec], plan: list[list[int]],
+                    device: torch.device, load: Callable[[list[tuple[str, torch.Tensor]]], None],
+                    corrupt: Callable[[int, torch.Tensor], None] | None = None) -> int:
+    """Ranks 1..W: receive each bucket and hand its (name, tensor) views to `load`.
+
+    `corrupt` is a test hook called with (bucket index, flat buffer) before loading.
+    """
+    received = 0
+    for b, bucket in enumerate(plan):
+        numel = sum(manifest[i].numel for i in bucket)
+        flat = torch.empty(numel, dtype=manifest[bucket[0]].torch_dtype, device=device)
+        group.broadcast(flat).wait()
+        if corrupt is not None:
+            corrupt(b, flat)
+        received += flat.numel() * flat.element_size()
+        views, offset = [], 0
+        for i in bucket:
+            spec = manifest[i]
+            views.append((spec.name, flat[offset: offset + spec.numel].view(spec.shape)))
+            offset += spec.numel
+        load(views)
+    return received
