@@ -1,0 +1,29 @@
+"""E2E tests share one warm-started tiny model, built once into the repo-local cache."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+os.environ.setdefault("RLVR_CACHE", str(ROOT / ".cache" / "rlvr"))
+os.environ.setdefault("DEEPSPEED_TIMEOUT", "5")  # minutes: a hung collective fails the test, not CI
+
+# A quick warm start on one-digit sums: good enough to be right about half the time, so the
+# reward has room to rise within a few RL steps.
+E2E = [
+    "data.arith.mix={'1:+:2': 1}", "data.arith.train_size=80", "data.arith.heldout_size=9",
+    "sft.steps=150", "sft.batch_size=128", "rollout.max_new_tokens=4",
+    "eval.num_problems=9", "eval.n=4", "eval.k=[1,4]", "eval.every=0",
+]
+
+
+@pytest.fixture(scope="session")
+def e2e_overrides(tmp_path_factory):
+    from rlvr.config import load_config
+    from rlvr.tiny_model import builtin_model_dir
+
+    out = tmp_path_factory.mktemp("runs")
+    overrides = E2E + [f"trainer.output_dir={out}"]
+    builtin_model_dir(load_config(None, overrides))
+    return overrides

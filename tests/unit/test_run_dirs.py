@@ -1,0 +1,66 @@
+"""Run directories, checkpoint discovery and the uniform sampler's resumable state."""
+
+import pytest
+import torch
+
+from rlvr.checkpoint import STATE_FILE, find_resume, list_checkpoints
+from rlvr.config import ConfigError, load_config
+from rlvr.run import run_directory
+from rollout.samplers import UniformSampler
+
+
+def make_ckpt(run, step, complete=True):
+    path = run / "checkpoints" / (f"step_{step:06d}" + ("" if complete else ".tmp"))
+    path.mkdir(parents=True)
+    if complete:
+        (path / STATE_FILE).write_bytes(b"x")
+    return path
+
+
+def test_checkpoint_discovery_skips_incomplete(tmp_path):
+    run = tmp_path / "r"
+    make_ckpt(run, 20)
+    newest = make_ckpt(run, 100)
+    make_ckpt(run, 120, complete=False)  # interrupted while writing
+    (run / "checkpoints" / "step_000140").mkdir()  # no state file
+    assert [p.name for p in list_checkpoints(run)] == ["step_000020", "step_000100"]
+    assert find_resume(run, "auto") == newest
+    assert find_resume(run, "") is None
+    assert find_resume(tmp_path / "empty", "auto") is None
+    with pytest.raises(ConfigError, match="not a checkpoint directory"):
+        find_resume(run, str(run / "checkpoints"))
+
+
+def test_run_directory_rules(tmp_path):
+    base = f"trainer.output_dir={tmp_path}"
+    fresh = run_directory(load_config(None, [base]), "recipes/x.yaml")
+    assert fresh.parent == tmp_path and fresh.name.startswith("x-")
+    with pytest.raises(ConfigError, match="trainer.resume=auto: no run of x with a checkpoint"):
+        run_directory(load_config(None, [base, "trainer.resume=auto"]), "recipes/x.yaml")
+    old, new = tmp_path / "x-20260101-000000", tmp_path / "x-20260102-000000"
+    make_ckpt(old, 5)
+    make_ckpt(new, 3)
+    assert run_directory(load_config(None, [base, "trainer.resume=auto"]), "recipes/x.yaml") == new
+    named = tmp_path / "mine"
+    named.mkdir()
+    (named / "metrics.jsonl").write_text("{}\n")
+    with pytest.raises(ConfigError, match="already holds a run; add trainer.resume=auto"):
+        run_directory(load_config(None, [base, "trainer.name=mine"]), None)
+    assert run_directory(load_config(None, [base, "trainer.name=mine", "trainer.resume=auto"]), None) == named
+    ckpt = make_ckpt(tmp_path / "other", 7)
+    assert run_directory(load_config(None, [base, f"trainer.resume={ckpt}"]), None) == (tmp_path / "other").resolve()
+
+
+def test_uniform_sampler_epochs_and_state_round_trip(tmp_path):
+    s = UniformSampler(5, seed=1)
+    first = s.next_batch(3) + s.next_batch(2)
+    assert sorted(first) == [0, 1, 2, 3, 4]  # one epoch covers every prompt once
+    assert s.metrics()["sampler/epoch"] == 1.0
+    s.next_batch(4)
+    torch.save(s.state_dict(), tmp_path / "state.pt")
+    expected = [s.next_batch(3) for _ in range(4)]
+    restored = UniformSampler(5, seed=99)
+    restored.load_state_dict(torch.load(tmp_path / "state.pt", weights_only=False))
+    assert [restored.next_batch(3) for _ in range(4)] == expected
+    with pytest.raises(ValueError, match="covers 5 prompts, the data has 6"):
+        UniformSampler(6, seed=0).load_state_dict(s.state_dict())
