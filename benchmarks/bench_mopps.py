@@ -5,7 +5,8 @@
 
 Each size runs in a fresh subprocess so its RSS is its own. Per step: `next_batch(B)` over a pool
 of ts_ratio x B candidates, then `observe` with k completions per prompt and outcomes drawn from
-each prompt's hidden true rate (so posteriors move as in training). Time and memory should stay
+each prompt's hidden true rate (so posteriors move as in training). "step ms" is wall time,
+"CPU ms" this process's CPU time (steadier on a shared machine). Time and memory should stay
 flat in the number of prompts beyond the O(prompts) arrays themselves (2 float64 + 1 bool each).
 """
 
@@ -43,22 +44,24 @@ def measure(num_prompts: int, steps: int, batch: int, k: int, ts_ratio: float, m
     truth = np.random.default_rng(1).beta(0.5, 0.5, size=num_prompts)  # hidden success rates
     outcome_rng = np.random.default_rng(2)
     counts = [k] * batch
-    times, rss_after_warmup = [], None
+    times, cpu, rss_after_warmup = [], [], None
     for step in range(steps + 10):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         idx = sampler.next_batch(batch)
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.process_time()
         successes = outcome_rng.binomial(k, truth[idx]).astype(float)  # the "rollout": not timed
-        t2 = time.perf_counter()
+        t2, c2 = time.perf_counter(), time.process_time()
         sampler.observe(idx, successes, counts)
-        t3 = time.perf_counter()
+        t3, c3 = time.perf_counter(), time.process_time()
         if step == 9:
             rss_after_warmup = rss_mib()
         if step >= 10:  # first steps pay allocation warm-up
             times.append((t1 - t0) + (t3 - t2))
+            cpu.append((c1 - c0) + (c3 - c2))
     ms = np.array(times) * 1e3
     return {"prompts": num_prompts, "mode": mode, "init_s": init_s, "step_ms_mean": float(ms.mean()),
             "step_ms_p50": float(np.percentile(ms, 50)), "step_ms_p95": float(np.percentile(ms, 95)),
+            "cpu_ms_mean": float(np.mean(cpu) * 1e3),
             "rss_start_mib": rss_start, "rss_warm_mib": rss_after_warmup, "rss_end_mib": rss_mib(),
             "rank_corr_last": sampler.metrics()["sampler/rank_corr"],
             "observed_frac": sampler.metrics()["sampler/observed_frac"]}
@@ -79,7 +82,7 @@ def main() -> None:
         return
     print(f"MoPPS select+observe, B={args.batch}, k={args.k}, ts_ratio={args.ts_ratio:g} "
           f"(pool {int(args.ts_ratio * args.batch)}), mode={args.mode}, {args.steps} timed steps")
-    print(f"{'prompts':>9} {'init s':>7} {'step ms':>8} {'p50':>7} {'p95':>7} "
+    print(f"{'prompts':>9} {'init s':>7} {'step ms':>8} {'p50':>7} {'p95':>7} {'CPU ms':>7} "
           f"{'RSS start':>10} {'RSS warm':>9} {'RSS end':>8} {'growth':>7}")
     for size in args.sizes:
         cmd = [sys.executable, __file__, "--one", "--sizes", str(size), "--steps", str(args.steps),
@@ -87,7 +90,7 @@ def main() -> None:
                "--mode", args.mode]
         r = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
         print(f"{r['prompts']:>9,} {r['init_s']:>7.3f} {r['step_ms_mean']:>8.2f} {r['step_ms_p50']:>7.2f} "
-              f"{r['step_ms_p95']:>7.2f} {r['rss_start_mib']:>8.1f}Mi {r['rss_warm_mib']:>7.1f}Mi "
+              f"{r['step_ms_p95']:>7.2f} {r['cpu_ms_mean']:>7.2f} {r['rss_start_mib']:>8.1f}Mi {r['rss_warm_mib']:>7.1f}Mi "
               f"{r['rss_end_mib']:>6.1f}Mi {r['rss_end_mib'] - r['rss_warm_mib']:>5.1f}Mi")
 
 
