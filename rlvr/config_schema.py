@@ -115,16 +115,52 @@ class AlgorithmConfig:
 
 @dataclass
 class SamplerConfig:
-    """Which prompts a step trains on."""
+    """Which prompts a step trains on. The other keys configure `mopps` (docs/sampling.md)."""
 
-    name: str = spec("uniform", "prompt sampler", choices=["uniform"])
+    name: str = spec("uniform", "prompt sampler: uniform epochs, or MoPPS Bayesian selection",
+                     choices=["uniform", "mopps"])
+    decay: float = spec(1.0, "MoPPS posterior decay lambda (1.0 = no forgetting; 0.5 in the paper "
+                        "for Countdown and geometry)", gt=0.0, max=1.0)
+    ts_ratio: float = spec(8.0, "MoPPS candidate pool = ts_ratio x prompts_per_step, drawn uniformly "
+                           "(16 in the paper for MATH, 8 otherwise)", min=1.0)
+    target: float = spec(0.5, "MoPPS topk: keep the candidates whose sampled success rate is nearest "
+                         "to this", min=0.0, max=1.0)
+    mode: str = spec("topk", "MoPPS selection: topk (nearest to target) or threshold (random among "
+                     "[low, high], topped up by distance to the interval)", choices=["topk", "threshold"])
+    low: float = spec(0.3, "MoPPS threshold mode: lower end of the success-rate interval", min=0.0, max=1.0)
+    high: float = spec(0.7, "MoPPS threshold mode: upper end of the success-rate interval", min=0.0, max=1.0)
+    prior_file: Optional[str] = spec(None, "MoPPS prior from an offline evaluation (JSONL, one "
+                                     "{index | prompt, n, correct | success_rate} per line)", file=True)
+    prior_strength: float = spec(1.0, "weight of one offline completion in pseudo-counts "
+                                 "(alpha = 1 + strength x correct)", gt=0.0)
+
+    def __post_init__(self) -> None:
+        if self.low >= self.high:
+            raise ConfigError(f"sampler.low={self.low}, sampler.high={self.high}: low must be < high")
 
 
 @dataclass
 class ScheduleConfig:
-    """How many completions each prompt gets (extra stages after the first)."""
+    """How many completions each prompt gets (extra stages after the first). `dars` adds
+    completions to prompts whose first-stage accuracy is below 0.5 (docs/sampling.md)."""
 
-    name: str = spec("single", "rollout schedule", choices=["single"])
+    name: str = spec("single", "rollout schedule", choices=["single", "dars"])
+    mode: str = spec("hw", "DARS schedule: et (equal treatment) or hw (hardness weighted)",
+                     choices=["et", "hw"])
+    n_max: Optional[int] = spec(None, "DARS cap on a prompt's total completions "
+                                "(default 32 for et, 64 for hw)", min=1)
+    std_normalized: bool = spec(False, "DARS: size the extra completions for std-normalised "
+                                "advantages (pair with algorithm.std_normalize=true)")
+
+
+@dataclass
+class GateConfig:
+    """Which groups enter the update beyond the zero-variance filter (algorithm.drop_zero_variance)."""
+
+    refill: bool = spec(False, "DAPO dynamic sampling: draw further prompt batches until "
+                        "trainer.prompts_per_step informative groups are collected")
+    max_gen_batches: int = spec(10, "refill: at most this many generation rounds per step; "
+                                "train on what was collected if still short", min=1)
 
 
 @dataclass
@@ -199,6 +235,7 @@ class Config:
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    gate: GateConfig = field(default_factory=GateConfig)
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     sync: SyncConfig = field(default_factory=SyncConfig)
     verifier: VerifierConfig = field(default_factory=VerifierConfig)

@@ -56,8 +56,8 @@ class Run:
         cluster = Cluster(cfg, model_path, log)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         return cls(cfg, run_dir, tokenizer, train_rows, encode(tokenizer, train_rows), eval_rows,
-                   encode(tokenizer, eval_rows), make_sampler(cfg.sampler.name, len(train_rows), cfg.trainer.seed),
-                   make_schedule(cfg.schedule.name), pool, cluster, pad)
+                   encode(tokenizer, eval_rows), make_sampler(cfg.sampler, len(train_rows), cfg.trainer.seed, prompts=[r["prompt"] for r in train_rows]),
+                   make_schedule(cfg.schedule), pool, cluster, pad)
 
     def sampling(self, n: int, step: int, stage: int) -> SamplingSettings:
         rc = self.cfg.rollout

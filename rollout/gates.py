@@ -1,6 +1,12 @@
-"""Admission gates: which groups enter the update."""
+"""Admission gates: which groups enter the update.
+
+`zero_variance_admit` is the filter; `DynamicSampling` is DAPO's refill policy on top of it: it
+tells the loop whether to generate another prompt batch and which groups to keep.
+"""
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -19,3 +25,59 @@ def zero_variance_admit(reward_N: torch.Tensor, group_N: torch.Tensor, num_group
     hi = (-inf).scatter_reduce(0, group_N[valid], r[valid], "amax")
     seen = torch.zeros(num_groups, dtype=torch.long).index_add_(0, group_N, valid.long())
     return (seen >= 2) & (hi > lo)
+
+
+class DynamicSampling:
+    """DAPO dynamic sampling (Yu et al., arXiv 2503.14476) as a policy the loop consults.
+
+    Per step the loop calls `begin()`, then for each generated prompt batch
+    `keep_P = offer(informative_P)` (which of that batch's groups enter the update), and draws
+    another batch while `more()`. With `refill` the kept groups are the first `target`
+    informative ones in generation order (a batch that overshoots is truncated), and generation
+    stops after `max_gen_batches` rounds. DAPO raises an error when the rounds run out; this
+    policy trains on what it has and reports the shortfall as `gate/short_groups`. Without
+    `refill` there is one round and every informative group is kept (the plain filter).
+    """
+
+    def __init__(self, target: int, max_gen_batches: int = 10, refill: bool = True):
+        if target < 1 or max_gen_batches < 1:
+            raise ValueError(f"DynamicSampling needs target >= 1 and max_gen_batches >= 1, "
+                             f"got {target} and {max_gen_batches}")
+        self.target, self.max_gen_batches, self.refill = target, max_gen_batches, refill
+        self.begin()
+
+    @classmethod
+    def from_config(cls, cfg, target: int) -> DynamicSampling:
+        """From the `gate` config section (refill, max_gen_batches) and trainer.prompts_per_step."""
+        return cls(target, cfg.max_gen_batches, cfg.refill)
+
+    def begin(self) -> None:
+        """Start a step: no rounds, nothing kept."""
+        self.rounds, self.kept, self.generated, self.informative = 0, 0, 0, 0
+
+    def offer(self, informative_P: torch.Tensor) -> torch.Tensor:
+        """keep_P (bool [P]) for one generated batch, given which of its groups are informative."""
+        if self.rounds and not self.more():
+            raise RuntimeError("DynamicSampling.offer called after more() returned False")
+        informative_P = informative_P.bool()
+        keep_P = informative_P
+        if self.refill:
+            keep_P = informative_P & (informative_P.long().cumsum(0) <= self.target - self.kept)
+        self.rounds += 1
+        self.generated += informative_P.numel()
+        self.informative += int(informative_P.sum())
+        self.kept += int(keep_P.sum())
+        return keep_P
+
+    def more(self) -> bool:
+        """Whether the loop should generate another prompt batch this step."""
+        return self.refill and self.kept < self.target and self.rounds < self.max_gen_batches
+
+    def metrics(self) -> dict[str, float]:
+        return {
+            "gate/gen_batches": float(self.rounds),
+            "gate/generated_groups": float(self.generated),
+            "gate/informative_frac": self.informative / self.generated if self.generated else math.nan,
+            "gate/kept_groups": float(self.kept),
+            "gate/short_groups": float(max(self.target - self.kept, 0)) if self.refill else 0.0,
+        }

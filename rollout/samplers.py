@@ -4,12 +4,18 @@ Contract: `next_batch(size) -> list[int]` (indices into the training rows),
 `observe(indices, successes, counts)` after verification (successes = correct completions,
 counts = verified completions, per selected prompt), `state_dict()` / `load_state_dict()` for
 checkpoints, and `metrics()` (flat floats).
+
+Registry: `uniform` (below) and `mopps` (rollout/mopps.py). `make_sampler` takes either a name
+or the `sampler` config section (any object with `.name` and the sampler's options).
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from typing import Any
+
+from rollout.mopps import MoPPSSampler
 
 
 class UniformSampler:
@@ -61,12 +67,21 @@ def _tuplify(x):
     return tuple(_tuplify(v) for v in x) if isinstance(x, list | tuple) else x
 
 
-SAMPLERS = {"uniform": UniformSampler}
+SAMPLERS = {"uniform": UniformSampler, "mopps": MoPPSSampler}
 
 
-def make_sampler(name: str, num_prompts: int, seed: int, **options):
+def make_sampler(config: Any, num_prompts: int, seed: int, prompts: Sequence[str] | None = None,
+                 **options):
+    """A sampler from a name (plus keyword `options`) or from the `sampler` config section.
+
+    `prompts` (the training rows' texts) is only read by a MoPPS prior file that names prompts
+    by text.
+    """
+    name = config if isinstance(config, str) else config.name
     try:
         cls = SAMPLERS[name]
     except KeyError:
         raise ValueError(f"unknown prompt sampler {name!r}; valid: {', '.join(sorted(SAMPLERS))}") from None
-    return cls(num_prompts, seed, **options)
+    if isinstance(config, str) or not hasattr(cls, "from_config"):
+        return cls(num_prompts, seed, **options)
+    return cls.from_config(config, num_prompts, seed, prompts=prompts)
