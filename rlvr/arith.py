@@ -113,20 +113,23 @@ def make_split(mix: dict[str, float], size: int, *, heldout: bool, fraction: flo
     """`size` distinct problems of the train or held-out region, drawn by the mix, shuffled."""
     split = "heldout" if heldout else "train"
     rows: list[dict[str, Any]] = []
+    taken: set[str] = set()  # levels overlap ('1:+:2' problems are also '2:+:2' problems)
     for name, count in allocate(mix, size).items():
         level = parse_level(name)
         rng = random.Random(f"{seed}:{split}:{name}")
-        exprs = draw_distinct(level, count, rng, heldout, fraction)
+        exprs = draw_distinct(level, count, rng, heldout, fraction, taken)
+        taken.update(exprs)
         rows.extend(make_row(e, level) for e in exprs)
     random.Random(f"{seed}:{split}:order").shuffle(rows)
     return rows
 
 
-def draw_distinct(level: Level, count: int, rng: random.Random, heldout: bool,
-                  fraction: float) -> list[str]:
+def draw_distinct(level: Level, count: int, rng: random.Random, heldout: bool, fraction: float,
+                  taken: set[str]) -> list[str]:
+    """`count` problems of the level in the region, none of them in `taken`."""
     region = "held-out" if heldout else "train"
     if level.space_size <= ENUMERATE_LIMIT:
-        pool = [e for e in level.enumerate() if is_heldout(e, fraction) == heldout]
+        pool = [e for e in level.enumerate() if is_heldout(e, fraction) == heldout and e not in taken]
         if count > len(pool):
             raise ConfigError(f"data.arith: level {level.name} has only {len(pool)} {region} "
                               f"problems, {count} requested; lower the size or change the mix")
@@ -136,7 +139,7 @@ def draw_distinct(level: Level, count: int, rng: random.Random, heldout: bool,
         if len(seen) == count:
             break
         expr = level.sample(rng)
-        if is_heldout(expr, fraction) == heldout:
+        if is_heldout(expr, fraction) == heldout and expr not in taken:
             seen[expr] = None
     if len(seen) < count:
         raise ConfigError(f"data.arith: could not draw {count} distinct {region} problems of "

@@ -135,7 +135,7 @@ class Cluster:
                     raise RuntimeError(f"weight sync: rollout worker {i} fingerprint {got['fingerprint']} "
                                        f"!= learner {sent['fingerprint']}; its weights are not the learner's")
         return {"bytes": sent["bytes"], "fingerprint": sent["fingerprint"],
-                "worker_fingerprints": [r["fingerprint"] for r in received]}
+                "checked_workers": len(received) if self.cfg.sync.check_fingerprint else 0}
 
     def learner_call(self, method: str, *args):
         """Call `method` on every learner rank (collective calls must reach all ranks)."""

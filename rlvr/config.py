@@ -80,7 +80,7 @@ def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
 def from_dict(cls: type, data: Any, prefix: str) -> Any:
     """Build dataclass `cls` from a mapping, checking keys and types; fields not given keep defaults."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{prefix or 'config'}: expected a section (mapping), got {data!r}")
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a section (mapping), got {data!r}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
@@ -117,6 +117,11 @@ def coerce(tp: Any, value: Any, name: str) -> Any:
         return {coerce(key_tp, k, name): coerce(val_tp, v, f"{name}.{k}") for k, v in value.items()}
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, str):
+        try:  # YAML 1.1 reads 1e-6 (no dot) as a string; accept it as the number it means
+            return float(value)
+        except ValueError:
+            pass
     if tp is bool and not isinstance(value, bool):
         raise ConfigError(f"{name}={value!r}: expected true or false")
     if tp is int and (isinstance(value, bool) or not isinstance(value, int)):
@@ -134,11 +139,16 @@ def check_values(obj: Any, prefix: str) -> None:
         if dataclasses.is_dataclass(value):
             check_values(value, name + ".")
             continue
-        meta = f.metadata
         if value is None:
             continue
-        for item in value.values() if isinstance(value, dict) else value if isinstance(value, list) else [value]:
-            check_one(meta, item, name)
+        if isinstance(value, dict):
+            items = [(f"{name}.{k}", v) for k, v in value.items()]
+        elif isinstance(value, list):
+            items = [(f"{name}[{i}]", v) for i, v in enumerate(value)]
+        else:
+            items = [(name, value)]
+        for item_name, item in items:
+            check_one(f.metadata, item, item_name)
 
 
 def check_one(meta: typing.Mapping[str, Any], value: Any, name: str) -> None:

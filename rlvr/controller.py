@@ -8,6 +8,7 @@ prompt sampler (select, observe), the rollout schedule (expand) and the zero-var
 from __future__ import annotations
 
 import time
+import zlib
 
 import torch
 
@@ -70,11 +71,12 @@ def _loop(run: Run, cfg, log) -> dict:
                 batch = build_train_batch(prompts, comps, keep_N, adv_N.float(), run.pad_id)
                 stats = cluster.update(batch, seed=tc.seed * 7919 + step)
         with timer("sync"):
-            sync = cluster.sync_weights() if stats else {"bytes": 0}
+            sync = cluster.sync_weights() if stats else {"bytes": 0, "checked_workers": 0}
         times = timer.pop()
         logger.log(step + 1, {
             **rollout_metrics(comps, scores, acc_P, keep_N, extra_N, times),
-            **learner_metrics(stats), "sync/bytes": sync["bytes"],
+            **learner_metrics(stats), "sync/bytes": sync["bytes"], "sync/checked_workers": sync["checked_workers"],
+            "sampler/batch_hash": zlib.crc32(str(idx).encode()),
             **run.sampler.metrics(), **run.schedule.metrics(), **times})
         if run.eval_due(step + 1):
             last_eval = run.evaluate(step + 1, logger)

@@ -49,7 +49,10 @@ class Learner:
         if not torch.cuda.is_available():
             os.environ.setdefault("DS_ACCELERATOR", "cpu")
         import deepspeed  # after the environment: it picks the accelerator at import
+        import transformers
         from transformers import AutoModelForCausalLM
+
+        transformers.logging.disable_progress_bar()
 
         from rlvr.lr_schedule import lr_lambda
 
@@ -201,9 +204,14 @@ class Learner:
         """Every learner rank calls this (collective under ZeRO-3); all get the same value."""
         return fingerprint(self._named_full_params())
 
+    def full_state_dict(self) -> dict[str, torch.Tensor] | None:
+        """Every parameter in full on rank 0, None elsewhere (every rank calls: collective)."""
+        full = {name: t.cpu().clone() for name, t in self._named_full_params()}
+        return full if self.rank == 0 else None
+
     def save_policy(self, path: str) -> None:
         """Hugging Face format on rank 0; every rank calls (collective under ZeRO-3)."""
-        full = {name: t.cpu().clone() for name, t in self._named_full_params()}
+        full = self.full_state_dict()
         if self.rank == 0:
             self.engine.module.save_pretrained(path, state_dict=full)
 

@@ -21,7 +21,11 @@ class RolloutWorker:
         self.index = index
         if engine != "hf":
             raise ValueError(f"unknown rollout engine {engine!r}; valid: hf")
+        import transformers
+
         from rollout.hf_engine import HFEngine
+
+        transformers.logging.disable_progress_bar()
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.engine = HFEngine(model_path, dtype=dtype, device=device, batch_size=batch_size,
