@@ -261,6 +261,16 @@ class Config:
                               "with learner.update=mini-batch (full-batch takes one step per epoch)")
         if len(self.learner.betas) != 2:
             raise ConfigError(f"learner.betas={self.learner.betas}: expected two numbers")
+        if self.gate.refill and not self.algorithm.drop_zero_variance:
+            raise ConfigError("gate.refill=true needs algorithm.drop_zero_variance=true "
+                              "(refill collects groups that the zero-variance filter admits)")
+        if self.schedule.name == "dars":
+            from rollout.dars import DEFAULT_N_MAX
+
+            n_max = self.schedule.n_max or DEFAULT_N_MAX[self.schedule.mode]
+            if n_max <= self.rollout.n:
+                raise ConfigError(f"schedule.n_max={n_max}: DARS needs n_max > rollout.n={self.rollout.n} "
+                                  "or it never adds completions")
         resume = self.trainer.resume
         if resume not in ("", "auto") and not Path(resume).expanduser().exists():
             raise ConfigError(f"trainer.resume={resume!r}: no such checkpoint (use 'auto' or a path)")

@@ -7,8 +7,10 @@ prompt sampler (select, observe), the rollout schedule (expand) and the zero-var
 
 from __future__ import annotations
 
+import itertools
 import time
 import zlib
+from dataclasses import dataclass
 
 import torch
 
@@ -45,21 +47,22 @@ def _loop(run: Run, cfg, log) -> dict:
     timer, began = PhaseTimer(), time.time()
     last_eval = run.evaluate(start, logger) if start == 0 else {}
     for step in range(start, tc.steps):
-        with timer("select"):
-            idx = run.sampler.next_batch(tc.prompts_per_step)
-            rows, prompts = [run.train_rows[i] for i in idx], [run.train_prompts[i] for i in idx]
-        with timer("generate"):
-            comps = cluster.generate(prompts, run.sampling(cfg.rollout.n, step, stage=0))
-        with timer("verify"):
-            scores = score(run.pool, run.tokenizer, rows, comps)
-        with timer("expand"):
-            comps, scores, extra_N = expand(run, rows, prompts, comps, scores, step)
-        with timer("observe"):
-            acc_P = group_accuracy(scores.correct_N, scores.error_N, comps.prompt_index_N, len(idx))
-            counts_P = torch.zeros(len(idx)).index_add_(0, comps.prompt_index_N, (~scores.error_N).float())
-            run.sampler.observe(idx, (acc_P.nan_to_num(0) * counts_P).tolist(), counts_P.long().tolist())
-            admit_P = (zero_variance_admit(scores.reward_N, comps.prompt_index_N, len(idx))
-                       if cfg.algorithm.drop_zero_variance else ~acc_P.isnan())
+        run.gate.begin()
+        rounds: list[Rollouts] = []
+        while not rounds or run.gate.more():  # one round, or DAPO refill rounds
+            with timer("select"):
+                idx = run.sampler.next_batch(tc.prompts_per_step)
+                rows, prompts = [run.train_rows[i] for i in idx], [run.train_prompts[i] for i in idx]
+            with timer("generate"):
+                comps = cluster.generate(prompts, run.sampling(cfg.rollout.n, step, len(rounds), stage=0))
+            with timer("verify"):
+                scores = score(run.pool, run.tokenizer, rows, comps)
+            with timer("expand"):
+                comps, scores, extra_P = expand(run, rows, prompts, comps, scores, step, len(rounds))
+            with timer("observe"):
+                acc_P, admit_P = observe(run, idx, comps, scores)
+                rounds.append(Rollouts(idx, prompts, comps, scores, acc_P, run.gate.offer(admit_P), extra_P))
+        idx, prompts, comps, scores, acc_P, admit_P, extra_P = Rollouts.merge(rounds)
         with timer("advantage"):
             adv_N, valid_N = compute_advantages(
                 cfg.algorithm.advantage, scores.reward_N.double(), comps.prompt_index_N,
@@ -74,10 +77,10 @@ def _loop(run: Run, cfg, log) -> dict:
             sync = cluster.sync_weights() if stats else {"bytes": 0, "checked_workers": 0}
         times = timer.pop()
         logger.log(step + 1, {
-            **rollout_metrics(comps, scores, acc_P, keep_N, extra_N, times),
+            **rollout_metrics(comps, scores, acc_P, keep_N, extra_P, times),
             **learner_metrics(stats), "sync/bytes": sync["bytes"], "sync/checked_workers": sync["checked_workers"],
             "sampler/batch_hash": zlib.crc32(str(idx).encode()),
-            **run.sampler.metrics(), **run.schedule.metrics(), **times})
+            **run.sampler.metrics(), **run.schedule.metrics(), **run.gate.metrics(), **times})
         if run.eval_due(step + 1):
             last_eval = run.evaluate(step + 1, logger)
         if run.checkpoint_due(step + 1, began):
@@ -95,14 +98,50 @@ def _loop(run: Run, cfg, log) -> dict:
     return last_eval
 
 
-def expand(run: Run, rows, prompts, comps: Completions, scores: Scores, step: int):
+def expand(run: Run, rows, prompts, comps: Completions, scores: Scores, step: int, round_: int):
     """Second stage: the schedule's extra completions per prompt, same policy, merged in."""
     acc_P = group_accuracy(scores.correct_N, scores.error_N, comps.prompt_index_N, len(prompts))
     extra_P = run.schedule.extra(acc_P, run.cfg.rollout.n)
     if int(extra_P.sum()) == 0:
+        run.schedule.after_expand(acc_P, acc_P)
         return comps, scores, extra_P
     order = [p for p in range(len(prompts)) for _ in range(int(extra_P[p]))]
-    more = run.cluster.generate([prompts[p] for p in order], run.sampling(1, step, stage=1))
+    more = run.cluster.generate([prompts[p] for p in order], run.sampling(1, step, round_, stage=1))
     more.prompt_index_N = torch.tensor(order, dtype=torch.long)[more.prompt_index_N]
-    more_scores = score(run.pool, run.tokenizer, rows, more)
-    return Completions.concat([comps, more], [0, 0]), Scores.concat([scores, more_scores]), extra_P
+    comps = Completions.concat([comps, more], [0, 0])
+    scores = Scores.concat([scores, score(run.pool, run.tokenizer, rows, more)])
+    run.schedule.after_expand(acc_P, group_accuracy(scores.correct_N, scores.error_N, comps.prompt_index_N,
+                                                    len(prompts)))
+    return comps, scores, extra_P
+
+
+def observe(run: Run, idx: list[int], comps: Completions, scores: Scores):
+    """Feed outcomes to the sampler (every group, kept or not); which groups carry signal."""
+    acc_P = group_accuracy(scores.correct_N, scores.error_N, comps.prompt_index_N, len(idx))
+    counts_P = torch.zeros(len(idx)).index_add_(0, comps.prompt_index_N, (~scores.error_N).float())
+    run.sampler.observe(idx, (acc_P.nan_to_num(0) * counts_P).tolist(), counts_P.long().tolist())
+    if run.cfg.algorithm.drop_zero_variance:
+        return acc_P, zero_variance_admit(scores.reward_N, comps.prompt_index_N, len(idx))
+    return acc_P, ~acc_P.isnan()
+
+
+@dataclass
+class Rollouts:
+    """One generation round of a step: P prompts and their (possibly expanded) groups."""
+
+    idx: list[int]
+    prompts: list[list[int]]
+    comps: Completions
+    scores: Scores
+    acc_P: torch.Tensor
+    admit_P: torch.Tensor
+    extra_P: torch.Tensor
+
+    @staticmethod
+    def merge(rounds: list[Rollouts]) -> tuple:
+        """All rounds of a step as one batch (group indices offset by the earlier rounds' prompts)."""
+        offsets = list(itertools.accumulate([0] + [len(r.prompts) for r in rounds[:-1]]))
+        return ([i for r in rounds for i in r.idx], [p for r in rounds for p in r.prompts],
+                Completions.concat([r.comps for r in rounds], offsets), Scores.concat([r.scores for r in rounds]),
+                torch.cat([r.acc_P for r in rounds]), torch.cat([r.admit_P for r in rounds]),
+                torch.cat([r.extra_P for r in rounds]))

@@ -14,6 +14,7 @@ from rlvr.evaluation import evaluate
 from rlvr.metrics import RunLogger, read_history
 from rlvr.tasks import load_task
 from rlvr.tiny_model import resolve_model_path
+from rollout.gates import DynamicSampling
 from rollout.samplers import make_sampler
 from rollout.schedules import make_schedule
 from rollout.types import SamplingSettings
@@ -30,6 +31,7 @@ class Run:
     eval_prompts: list[list[int]]
     sampler: object
     schedule: object
+    gate: DynamicSampling
     pool: object
     cluster: object
     pad_id: int
@@ -55,13 +57,16 @@ class Run:
         init_ray(cfg, log)
         cluster = Cluster(cfg, model_path, log)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        sampler = make_sampler(cfg.sampler, len(train_rows), cfg.trainer.seed,
+                               prompts=[r["prompt"] for r in train_rows])
+        gate = DynamicSampling.from_config(cfg.gate, cfg.trainer.prompts_per_step)
         return cls(cfg, run_dir, tokenizer, train_rows, encode(tokenizer, train_rows), eval_rows,
-                   encode(tokenizer, eval_rows), make_sampler(cfg.sampler, len(train_rows), cfg.trainer.seed, prompts=[r["prompt"] for r in train_rows]),
-                   make_schedule(cfg.schedule), pool, cluster, pad)
+                   encode(tokenizer, eval_rows), sampler, make_schedule(cfg.schedule), gate, pool, cluster, pad)
 
-    def sampling(self, n: int, step: int, stage: int) -> SamplingSettings:
+    def sampling(self, n: int, step: int, round_: int, stage: int) -> SamplingSettings:
+        """Sampling settings with a seed unique to (run seed, step, refill round, stage)."""
         rc = self.cfg.rollout
-        seed = (self.cfg.trainer.seed * 100_003 + step) * 4 + stage
+        seed = ((self.cfg.trainer.seed * 100_003 + step) * self.cfg.gate.max_gen_batches + round_) * 2 + stage
         return SamplingSettings(n=n, temperature=rc.temperature, top_p=rc.top_p,
                                 max_new_tokens=rc.max_new_tokens, seed=seed)
 
