@@ -78,3 +78,15 @@ def test_gloo_transfer_to_two_workers_and_corruption_is_caught():
     assert sent == (7 + 300 + 5 + 1000) * 4 and digest == direct
     assert results[1][0] == sent and results[1][1] == digest  # intact copy
     assert results[2][0] == sent and results[2][1] != digest  # damaged bucket 1 is detected
+
+
+def test_fingerprint_is_exact_whatever_the_summation_order(monkeypatch):
+    import rollout.weight_sync as ws
+
+    t = [("w", torch.randn(1000, dtype=torch.float64) * 1e6), ("b", torch.randn(37).bfloat16())]
+    whole = fingerprint(t)
+    monkeypatch.setattr(ws, "DIGEST_CHUNK", 7)  # a different split of the integer sums
+    assert fingerprint(t) == whole
+    # 16-bit words by hand: 1.0f = 0x3F800000 -> words (0x0000, 0x3F80) at positions 0 and 1
+    name, shape, dtype, plain, weighted = ws.tensor_digest("one", torch.tensor([1.0]))
+    assert (shape, dtype, plain, weighted) == ((1,), "torch.float32", 0x3F80, 0x3F80 * 2)
