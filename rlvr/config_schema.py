@@ -296,6 +296,9 @@ class Config:
         if self.learner.gpus_per_worker != 1:
             raise ConfigError(f"learner.gpus_per_worker={self.learner.gpus_per_worker:g}: rollout.engine=vllm "
                               "needs one GPU per learner rank (set learner.gpus_per_worker=1)")
+        if self.placement.mode == "colocated" and self.placement.offload_learner and self.learner.zero_stage == 0:
+            raise ConfigError("placement.offload_learner=true: DeepSpeed offloads optimizer state from "
+                              "ZeRO-1 up; set learner.zero_stage >= 1 or placement.offload_learner=false")
         limit = rc.vllm.max_model_len
         if limit is not None and limit < rc.max_new_tokens + 1:
             raise ConfigError(f"rollout.vllm.max_model_len={limit}: must exceed rollout.max_new_tokens="

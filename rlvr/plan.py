@@ -134,9 +134,12 @@ def learner_memory(shape: ModelShape, s: LearnerSetup) -> Estimate:
     return Estimate(parts, total, notes)
 
 
-def learner_resident(est: Estimate) -> int:
-    """What the learner keeps on its GPU between updates (model state; no activations)."""
-    return sum(est.parts[k] for k in ("weights", "gradients", "optimizer", "reference model"))
+def learner_resident(est: Estimate, offloaded: bool) -> int:
+    """What the learner keeps on its GPU while vLLM generates: its model state, or with
+    placement.offload_learner only the model-dtype weights (the next sync sends them)."""
+    keys = ("weights", "reference model") if offloaded else ("weights", "gradients", "optimizer",
+                                                              "reference model")
+    return sum(est.parts[k] for k in keys)
 
 
 def vllm_memory(shape: ModelShape, s: VLLMSetup, gpu_bytes: int) -> Estimate:
@@ -192,7 +195,7 @@ def check_fit(learner: Estimate, vllm: Estimate | None, gpu_bytes: int, mode: st
             warnings.append(f"vLLM: KV cache holds {parts['kv room (sequences)']} sequences at once, "
                             f"fewer than configured; the rest queue (slower, not fatal)")
         if mode == "colocated":
-            resident = 0 if offload_learner else learner_resident(learner)
+            resident = learner_resident(learner, offload_learner)
             if parts["budget"] + resident + CUDA_RESERVE > gpu_bytes:
                 problems.append(f"colocated: vLLM's {gib(parts['budget'])} + the learner's resident "
                                 f"{gib(resident)} exceed the GPU's {gib(gpu_bytes)}: lower "

@@ -19,6 +19,9 @@ import torch.distributed as dist
 
 GROUP_PREFIX = "rlvr_weight_sync"
 IN_FLIGHT = 2  # broadcasts posted before waiting on the oldest: overlaps packing with transfer
+# Elements per float64 pass of `tensor_digest`: bounds its extra memory (about 3 x 128 MiB) for
+# a large embedding on a GPU that vLLM has mostly filled.
+DIGEST_CHUNK = 1 << 24
 
 
 @dataclass(frozen=True)
@@ -66,11 +69,19 @@ def tensor_digest(name: str, tensor: torch.Tensor) -> tuple:
 
     The weighted sum catches swapped or shifted values that a plain sum misses. Both are
     computed in one fixed order on identical data, so equal weights give equal digests exactly;
-    it reads each tensor once (cheap enough after every sync, also on GPU).
+    it reads each tensor once (cheap enough after every sync, also on GPU). Long tensors are
+    summed in fixed chunks of DIGEST_CHUNK elements, in order, so memory stays bounded and the
+    result is still a pure function of the data.
     """
-    flat = tensor.detach().reshape(-1).to(torch.float64)
-    weights = (torch.arange(flat.numel(), device=flat.device, dtype=torch.float64) % 251) + 1
-    return name, tuple(tensor.shape), flat.sum().item(), (flat * weights).sum().item()
+    flat = tensor.detach().reshape(-1)
+    total = torch.zeros((), dtype=torch.float64, device=flat.device)
+    weighted = torch.zeros((), dtype=torch.float64, device=flat.device)
+    for start in range(0, flat.numel(), DIGEST_CHUNK):
+        part = flat[start: start + DIGEST_CHUNK].to(torch.float64)
+        positions = torch.arange(start, start + part.numel(), device=flat.device, dtype=torch.float64)
+        total += part.sum()
+        weighted += (part * (positions % 251 + 1)).sum()
+    return name, tuple(tensor.shape), total.item(), weighted.item()
 
 
 def combine_digests(digests: Iterable[tuple]) -> str:
