@@ -290,9 +290,10 @@ class Config:
                 raise ConfigError("placement.mode=colocated: needs rollout.engine=vllm (vLLM sleeps "
                                   "while the learner steps)")
             return
-        if rc.gpus_per_worker:
-            raise ConfigError(f"rollout.gpus_per_worker={rc.gpus_per_worker:g}: leave it 0 with "
-                              "rollout.engine=vllm; an engine's GPUs are rollout.vllm.tensor_parallel_size")
+        if rc.gpus_per_worker not in (0, rc.vllm.tensor_parallel_size):
+            raise ConfigError(f"rollout.gpus_per_worker={rc.gpus_per_worker:g}: with rollout.engine=vllm an "
+                              f"engine's GPUs are rollout.vllm.tensor_parallel_size="
+                              f"{rc.vllm.tensor_parallel_size} (leave gpus_per_worker 0 or equal to it)")
         if self.learner.gpus_per_worker != 1:
             raise ConfigError(f"learner.gpus_per_worker={self.learner.gpus_per_worker:g}: rollout.engine=vllm "
                               "needs one GPU per learner rank (set learner.gpus_per_worker=1)")

@@ -32,11 +32,12 @@ def full_shapes(module: torch.nn.Module) -> list[tuple[str, torch.dtype, tuple[i
 
 
 def gathered_params(module: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
-    """(name, full tensor) of every parameter in order; a collective under ZeRO-3 (all ranks)."""
-    import deepspeed
-
+    """(name, full tensor) of every parameter in order; a collective under ZeRO-3 (all ranks).
+    A plain module (no ZeRO-3 shards) needs no deepspeed at all."""
     for name, p in module.named_parameters():
         if hasattr(p, "ds_id"):
+            import deepspeed
+
             with deepspeed.zero.GatheredParameters([p], modifier_rank=None):
                 full = p.detach().clone()  # the gathered storage is released on exit
             yield name, full

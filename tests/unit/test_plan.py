@@ -178,7 +178,8 @@ def test_config_rules_for_the_vllm_engine(tmp_path):
     assert load_config(recipe).rollout.vllm.tensor_parallel_size == 1
     with pytest.raises(ConfigError, match="learner.gpus_per_worker"):
         load_config(recipe, ["learner.gpus_per_worker=0"])
-    with pytest.raises(ConfigError, match="rollout.gpus_per_worker"):
-        load_config(recipe, ["rollout.gpus_per_worker=1"])
+    assert load_config(recipe, ["rollout.gpus_per_worker=1"])  # the same as TP 1
+    with pytest.raises(ConfigError, match="rollout.gpus_per_worker=2"):
+        load_config(recipe, ["rollout.gpus_per_worker=2"])
     with pytest.raises(ConfigError, match="needs rollout.engine=vllm"):
         load_config(None, ["placement.mode=colocated"])
