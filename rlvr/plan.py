@@ -3,8 +3,9 @@
 Learner, per GPU (mixed precision with AdamW, as `rlvr.learner` runs DeepSpeed):
   weights     P*w, divided over the D data-parallel ranks under ZeRO-3
   gradients   P*w, divided under ZeRO-2 and -3
-  optimizer   P*(8 + m): Adam's two fp32 moments plus an fp32 master copy (m = 4) when the
-              weights are not fp32 (m = 0); divided under ZeRO-1, -2 and -3
+  optimizer   P*(8 + m): Adam's two fp32 moments, plus for half-precision weights an fp32
+              master copy and the fp32 gradients of the step (m = 8; m = 0 for fp32 weights);
+              divided under ZeRO-1, -2 and -3
   zero3 gather  under ZeRO-3, the gathered working set: max(2 layers, the embedding) in full
   activations   per token of the micro-batch (see `activation_bytes_per_token`)
   logits      unfused: [tokens, vocab] in the model dtype, its fp32 log-softmax and exp kept for
@@ -13,9 +14,9 @@ Learner, per GPU (mixed precision with AdamW, as `rlvr.learner` runs DeepSpeed):
               of 2^24 logits, fp32 hidden states and their gradient, one vocabulary block's
               weight gradient; bounded by the chunk, not by the micro-batch
   reference   the frozen KL reference model (algorithm.kl_coef > 0), unpartitioned
-With ZeRO-1/2 the model-state lines reproduce the ZeRO paper's figures (Rajbhandari et al.
-2020, Fig. 1: 7.5B parameters, 64 ranks: 120 / 31.4 / 16.6 / 1.9 GB); docs/cluster.md compares
-the totals with published figures.
+The model-state lines reproduce the ZeRO paper's figures with its K = 12 (Rajbhandari et al.
+2020, Fig. 1: 7.5B parameters, 64 ranks: 120 / 31.4 / 16.6 / 1.9 GB) and DeepSpeed's own ZeRO-2
+estimator with the fp32 gradients; docs/cluster.md compares the totals with published figures.
 
 vLLM, per GPU of an engine with tensor parallelism t:
   weights   P*w / t (embedding and output layer are vocabulary-parallel, so they split too)
@@ -105,13 +106,20 @@ def logits_bytes(shape: ModelShape, tokens: int, act_bytes: int, fused: bool) ->
             + FUSED_VOCAB_CHUNK * shape.hidden * 4)
 
 
-def model_state_bytes(params: int, dtype_bytes: int, zero_stage: int, ranks: int) -> dict[str, int]:
-    """Weights, gradients and AdamW state of one rank under a ZeRO stage (ZeRO paper, section 3)."""
-    master = 4 if dtype_bytes < 4 else 0
+def model_state_bytes(params: int, dtype_bytes: int, zero_stage: int, ranks: int,
+                      fp32_grads: bool = True) -> dict[str, int]:
+    """Weights, gradients and AdamW state of one rank under a ZeRO stage (ZeRO paper, section 3).
+
+    With half-precision weights DeepSpeed's optimizer partition also holds the gradients in fp32
+    while it steps (its own estimator counts 2 + 4 + 4 + 8 bytes a parameter);
+    fp32_grads=False gives the ZeRO paper's K = 12 instead.
+    """
+    half = dtype_bytes < 4
+    optimizer = 8 + (4 if half else 0) + (4 if half and fp32_grads else 0)
     return {
         "weights": params * dtype_bytes // (ranks if zero_stage == 3 else 1),
         "gradients": params * dtype_bytes // (ranks if zero_stage >= 2 else 1),
-        "optimizer": params * (8 + master) // (ranks if zero_stage >= 1 else 1),
+        "optimizer": params * optimizer // (ranks if zero_stage >= 1 else 1),
     }
 
 
