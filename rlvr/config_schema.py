@@ -250,6 +250,7 @@ class Config:
         """Rules that involve more than one field. Raises ConfigError."""
         self._validate_model()
         self._validate_data()
+        self._validate_engine()
         if self.algorithm.advantage == "rloo" and self.rollout.n < 2:
             raise ConfigError(f"rollout.n={self.rollout.n}: algorithm.advantage=rloo needs n >= 2")
         if self.algorithm.clip_low >= 1.0:
@@ -264,7 +265,6 @@ class Config:
                               "with learner.update=mini-batch (full-batch takes one step per epoch)")
         if len(self.learner.betas) != 2:
             raise ConfigError(f"learner.betas={self.learner.betas}: expected two numbers")
-        self._validate_engine()
         resume = self.trainer.resume
         if resume not in ("", "auto") and not Path(resume).expanduser().exists():
             raise ConfigError(f"trainer.resume={resume!r}: no such checkpoint (use 'auto' or a path)")
