@@ -14,7 +14,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 LAUNCH = ROOT / "launch"
 SCRIPTS = [LAUNCH / "ray_cluster.sh", LAUNCH / "slurm_train.sbatch", LAUNCH / "submit_job.sh",
-           ROOT / "tests" / "vllm_api" / "make_venv.sh", ROOT / "tests" / "gpu" / "run_gpu_checks.sh"]
+           ROOT / "tests" / "vllm_api" / "make_venv.sh", ROOT / "tests" / "gpu" / "run_gpu_checks.sh",
+           ROOT / "tests" / "gpu" / "make_wheels.sh"]
 
 
 def dry_run(script: str, *args: str, env: dict | None = None, ok: bool = True):
