@@ -1,4 +1,4 @@
-"""The `rlvr` command: train, sft, eval. Bad input exits with status 2 and one line, no traceback."""
+"""The `rlvr` command: train, plan, sft, eval. Bad input exits with status 2 and one line, no traceback."""
 
 from __future__ import annotations
 
@@ -34,7 +34,21 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run RL (GRPO / DARS / MoPPS ...) as the recipe says. Writes "
                        "runs/<recipe>-<time>/ with config, metrics.jsonl, TensorBoard, plots, checkpoints.")
     add_recipe_args(p)
+    p.add_argument("--force", action="store_true",
+                   help="start even if the memory plan says the recipe does not fit (see rlvr plan)")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("plan", help="estimate per-GPU memory and placement before launching",
+                       description="Print per-GPU memory estimates for the learner (weights, gradients, "
+                       "optimizer state under the ZeRO stage, activations, logits with and without the "
+                       "fused kernel) and for vLLM (weights, KV cache), and where engines and learners go. "
+                       "Exits 1 if the recipe does not fit.")
+    add_recipe_args(p)
+    p.add_argument("--model-config", help="a model's config.json (for hub models not shipped in "
+                   "rlvr/model_configs/ when offline)")
+    p.add_argument("--nodes", type=int, help="check placement on this many nodes ...")
+    p.add_argument("--gpus-per-node", type=int, help="... with this many GPUs each")
+    p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("sft", help="warm-start the built-in model (supervised)",
                        description="Train the built-in tiny model on demonstrations (the sft section) "
@@ -65,10 +79,41 @@ def load(args):
 
 def cmd_train(args) -> int:
     cfg = load(args)
+    if cfg.learner.gpus_per_worker > 0 and cfg.placement.check_fit and not args.force:
+        refuse_if_too_big(cfg)
     from rlvr.controller import train
 
     train(cfg, args.recipe)
     return 0
+
+
+def cmd_plan(args) -> int:
+    from rlvr.plan_report import plan_text
+
+    cfg = load(args)
+    if (args.nodes is None) != (args.gpus_per_node is None):
+        raise ConfigError("--nodes and --gpus-per-node go together")
+    nodes = [args.gpus_per_node] * args.nodes if args.nodes else None
+    text, fits = plan_text(cfg, args.model_config, nodes)
+    print(text)
+    return 0 if fits else 1
+
+
+def refuse_if_too_big(cfg) -> None:
+    """GPU runs: stop before any actor starts if the memory plan does not fit."""
+    from rlvr.model_shape import load_model_shape
+    from rlvr.plan import plan_config
+
+    try:
+        shape, _ = load_model_shape(cfg.model.path, tiny=cfg.model.tiny)
+    except ConfigError as exc:
+        print(f"rlvr: memory plan skipped: {exc}", file=sys.stderr)
+        return
+    report = plan_config(cfg, shape)
+    if not report.fits:
+        raise ConfigError("the recipe does not fit its GPUs (rlvr plan shows the figures): "
+                          + "; ".join(report.problems)
+                          + ". Start it anyway with --force or placement.check_fit=false")
 
 
 def cmd_sft(args) -> int:

@@ -51,6 +51,10 @@ class Cluster:
         from rollout.worker import RolloutWorker
 
         self.cfg, self.timeout = cfg, cfg.trainer.actor_timeout_s
+        self.vllm = None
+        if cfg.rollout.engine == "vllm":
+            self._start_vllm(ray, model_path, log)
+            return
         self._check_resources(ray)
         rc, lc = cfg.rollout, cfg.learner
         local = not (cfg.ray.address or os.environ.get("RAY_ADDRESS"))
@@ -70,6 +74,21 @@ class Cluster:
         self._init_sync()
         log(f"cluster: {rc.num_workers} rollout worker(s), {lc.num_workers} learner rank(s), "
             f"ZeRO-{lc.zero_stage}, sync over {self.backend}")
+
+    def _start_vllm(self, ray, model_path: str, log) -> None:
+        """GPU run with vLLM engines: placement is checked before any actor starts (rlvr.placement)."""
+        from rlvr.gpu_learner import GPULearner
+        from rlvr.vllm_cluster import VLLMCluster
+        from rollout.worker import RolloutWorker
+
+        self.vllm = VLLMCluster(self.cfg, model_path, ray, self.get, log)
+        self.workers, self.learners = self.vllm.start(ray.remote(RolloutWorker), ray.remote(GPULearner))
+        self.host, port = self.get(self.learners[0].address.remote(), "starting learner rank 0")
+        self.get([lr.setup.remote(self.host, port) for lr in self.learners], "starting DeepSpeed")
+        self.vllm.init_sync(self.workers, self.learners, *self.get(self.learners[0].address.remote(),
+                                                                     "choosing the transfer port"))
+        self.backend = "ipc" if self.vllm.colocated else "nccl"
+        log(f"cluster: {self.vllm.plan.describe()}, ZeRO-{self.cfg.learner.zero_stage}, sync over {self.backend}")
 
     def _check_resources(self, ray) -> None:
         cfg, have = self.cfg, ray.cluster_resources()
@@ -117,6 +136,8 @@ class Cluster:
         if min(len(s) for s in shards) == 0:
             raise RuntimeError(f"update: {len(batch)} sequences cannot feed {len(self.learners)} learner ranks")
         full = lc.update == "full-batch"
+        if self.vllm is not None:
+            self.vllm.before_update(self.workers)
         plans = plan_update(batch, shards, epochs=lc.epochs, mini_batches=1 if full else lc.mini_batches,
                             micro_batch_size=lc.micro_batch_size, seed=seed)
         refs = [lr.update.remote(batch.select(shard), plan, full)
@@ -125,6 +146,8 @@ class Cluster:
 
     def sync_weights(self) -> dict:
         """Broadcast learner weights to every worker and check each worker's fingerprint."""
+        if self.vllm is not None:
+            return self.vllm.sync_weights(self.workers, self.learners)
         sends = [lr.send_weights.remote() for lr in self.learners]
         recvs = [w.receive_weights.remote() for w in self.workers]
         sent = self.get(sends, "sending weights")[0]
@@ -149,6 +172,8 @@ class Cluster:
 
         for actor in self.workers + self.learners:
             ray.kill(actor)
+        if self.vllm is not None:
+            self.vllm.shutdown()
 
 
 def threads(local: bool, cores: int, count: int, cpus: float) -> int:

@@ -82,8 +82,32 @@ class SFTConfig:
 
 
 @dataclass
+class VLLMConfig:
+    """Options of the vLLM engine (rollout.engine=vllm); each maps onto one vLLM engine argument."""
+
+    tensor_parallel_size: int = spec(1, "GPUs per engine (one vLLM LLM per rollout actor)", min=1)
+    gpu_memory_utilization: float = spec(0.85, "share of each engine GPU vLLM may take (weights + KV "
+                                         "cache); colocated runs leave the rest to the learner", gt=0.0, max=1.0)
+    max_model_len: Optional[int] = spec(None, "longest prompt + completion (default: "
+                                        "rollout.max_prompt_tokens + rollout.max_new_tokens)", min=1)
+    max_num_seqs: int = spec(256, "sequences one engine decodes at once", min=1)
+    enable_prefix_caching: bool = spec(True, "share KV of common prompt prefixes (the n samples of a prompt); "
+                                       "reset after every weight sync")
+    enforce_eager: bool = spec(False, "no CUDA graphs: faster start-up, slower decoding")
+    load_format: str = spec("dummy", "dummy: random weights, the first sync fills them before any rollout; "
+                            "auto: read model.path", choices=["dummy", "auto"])
+    seed: int = spec(0, "engine seed; engine i uses seed + i")
+    sleep_level: int = spec(1, "colocated: vLLM sleep level between rollouts (1 keeps a CPU copy of the "
+                            "weights, 2 drops them; the next sync refills them)", choices=[1, 2])
+
+
+@dataclass
 class RolloutConfig:
-    engine: str = spec("hf", "generation engine", choices=["hf"])
+    engine: str = spec("hf", "generation engine (vllm: GPUs, see rollout.vllm and placement)",
+                       choices=["hf", "vllm"])
+    max_prompt_tokens: int = spec(1024, "longest prompt in tokens: sizes vLLM's max_model_len and the "
+                                  "memory plan (rlvr plan)", min=1)
+    vllm: VLLMConfig = field(default_factory=VLLMConfig)
     num_workers: int = spec(1, "rollout actors; the prompts of a step are split between them", min=1)
     n: int = spec(8, "completions per prompt (first stage)", min=1)
     temperature: float = spec(1.0, gt=0.0)
@@ -183,6 +207,21 @@ class LearnerConfig:
 
 
 @dataclass
+class PlacementConfig:
+    """Where rollout engines and learners run on a GPU cluster (rollout.engine=vllm)."""
+
+    mode: str = spec("disaggregated", "disaggregated: engines and learners on separate GPUs, weights "
+                     "sent over NCCL; colocated: one learner rank and one vLLM worker share each GPU, vLLM "
+                     "sleeps during the update, weights move by CUDA IPC",
+                     choices=["disaggregated", "colocated"])
+    gpu_memory_gib: float = spec(80.0, "memory of one GPU in GiB, for the fit check (rlvr plan; an H100 80GB reports 79.2)", gt=0.0)
+    offload_learner: bool = spec(True, "colocated: move the learner's optimizer state off the GPU "
+                                 "while vLLM generates")
+    check_fit: bool = spec(True, "rlvr train refuses a recipe whose memory plan does not fit "
+                           "(false, or rlvr train --force, starts it anyway)")
+
+
+@dataclass
 class SyncConfig:
     bucket_mb: float = spec(32.0, "weight-sync bucket size in MiB", gt=0.0)
     check_fingerprint: bool = spec(True, "compare rollout and learner weight fingerprints after sync")
@@ -237,6 +276,7 @@ class Config:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     gate: GateConfig = field(default_factory=GateConfig)
     learner: LearnerConfig = field(default_factory=LearnerConfig)
+    placement: PlacementConfig = field(default_factory=PlacementConfig)
     sync: SyncConfig = field(default_factory=SyncConfig)
     verifier: VerifierConfig = field(default_factory=VerifierConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -247,6 +287,7 @@ class Config:
         """Rules that involve more than one field. Raises ConfigError."""
         self._validate_model()
         self._validate_data()
+        self._validate_engine()
         if self.algorithm.advantage == "rloo" and self.rollout.n < 2:
             raise ConfigError(f"rollout.n={self.rollout.n}: algorithm.advantage=rloo needs n >= 2")
         if self.algorithm.clip_low >= 1.0:
@@ -288,6 +329,28 @@ class Config:
         if tiny.hidden_size % tiny.num_heads:
             raise ConfigError(f"model.tiny.hidden_size={tiny.hidden_size}: must be a multiple of "
                               f"model.tiny.num_heads={tiny.num_heads}")
+
+    def _validate_engine(self) -> None:
+        rc = self.rollout
+        if rc.engine != "vllm":
+            if self.placement.mode == "colocated":
+                raise ConfigError("placement.mode=colocated: needs rollout.engine=vllm (vLLM sleeps "
+                                  "while the learner steps)")
+            return
+        if rc.gpus_per_worker not in (0, rc.vllm.tensor_parallel_size):
+            raise ConfigError(f"rollout.gpus_per_worker={rc.gpus_per_worker:g}: with rollout.engine=vllm an "
+                              f"engine's GPUs are rollout.vllm.tensor_parallel_size="
+                              f"{rc.vllm.tensor_parallel_size} (leave gpus_per_worker 0 or equal to it)")
+        if self.learner.gpus_per_worker != 1:
+            raise ConfigError(f"learner.gpus_per_worker={self.learner.gpus_per_worker:g}: rollout.engine=vllm "
+                              "needs one GPU per learner rank (set learner.gpus_per_worker=1)")
+        if self.placement.mode == "colocated" and self.placement.offload_learner and self.learner.zero_stage == 0:
+            raise ConfigError("placement.offload_learner=true: DeepSpeed offloads optimizer state from "
+                              "ZeRO-1 up; set learner.zero_stage >= 1 or placement.offload_learner=false")
+        limit = rc.vllm.max_model_len
+        if limit is not None and limit < rc.max_new_tokens + 1:
+            raise ConfigError(f"rollout.vllm.max_model_len={limit}: must exceed rollout.max_new_tokens="
+                              f"{rc.max_new_tokens}")
 
     def _validate_data(self) -> None:
         from rlvr.arith import parse_level  # local: keeps this module free of task code at import

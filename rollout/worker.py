@@ -16,9 +16,13 @@ from rollout.weight_sync import ParamSpec, SyncGroup, fingerprint, plan_buckets,
 
 class RolloutWorker:
     def __init__(self, index: int, engine: str, model_path: str, *, dtype: str = "float32",
-                 batch_size: int = 512, threads: int = 1, trust_remote_code: bool = False):
+                 batch_size: int = 512, threads: int = 1, trust_remote_code: bool = False,
+                 engine_options: dict | None = None):
         torch.set_num_threads(max(1, threads))
         self.index = index
+        if engine == "vllm":
+            self._init_vllm(model_path, dict(engine_options or {}))
+            return
         if engine != "hf":
             raise ValueError(f"unknown rollout engine {engine!r}; valid: hf")
         import transformers
@@ -33,6 +37,22 @@ class RolloutWorker:
         self.device = torch.device(device)
         self.group: SyncGroup | None = None
         self._corrupt_bucket: int | None = None
+
+    def _init_vllm(self, model_path: str, options: dict) -> None:
+        """engine_options: `rollout.vllm_engine.VLLMOptions` fields, plus cuda_visible_devices
+        when the engine shares GPUs that Ray assigned to colocated learners."""
+        visible = options.pop("cuda_visible_devices", None)
+        if visible is not None:  # before anything initialises CUDA in this process
+            os.environ["CUDA_VISIBLE_DEVICES"] = visible
+        from rollout.vllm_engine import VLLMEngine, VLLMOptions
+
+        self.engine = VLLMEngine(model_path, VLLMOptions(**options), self.index)
+        self.device, self.group, self._corrupt_bucket = torch.device("cuda"), None, None
+
+    def engine_call(self, method: str, *args):
+        """vLLM engine controls by name (weight transfer, prefix cache, sleep/wake), for the
+        controller (rlvr.vllm_cluster) and the learners' transfer client (rollout.vllm_sync)."""
+        return getattr(self.engine, method)(*args)
 
     def ready(self) -> int:
         return os.getpid()

@@ -1,0 +1,207 @@
+"""Generation with vLLM on GPUs: one `vllm.LLM` per rollout actor, behind the HF engine's contract.
+
+`generate(prompts_token_ids, sampling) -> Completions` returns token ids, the sampled tokens'
+log-probs and finish reasons, like `rollout.hf_engine.HFEngine`. Differences from vLLM's
+defaults, each on purpose:
+- logprobs_mode="processed_logprobs" and logprobs=0: each token carries the log-prob of the
+  distribution it was sampled from (after temperature), which the learner reproduces as
+  log_softmax(logits / T); vLLM's default (raw logprobs) would bias the importance ratio.
+- top_k=0 (vLLM's "off"; -1 is accepted too) and top_p from the config (keep 1.0).
+- Each prompt gets its own seed (`request_seed`); vLLM gives the n samples of a request seeds
+  seed .. seed + n - 1, so prompts are spaced n apart. Engine i runs with seed base + i.
+- detokenize=False: the controller decodes; flat_logprobs=True keeps the per-token results in
+  a few flat lists instead of one dict per token.
+- With load_format="dummy" the weights are random until the first sync, which the controller
+  runs before any rollout (and checks by fingerprint).
+The pure helpers (`engine_kwargs`, `sampling_kwargs`, `completions_from_outputs`) import no
+vllm, so unit tests and the vllm_api tier check them without a GPU.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+
+from rollout.types import FINISH_LENGTH, FINISH_STOP, Completions, SamplingSettings
+
+WORKER_EXTENSION = "rollout.vllm_worker_ext.RLVRWorkerExtension"
+SEED_MODULUS = 2**31 - 1  # vLLM seeds are C ints in places
+TRANSFER_BACKENDS = ("nccl", "ipc")
+
+
+@dataclass(frozen=True)
+class VLLMOptions:
+    """Engine arguments we set (the config's rollout.vllm section plus what placement decides)."""
+
+    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float = 0.85
+    max_model_len: int | None = None
+    max_num_seqs: int = 256
+    enable_prefix_caching: bool = True
+    enforce_eager: bool = False
+    load_format: str = "dummy"
+    seed: int = 0
+    dtype: str = "bfloat16"
+    transfer_backend: str | None = "nccl"  # nccl (disaggregated), ipc (colocated), None: load_weights only
+    enable_sleep_mode: bool = False
+    trust_remote_code: bool = False
+
+
+def engine_kwargs(model_path: str, options: VLLMOptions, engine_index: int = 0) -> dict:
+    """Keyword arguments of `vllm.LLM(...)` (each one an `EngineArgs` field)."""
+    o = options
+    if o.transfer_backend not in (*TRANSFER_BACKENDS, None):
+        raise ValueError(f"unknown weight transfer backend {o.transfer_backend!r}; valid: nccl, ipc")
+    kwargs = dict(
+        model=model_path, tensor_parallel_size=o.tensor_parallel_size, dtype=o.dtype,
+        seed=o.seed + engine_index, gpu_memory_utilization=o.gpu_memory_utilization,
+        max_num_seqs=o.max_num_seqs, enable_prefix_caching=o.enable_prefix_caching,
+        enforce_eager=o.enforce_eager, load_format=o.load_format,
+        logprobs_mode="processed_logprobs", worker_extension_cls=WORKER_EXTENSION,
+        enable_sleep_mode=o.enable_sleep_mode, trust_remote_code=o.trust_remote_code,
+        # Workers as local processes of this actor: it owns the node's GPUs Ray gave it.
+        distributed_executor_backend="mp" if o.tensor_parallel_size > 1 else "uni",
+    )
+    if o.max_model_len is not None:
+        kwargs["max_model_len"] = o.max_model_len
+    if o.transfer_backend is not None:
+        kwargs["weight_transfer_config"] = {"backend": o.transfer_backend}
+    return kwargs
+
+
+def request_seed(seed: int, prompt: int, n: int) -> int:
+    """Seed of prompt `prompt`'s request; its n samples use request_seed .. + n - 1."""
+    return (seed * 1_000_003 + prompt * n) % SEED_MODULUS
+
+
+def sampling_kwargs(sampling: SamplingSettings, seed: int) -> dict:
+    """Keyword arguments of `vllm.SamplingParams(...)` for one request."""
+    return dict(n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p, top_k=0,
+                max_tokens=sampling.max_new_tokens, seed=seed, logprobs=0, flat_logprobs=True,
+                detokenize=False)
+
+
+def sampled_logprobs(logprobs, token_ids: Sequence[int]) -> list[float]:
+    """The sampled token's log-prob at each position, from flat or per-position dict logprobs."""
+    if hasattr(logprobs, "start_indices"):  # FlatLogprobs: the sampled token comes first
+        starts = logprobs.start_indices
+        out = [logprobs.logprobs[s] for s in starts]
+        wrong = [i for i, s in enumerate(starts) if logprobs.token_ids[s] != token_ids[i]]
+    else:
+        out = [position[tok].logprob for position, tok in zip(logprobs, token_ids)]
+        wrong = []
+    if len(out) != len(token_ids) or wrong:
+        raise RuntimeError(f"vLLM log-probs do not line up with the sampled tokens "
+                           f"({len(out)} for {len(token_ids)} tokens; mismatches at {wrong[:3]})")
+    return out
+
+
+def completions_from_outputs(outputs, n: int, pad_id: int) -> Completions:
+    """`vllm.RequestOutput`s (one per prompt, n samples each, in prompt order) -> Completions."""
+    rows, logps, reasons, index = [], [], [], []
+    for p, request in enumerate(outputs):
+        samples = sorted(request.outputs, key=lambda c: c.index)
+        if len(samples) != n:
+            raise RuntimeError(f"vLLM returned {len(samples)} samples for prompt {p}, expected {n}")
+        for c in samples:
+            if c.finish_reason not in (FINISH_STOP, FINISH_LENGTH):
+                raise RuntimeError(f"vLLM finished a sample of prompt {p} with {c.finish_reason!r}")
+            rows.append(list(c.token_ids))
+            logps.append(sampled_logprobs(c.logprobs, c.token_ids))
+            reasons.append(c.finish_reason)
+            index.append(p)
+    width = max((len(r) for r in rows), default=0)
+    token_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    logprobs = torch.zeros((len(rows), width), dtype=torch.float32)
+    for i, (r, lp) in enumerate(zip(rows, logps)):
+        token_ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+        logprobs[i, : len(lp)] = torch.tensor(lp, dtype=torch.float32)
+    return Completions(prompt_index_N=torch.tensor(index, dtype=torch.long), token_ids_NL=token_ids,
+                       logprobs_NL=logprobs, length_N=torch.tensor([len(r) for r in rows], dtype=torch.long),
+                       finish_reason=reasons, pad_id=pad_id)
+
+
+class VLLMEngine:
+    """Engine contract of `HFEngine` plus the weight-transfer, cache and sleep controls that the
+    controller reaches through `RolloutWorker.engine_call`."""
+
+    def __init__(self, model_path: str, options: VLLMOptions, engine_index: int = 0):
+        if options.transfer_backend == "ipc":
+            # IPC handles arrive pickled inside the update request (vLLM refuses them otherwise);
+            # vLLM reads its environment when the engine is built, so set it first.
+            os.environ["VLLM_ALLOW_INSECURE_SERIALIZATION"] = "1"
+        from vllm import LLM
+
+        self.options, self.engine_index = options, engine_index
+        self.llm = LLM(**engine_kwargs(model_path, options, engine_index))
+        tokenizer = self.llm.get_tokenizer()
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.llm.collective_rpc("rlvr_install_digest_hook")
+        self.asleep = False
+
+    def generate(self, prompts: list[list[int]], sampling: SamplingSettings) -> Completions:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        if not prompts:
+            raise ValueError("generate() needs at least one prompt")
+        if self.asleep:
+            raise RuntimeError("generate() on a sleeping vLLM engine; wake it up first")
+        params = [SamplingParams(**sampling_kwargs(sampling, request_seed(sampling.seed, p, sampling.n)))
+                  for p in range(len(prompts))]
+        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=list(p)) for p in prompts], params,
+                                    use_tqdm=False)
+        return completions_from_outputs(outputs, sampling.n, self.pad_id)
+
+    # ---- weights -------------------------------------------------------------------------
+    def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
+        """Small models and tests only: ships CPU tensors to every worker through the RPC channel
+        (the sync path is vLLM's weight-transfer engine, driven by `rollout.vllm_sync`)."""
+        named = [(name, t.detach().cpu()) for name, t in named_tensors]
+        self.llm.collective_rpc("rlvr_load_weights", args=(named,))
+
+    def named_parameters(self):
+        raise NotImplementedError("vLLM keeps fused, sharded parameters in its workers; compare "
+                                  "weights with received_fingerprints() instead")
+
+    def init_weight_transfer_engine(self, init_info: dict) -> None:
+        self.llm.init_weight_transfer_engine({"init_info": init_info})
+
+    def start_weight_update(self) -> None:
+        self.llm.start_weight_update()
+
+    def update_weights(self, update_info) -> None:
+        self.llm.update_weights({"update_info": update_info})
+
+    def finish_weight_update(self) -> None:
+        self.llm.finish_weight_update()
+
+    def received_fingerprints(self) -> list[str]:
+        """One fingerprint per vLLM worker (TP rank) of the weights its last sync loaded,
+        by `rollout.weight_sync.fingerprint` rules over the HF-named tensors it received."""
+        return [fp for fp, _ in self.llm.collective_rpc("rlvr_received_fingerprint")]
+
+    def after_sync(self) -> list[str]:
+        """Wake the KV cache if asleep, drop prefix-cache entries computed by the old weights
+        (vLLM keeps them across weight updates), return the workers' fingerprints."""
+        if self.asleep:
+            self.wake_up(["kv_cache"])
+        if not self.llm.reset_prefix_cache():
+            raise RuntimeError(f"vLLM engine {self.engine_index}: reset_prefix_cache() returned False; "
+                               "rollouts would reuse KV from the old weights")
+        return self.received_fingerprints()
+
+    # ---- colocated: free the GPU for the learner -------------------------------------------
+    def sleep(self, level: int) -> None:
+        self.llm.sleep(level=level)
+        self.asleep = True
+
+    def wake_up(self, tags: list[str] | None = None) -> None:
+        awake = self.llm.wake_up(tags)
+        self.asleep = not awake
+
+    def describe(self) -> dict:
+        return {"engine": "vllm", "index": self.engine_index, **asdict(self.options)}
