@@ -119,7 +119,7 @@ class VLLMCluster:
                                        f"{per_worker[bad[0]]} != learner {sent['fingerprint']}; "
                                        "their weights are not the learner's")
         return {"bytes": sent["bytes"], "fingerprint": sent["fingerprint"],
-                "worker_fingerprints": [fp for per_worker in received for fp in per_worker]}
+                "checked_workers": sum(map(len, received)) if self.cfg.sync.check_fingerprint else 0}
 
     def _engines(self, workers, method: str, *args):
         return self.get([w.engine_call.remote(method, *args) for w in workers], f"vLLM {method}")

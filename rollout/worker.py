@@ -24,7 +24,7 @@ class RolloutWorker:
             self._init_vllm(model_path, dict(engine_options or {}))
             return
         if engine != "hf":
-            raise ValueError(f"unknown rollout engine {engine!r}; valid: hf")
+            raise ValueError(f"unknown rollout engine {engine!r}; valid: hf, vllm")
         import transformers
 
         from rollout.hf_engine import HFEngine

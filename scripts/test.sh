@@ -7,6 +7,6 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 export DEEPSPEED_TIMEOUT=${DEEPSPEED_TIMEOUT:-5}
 if [ "$#" -eq 0 ]; then
-  set -- tests/unit tests/e2e tests/packaging tests/gpu
+  set -- tests/unit tests/e2e tests/packaging tests/vllm_api tests/gpu
 fi
 exec .venv/bin/python -m pytest "$@"

@@ -63,7 +63,7 @@ def test_colocated_step_order_and_fingerprints():
     assert cluster.options(1).seed == 0 and cluster.options(0).max_model_len == 1024 + 8
     cluster.asleep = True  # as start() leaves it
     out = cluster.sync_weights(workers, learners)
-    assert out["fingerprint"] == "fp" and out["worker_fingerprints"] == ["fp"] * 4
+    assert out["fingerprint"] == "fp" and out["checked_workers"] == 4
     order = [(who[0], what) for who, what, _ in log]
     assert order == [("l", "offload_states")] * 4 + [("w", "wake_up")] * 2 + [("l", "send_weights")] * 4 + \
         [("w", "after_sync")] * 2
