@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from rlvr.errors import ConfigError
+from rlvr.errors import ConfigError, PipelineError
 
 OVERRIDES_HELP = "section.key=value overrides of the recipe, e.g. trainer.steps=20 learner.lr=1e-4"
 
@@ -21,6 +21,12 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"rlvr: error: {exc}", file=sys.stderr)
         return 2
+    except PipelineError as exc:
+        if os.environ.get("RLVR_DEBUG"):
+            raise
+        print(f"rlvr: error: {exc}\nrlvr: the run keeps its last checkpoint; continue it with "
+              "trainer.resume=auto (RLVR_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("rlvr: interrupted; resume with trainer.resume=auto from the last checkpoint", file=sys.stderr)
         return 130

@@ -12,7 +12,7 @@ import socket
 from contextlib import closing
 
 from rlvr.batch import TrainBatch, plan_update, shard_rows
-from rlvr.errors import ConfigError
+from rlvr.errors import ConfigError, PipelineError
 from rollout.types import Completions, SamplingSettings
 
 
@@ -103,9 +103,12 @@ class Cluster:
         try:
             return ray.get(refs, timeout=self.timeout)
         except ray.exceptions.GetTimeoutError:
-            raise RuntimeError(f"{what}: no answer within trainer.actor_timeout_s={self.timeout:g} s") from None
+            raise PipelineError(f"{what}: no answer within trainer.actor_timeout_s={self.timeout:g} s") from None
         except ray.exceptions.RayActorError as exc:
-            raise RuntimeError(f"{what}: an actor died ({str(exc).splitlines()[0]})") from None
+            raise PipelineError(f"{what}: an actor died ({first_line(exc)})") from exc
+        except ray.exceptions.RayTaskError as exc:
+            cause = exc.cause if getattr(exc, "cause", None) is not None else exc
+            raise PipelineError(f"{what}: {type(cause).__name__}: {first_line(cause)}") from exc
 
     def _init_sync(self) -> None:
         cfg = self.cfg
@@ -155,7 +158,7 @@ class Cluster:
         if self.cfg.sync.check_fingerprint:
             for i, got in enumerate(received):
                 if got["fingerprint"] != sent["fingerprint"]:
-                    raise RuntimeError(f"weight sync: rollout worker {i} fingerprint {got['fingerprint']} "
+                    raise PipelineError(f"weight sync: rollout worker {i} fingerprint {got['fingerprint']} "
                                        f"!= learner {sent['fingerprint']}; its weights are not the learner's")
         return {"bytes": sent["bytes"], "fingerprint": sent["fingerprint"],
                 "checked_workers": len(received) if self.cfg.sync.check_fingerprint else 0}
@@ -174,6 +177,11 @@ class Cluster:
             ray.kill(actor)
         if self.vllm is not None:
             self.vllm.shutdown()
+
+
+def first_line(exc: BaseException) -> str:
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
 
 
 def threads(local: bool, cores: int, count: int, cpus: float) -> int:

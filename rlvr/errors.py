@@ -3,3 +3,10 @@
 
 class ConfigError(ValueError):
     """A recipe, override or input file that cannot run. The message is one line for the user."""
+
+
+class PipelineError(RuntimeError):
+    """A run failed for an operational reason (an actor died or hung, weights did not arrive).
+
+    The CLI prints the message as one line and points to resuming from the last checkpoint.
+    """

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
+from rlvr.errors import PipelineError
 from rlvr.placement import plan_for_config
 from rlvr.plan import max_model_len
 from rollout.vllm_engine import VLLMOptions
@@ -115,7 +116,7 @@ class VLLMCluster:
             for i, per_worker in enumerate(received):
                 bad = [w for w, fp in enumerate(per_worker) if fp != sent["fingerprint"]]
                 if bad:
-                    raise RuntimeError(f"weight sync: vLLM engine {i} worker(s) {bad} fingerprint "
+                    raise PipelineError(f"weight sync: vLLM engine {i} worker(s) {bad} fingerprint "
                                        f"{per_worker[bad[0]]} != learner {sent['fingerprint']}; "
                                        "their weights are not the learner's")
         return {"bytes": sent["bytes"], "fingerprint": sent["fingerprint"],
