@@ -4,11 +4,13 @@ Each expectation is what a grader reading the completion would decide: equal val
 form are correct; a different value, a missing answer or a hedge between values is not.
 """
 
+import time
+
 import pytest
 
 from rewards.base import CORRECT, ERROR, INCORRECT
 from rewards.extract import answer_is, extract_answer, last_boxed, last_number
-from rewards.math_verifier import verify_math, verify_math_boxed
+from rewards.math_verifier import make_math_verifier, verify_math, verify_math_boxed
 
 C, W = CORRECT, INCORRECT  # W: wrong
 
@@ -35,6 +37,11 @@ TABLE = [
     (r"\boxed{1.6}", "1.6", C),
     (r"\boxed{1.61}", "1.6", W),
     (r"\boxed{4.5 \times 10^{33}}", "4.5e33", C),
+    (r"\boxed{4.5e33}", r"4.5 \times 10^{33}", C),
+    (r"\boxed{2.88 \times 10^{-19}}", "2.88e-19", C),
+    (r"\boxed{1.325e-27}", "2.88e-19", W),  # both round to 0 at 6 decimals: compared relatively
+    (r"\boxed{2.9 \times 10^{-19}}", "2.88e-19", W),
+    (r"\boxed{0}", "1e-9", W),
     (r"\boxed{-7}", "-7", C),
     (r"\boxed{7}", "-7", W),
     (r"\boxed{1,600}", "1600", C),  # thousands separator
@@ -133,6 +140,15 @@ def test_math_boxed_ignores_unboxed_answers():
     assert verify_math_boxed("The answer is 42.", "42", {}).status == INCORRECT
     assert verify_math_boxed("The answer is 42.", "42", {}).reason == "no answer"
     assert verify_math_boxed(r"so \boxed{42}", "42", {}).status == CORRECT
+
+
+def test_math_verify_timeout_is_an_error_not_a_wrong_answer():
+    # 9^(9^(9^9)) has ~10^(3.7e8) digits: SymPy cannot compare it with 3 before the alarm.
+    impatient = make_math_verifier(timeout_s=1)
+    start = time.monotonic()
+    outcome = impatient(r"\boxed{9^{9^{9^{9}}}}", "3", {})
+    assert outcome.status == ERROR and outcome.reason == "math-verify timeout while comparing"
+    assert time.monotonic() - start < 2.0
 
 
 def test_unparsable_gold_is_an_error_not_a_wrong_answer():
