@@ -38,6 +38,12 @@ from rewards.base import CORRECT, ERROR, Outcome, call_verifier, describe
 from rewards.registry import _REGISTRY, get_verifier, load_plugin, verifier_names
 
 STARTUP_TIMEOUT_S = 120.0  # interpreter + SymPy import + warm-up, on a loaded 2-core machine
+# A worker holds its running request and one queued behind it, so it never waits for the
+# parent between calls (on a busy machine a wake-up can cost as much as a verification). Only
+# a message that fits in the pipe buffer is queued: sending it must not block the parent, which
+# has deadlines to keep.
+PIPELINE_DEPTH = 2
+PIPELINE_MAX_BYTES = 32 * 1024
 LATENCY_WINDOW = 10_000  # percentiles cover the most recent calls of each verifier
 
 
@@ -163,9 +169,9 @@ class _Worker:
         self.pid: int | None = None  # learnt from its "ready" message
         self.ready = False
         self.started = time.monotonic()
-        self.job: int | None = None  # index in the current batch
+        self.jobs: deque[tuple[int, int]] = deque()  # (batch index, seq), oldest running
         self.seq = 0
-        self.sent_at = 0.0
+        self.head_since = 0.0  # when the running (oldest) job started
 
     def kill(self) -> None:
         for conn in (self.requests, self.results):
@@ -192,6 +198,35 @@ def _shut_down(server: list[_ForkServer], workers: list[_Worker]) -> None:
     for s in server:
         s.kill()
     server.clear()
+
+
+class _Batch:
+    """One verify_batch call: requests, their outcomes, and the work queues per worker slot.
+
+    Requests with the same gold answer go to the same slot, whose gold cache and math-verify's
+    parse cache then hit (a GRPO group shares one gold); a worker with nothing of its own
+    takes from the longest queue."""
+
+    def __init__(self, requests: Sequence[VerifyRequest], slots: int, stats: _Stats) -> None:
+        self.requests, self.stats = requests, stats
+        self.results: list[Outcome | None] = [None] * len(requests)
+        self.queues: list[deque[int]] = [deque() for _ in range(slots)]
+        for index, r in enumerate(requests):
+            self.queues[hash(r.gold) % slots].append(index)
+
+    def pending(self) -> bool:
+        return any(self.queues)
+
+    def take(self, slot: int) -> int:
+        own = self.queues[slot] if self.queues[slot] else max(self.queues, key=len)
+        return own.popleft()
+
+    def give_back(self, slot: int, index: int) -> None:
+        self.queues[slot].appendleft(index)
+
+    def finish(self, index: int, outcome: Outcome, seconds: float, kind: str = "") -> None:
+        self.results[index] = outcome
+        self.stats.record(self.requests[index].verifier, outcome, seconds, kind)
 
 
 class VerifierPool:
@@ -255,7 +290,7 @@ class VerifierPool:
         """Block until every worker (replacements included) has started; raises RuntimeError if
         one fails to start within STARTUP_TIMEOUT_S. The constructor already calls this."""
         while not all(w.ready for w in self._workers):
-            self._collect((), [], deque())
+            self._collect(None)
 
     def verify_batch(self, requests: Sequence[VerifyRequest]) -> list[Outcome]:
         if self._closed:
@@ -263,21 +298,20 @@ class VerifierPool:
         self._check_names(requests)
         if self.num_workers == 0:
             return self._verify_serial(requests)
-        results: list[Outcome | None] = [None] * len(requests)
-        pending = deque(range(len(requests)))
+        batch = _Batch(requests, len(self._workers), self._stats)
         try:
-            while pending or any(w.job is not None for w in self._workers):
-                for w in self._workers:
-                    if w.ready and w.job is None and pending:
-                        self._dispatch(w, pending, requests, results)
-                self._collect(requests, results, pending)
+            while batch.pending() or any(w.jobs for w in self._workers):
+                for slot, w in enumerate(self._workers):
+                    self._feed(slot, w, batch)
+                self._collect(batch)
         except BaseException:
             # Interrupted mid-batch: busy workers hold stale work whose answers would be
             # misread by the next batch, so replace them.
-            for w in [w for w in self._workers if w.job is not None]:
+            for w in [w for w in self._workers if w.jobs]:
+                w.jobs.clear()
                 self._replace(w)
             raise
-        return results  # type: ignore[return-value]  (every slot is filled by now)
+        return batch.results  # type: ignore[return-value]  (every slot is filled by now)
 
     def _check_names(self, requests: Sequence[VerifyRequest]) -> None:
         wanted = {r.verifier for r in requests} - set(_REGISTRY)
@@ -301,50 +335,52 @@ class VerifierPool:
             out.append(outcome)
         return out
 
-    def _dispatch(self, w: _Worker, pending: deque, requests: Sequence[VerifyRequest],
-                  results: list) -> None:
-        index = pending.popleft()
-        r = requests[index]
-        try:
-            message = pickle.dumps((w.seq + 1, r.verifier, r.completion, r.gold, dict(r.row)))
-        except Exception as e:  # e.g. a row holding a lock or a generator: this request only
-            outcome = Outcome.error(f"request cannot be sent to a worker: {describe(e)}")
-            self._stats.record(r.verifier, outcome, 0.0)
-            results[index] = outcome
-            return
-        w.seq += 1
-        w.job, w.sent_at = index, time.monotonic()
-        try:
-            w.requests.send_bytes(message)
-        except OSError:  # it died while idle: not this request's fault, so run it elsewhere
-            w.job = None
-            pending.appendleft(index)
-            self._replace(w)
+    def _feed(self, slot: int, w: _Worker, batch: _Batch) -> None:
+        """Send `w` requests until it holds PIPELINE_DEPTH of them."""
+        while w.ready and len(w.jobs) < PIPELINE_DEPTH and batch.pending():
+            index = batch.take(slot)
+            r = batch.requests[index]
+            try:
+                message = pickle.dumps((w.seq + 1, r.verifier, r.completion, r.gold, dict(r.row)))
+            except Exception as e:  # e.g. a row holding a lock: this request fails, not the batch
+                batch.finish(index, Outcome.error(f"request cannot be sent to a worker: "
+                                                  f"{describe(e)}"), 0.0)
+                continue
+            if w.jobs and len(message) > PIPELINE_MAX_BYTES:
+                batch.give_back(slot, index)  # sent when the worker is idle and reading
+                return
+            try:
+                w.requests.send_bytes(message)
+            except OSError:  # it died: not this request's fault, so it runs elsewhere
+                batch.give_back(slot, index)
+                if not w.jobs:  # otherwise the EOF on its results reports the running job
+                    self._replace(w)
+                return
+            w.seq += 1
+            if not w.jobs:
+                w.head_since = time.monotonic()
+            w.jobs.append((index, w.seq))
 
-    def _collect(self, requests, results, pending) -> None:
+    def _collect(self, batch: _Batch | None) -> None:
         """Wait for the next answer, readiness or death, or for the nearest deadline."""
         now = time.monotonic()
-        busy = [w for w in self._workers if w.job is not None]
-        deadlines = [w.sent_at + self.timeout_s for w in busy]
+        deadlines = [w.head_since + self.timeout_s for w in self._workers if w.jobs]
         deadlines += [w.started + STARTUP_TIMEOUT_S for w in self._workers if not w.ready]
         timeout = max(0.0, min(deadlines) - now) if deadlines else None
-        readable = wait([w.results for w in self._workers if w.job is not None or not w.ready],
-                        timeout)
-        for w in [w for w in self._workers if w.results in readable]:
-            self._receive(w, requests, results)
+        readable = wait([w.results for w in self._workers if w.jobs or not w.ready], timeout)
+        for slot, w in enumerate(self._workers):
+            if w.results in readable:
+                self._receive(slot, w, batch)
         self._server[0].read_reports()  # drain exit reports, or the server could block on them
         now = time.monotonic()
-        for w in [w for w in self._workers if w.job is not None]:
-            if now >= w.sent_at + self.timeout_s:
-                index = w.job
-                outcome = Outcome.error(f"timeout after {self.timeout_s:g} s")
-                self._finish(index, outcome, requests, results, "timeouts", now - w.sent_at)
-                self._replace(w)
-        for w in self._workers:
-            if not w.ready and now >= w.started + STARTUP_TIMEOUT_S:
+        for slot, w in enumerate(self._workers):
+            if w.jobs and now >= w.head_since + self.timeout_s:
+                self._fail(slot, w, batch, Outcome.error(f"timeout after {self.timeout_s:g} s"),
+                           "timeouts")
+            elif not w.ready and now >= w.started + STARTUP_TIMEOUT_S:
                 raise RuntimeError(f"verifier worker did not start within {STARTUP_TIMEOUT_S} s")
 
-    def _receive(self, w: _Worker, requests, results) -> None:
+    def _receive(self, slot: int, w: _Worker, batch: _Batch | None) -> None:
         try:
             message = w.results.recv()
         except (EOFError, OSError):
@@ -352,23 +388,30 @@ class VerifierPool:
                 self._lost_at_startup(w)
                 return
             code = self._server[0].exit_code(w.pid) if w.pid else None
-            outcome = Outcome.error(f"{_describe_exit(code)} (crashed)")
-            self._finish(w.job, outcome, requests, results, "crashes",
-                         time.monotonic() - w.sent_at)
-            self._replace(w)
+            self._fail(slot, w, batch, Outcome.error(f"{_describe_exit(code)} (crashed)"),
+                       "crashes")
             return
         if message[0] == "ready":
             w.ready, w.pid = True, message[1]
             self._server_starts = 0
         elif message[0] == "init_error":
             raise RuntimeError(f"verifier worker failed to start: {message[1]}")
-        elif message[0] == w.seq and w.job is not None:
+        elif w.jobs and message[0] == w.jobs[0][1]:
             _, status, score, reason, exit_after = message
-            self._finish(w.job, Outcome(status, score, reason), requests, results, "",
-                         time.monotonic() - w.sent_at)
-            w.job = None
-            if exit_after:
-                self._replace(w)
+            now = time.monotonic()
+            batch.finish(w.jobs.popleft()[0], Outcome(status, score, reason), now - w.head_since)
+            w.head_since = now
+            if exit_after:  # it answered, then exits: what it still holds runs elsewhere
+                self._fail(slot, w, batch, None, "")
+
+    def _fail(self, slot: int, w: _Worker, batch: _Batch | None, outcome: Outcome | None,
+              kind: str) -> None:
+        """Replace `w`. Its running job gets `outcome` (unless None); queued ones run elsewhere."""
+        if w.jobs and outcome is not None:
+            batch.finish(w.jobs.popleft()[0], outcome, time.monotonic() - w.head_since, kind)
+        while w.jobs:
+            batch.give_back(slot, w.jobs.pop()[0])
+        self._replace(w)
 
     def _lost_at_startup(self, w: _Worker) -> None:
         """A worker's pipe closed before it was ready: the fork server failed or was killed."""
@@ -377,10 +420,6 @@ class VerifierPool:
         if server.alive():
             raise RuntimeError("verifier worker failed to start (see its stderr)")
         self._replace(w)  # the server was killed from outside: start a new one
-
-    def _finish(self, index, outcome, requests, results, kind, seconds) -> None:
-        results[index] = outcome
-        self._stats.record(requests[index].verifier, outcome, seconds, kind)
 
     def _replace(self, w: _Worker) -> None:
         w.kill()

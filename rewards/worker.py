@@ -21,6 +21,7 @@ A worker verifies in its main thread, so math-verify's signal.alarm timeouts wor
 
 from __future__ import annotations
 
+import gc
 import os
 import pickle
 import select
@@ -164,6 +165,9 @@ def fork_server(ctrl_fd: int, parent_pid: int) -> int:
     except BaseException as e:
         ctrl.send(f"init_error {describe(e)}".encode())
         return 1
+    # Objects loaded so far (SymPy, grammars, plug-ins) live as long as the workers: keep the
+    # collector from scanning them in every worker, which would also copy their pages.
+    gc.freeze()
     # SIGCHLD wakes the select below through this pipe, so exits are reported at once.
     wakeup = os.pipe()
     os.set_blocking(wakeup[1], False)

@@ -5,6 +5,7 @@ import sys
 import time
 
 from rewards.base import Outcome
+from rewards.math_verifier import make_math_verifier
 
 
 def sleep_forever(completion, gold, row):
@@ -60,3 +61,16 @@ def heavy_modules(completion, gold, row):
 
 def whoami(completion, gold, row):
     return Outcome.incorrect(reason=str(os.getpid()))
+
+
+
+# The `math` verifier minus its exact-text shortcut and with patient math-verify timeouts: the
+# real-data sweep uses it so reference answers test the parser (not string equality), and the
+# verdict does not depend on how loaded the machine is.
+math_without_shortcut = make_math_verifier(timeout_s=30, shortcut=False)
+
+
+def nap(completion, gold, row):
+    """Sleeps row["seconds"], then is correct: a slow but well-behaved verifier."""
+    time.sleep(row["seconds"])
+    return Outcome.correct()

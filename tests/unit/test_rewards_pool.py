@@ -22,10 +22,10 @@ from rewards.base import CORRECT, ERROR, INCORRECT
 
 REPO = Path(__file__).resolve().parents[2]
 PLUGINS = REPO / "tests" / "plugins"
-TIMEOUT_S = 2.5  # above math-verify's own 2 s, so `9^{9^{9^{9}}}` is its timeout, not a kill
+TIMEOUT_S = 2.0  # below math-verify's own 3 s: `9^{9^{9^{9}}}` is killed by the pool
 HOSTILE = [f"hostile_verifiers:{name}" for name in (
     "sleep_forever", "spin_forever", "allocate_forever", "hard_exit", "soft_exit", "raises",
-    "returns_bool", "returns_nan", "echo", "heavy_modules", "whoami")]
+    "returns_bool", "returns_nan", "echo", "heavy_modules", "whoami", "nap")]
 
 
 def worker_pids() -> set[int]:
@@ -105,6 +105,15 @@ def test_metrics_count_calls_outcomes_and_latency(pool):
     assert after["verifier/pool/workers"] == 2 and after["verifier/pool/ready"] == 2
 
 
+def test_timeout_counts_from_the_start_of_each_call_not_its_send(pool):
+    # Same gold, so both go to one worker: the second waits in its pipe while the first runs.
+    # 1.2 s each: 2.4 s in all, beyond the 2 s timeout, yet neither call overran.
+    naps = [VerifyRequest("nap", "", "same", {"seconds": 1.2})] * 2
+    start = time.monotonic()
+    assert [o.status for o in pool.verify_batch(naps)] == [CORRECT, CORRECT]
+    assert time.monotonic() - start >= 2.4
+
+
 def test_unpicklable_row_fails_that_request_only(pool):
     rows = [{"lock": threading.Lock()}, {}]
     outcomes = pool.verify_batch([VerifyRequest("arith", "1", "1", row) for row in rows])
@@ -141,7 +150,7 @@ HOSTILE_CASES = [
     ("math", "\x00" * 1000 + "\\boxed{3\x00}" + "\x00", "2", {INCORRECT, ERROR}, ""),
     ("math", "\ud800 \\boxed{3} \udfff\udc80", "2", {INCORRECT}, ""),
     ("countdown", "\ud800<answer>1+\x00</answer>", "1", {INCORRECT}, ""),
-    ("sleep_forever", "", "", {ERROR}, "timeout after 2.5 s"),
+    ("sleep_forever", "", "", {ERROR}, "timeout after 2 s"),
     ("allocate_forever", "", "", {ERROR}, "MemoryError"),
     ("hard_exit", "", "", {ERROR}, "worker exited with code 7"),
     ("returns_bool", "", "", {ERROR}, "returned bool"),
