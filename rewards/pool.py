@@ -164,8 +164,8 @@ class _ForkServer:
 class _Worker:
     """Parent-side handle of one forked worker."""
 
-    def __init__(self, pipes: tuple[Connection, Connection] | None) -> None:
-        self.requests, self.results = pipes if pipes else (None, None)
+    def __init__(self, pipes: tuple[Connection, Connection]) -> None:
+        self.requests, self.results = pipes
         self.pid: int | None = None  # learnt from its "ready" message
         self.ready = False
         self.started = time.monotonic()
@@ -174,9 +174,10 @@ class _Worker:
         self.head_since = 0.0  # when the running (oldest) job started
 
     def kill(self) -> None:
-        for conn in (self.requests, self.results):
-            if conn is not None:
-                conn.close()
+        """Close the pipes and SIGKILL the process unless it is known to be gone (its pid may
+        already be reaped by the fork server, and reused)."""
+        self.requests.close()
+        self.results.close()
         if self.pid is not None:
             try:
                 os.kill(self.pid, signal.SIGKILL)
@@ -187,7 +188,7 @@ class _Worker:
 
 def _shut_down(server: list[_ForkServer], workers: list[_Worker]) -> None:
     for w in workers:
-        if w.pid is None and w.results is not None and w.results.poll(0):
+        if w.pid is None and not w.results.closed and w.results.poll(0):
             try:  # a "ready" not read yet names a pid to kill; others die with the server
                 message = w.results.recv()
                 w.pid = message[1] if message[0] == "ready" else None
@@ -212,7 +213,7 @@ class _Batch:
         self.results: list[Outcome | None] = [None] * len(requests)
         self.queues: list[deque[int]] = [deque() for _ in range(slots)]
         for index, r in enumerate(requests):
-            self.queues[hash(r.gold) % slots].append(index)
+            self.queues[hash(str(r.gold)) % slots].append(index)
 
     def pending(self) -> bool:
         return any(self.queues)
@@ -388,6 +389,7 @@ class VerifierPool:
                 self._lost_at_startup(w)
                 return
             code = self._server[0].exit_code(w.pid) if w.pid else None
+            w.pid = None  # gone: never signal that pid again
             self._fail(slot, w, batch, Outcome.error(f"{_describe_exit(code)} (crashed)"),
                        "crashes")
             return
@@ -401,7 +403,8 @@ class VerifierPool:
             now = time.monotonic()
             batch.finish(w.jobs.popleft()[0], Outcome(status, score, reason), now - w.head_since)
             w.head_since = now
-            if exit_after:  # it answered, then exits: what it still holds runs elsewhere
+            if exit_after:  # it answered and exits by itself: what it still holds runs elsewhere
+                w.pid = None
                 self._fail(slot, w, batch, None, "")
 
     def _fail(self, slot: int, w: _Worker, batch: _Batch | None, outcome: Outcome | None,

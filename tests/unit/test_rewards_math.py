@@ -4,6 +4,7 @@ Each expectation is what a grader reading the completion would decide: equal val
 form are correct; a different value, a missing answer or a hedge between values is not.
 """
 
+import threading
 import time
 
 import pytest
@@ -149,6 +150,16 @@ def test_math_verify_timeout_is_an_error_not_a_wrong_answer():
     outcome = impatient(r"\boxed{9^{9^{9^{9}}}}", "3", {})
     assert outcome.status == ERROR and outcome.reason == "math-verify timeout while comparing"
     assert time.monotonic() - start < 2.0
+
+
+def test_works_outside_the_main_thread():
+    # signal.alarm is main-thread only; elsewhere math-verify runs without its timeout.
+    outcomes = []
+    thread = threading.Thread(target=lambda: outcomes.append(
+        verify_math(r"\boxed{\frac{2}{4}}", "0.5", {})))
+    thread.start()
+    thread.join()
+    assert [o.status for o in outcomes] == [C]
 
 
 def test_unparsable_gold_is_an_error_not_a_wrong_answer():
