@@ -16,12 +16,11 @@ import time
 from pathlib import Path
 
 import pytest
+from rewards_support import PLUGINS, REPO, install_example
 
 from rewards import VerifierPool, VerifyRequest
 from rewards.base import CORRECT, ERROR, INCORRECT
 
-REPO = Path(__file__).resolve().parents[2]
-PLUGINS = REPO / "tests" / "plugins"
 TIMEOUT_S = 2.0  # below math-verify's own 3 s: `9^{9^{9^{9}}}` is killed by the pool
 HOSTILE = [f"hostile_verifiers:{name}" for name in (
     "sleep_forever", "spin_forever", "allocate_forever", "hard_exit", "soft_exit", "raises",
@@ -53,9 +52,13 @@ def worker_pids() -> set[int]:
 
 
 @pytest.fixture(scope="module")
-def pool():
+def pool(tmp_path_factory):
+    """Two workers with the hostile plug-ins, and the example package installed as an entry
+    point (so the workers must find it the way an installed plug-in is found)."""
     with pytest.MonkeyPatch.context() as mp:
         mp.syspath_prepend(str(PLUGINS))
+        for path in install_example(tmp_path_factory.mktemp("site")):
+            mp.syspath_prepend(str(path))
         before = worker_pids()
         with VerifierPool(num_workers=2, timeout_s=TIMEOUT_S, memory_mb=512,
                           plugins=HOSTILE) as p:
@@ -124,6 +127,12 @@ def test_unpicklable_row_fails_that_request_only(pool):
 def test_unknown_verifier_fails_fast(pool):
     with pytest.raises(KeyError, match="unknown verifier.*'nope'"):
         pool.verify_batch([VerifyRequest("math", "1", "1"), VerifyRequest("nope", "1", "1")])
+
+
+def test_workers_load_an_installed_entry_point_plugin(pool):
+    outcomes = pool.verify_batch([VerifyRequest("multiple_choice", "Answer: (B)", "B"),
+                                  VerifyRequest("multiple_choice", "Answer: (B)", "C")])
+    assert [o.status for o in outcomes] == [CORRECT, INCORRECT]
 
 
 def test_workers_are_fresh_interpreters_without_torch(pool):

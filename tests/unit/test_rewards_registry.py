@@ -3,20 +3,15 @@ the layering rule that rewards/ imports neither torch nor Ray."""
 
 import ast
 import math
-import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from rewards_support import PLUGINS, REPO, install_dist_info, install_example
 
 from rewards import registry
 from rewards.base import CORRECT, ERROR, INCORRECT, Outcome, call_verifier, checked
 from rewards.registry import get_verifier, load_plugin, register, verifier_names
-
-REPO = Path(__file__).resolve().parents[2]
-PLUGINS = REPO / "tests" / "plugins"
-EXAMPLE = PLUGINS / "rlvr_example_verifier"
 
 
 @pytest.fixture
@@ -27,26 +22,6 @@ def clean_registry(monkeypatch):
     yield
     registry._REGISTRY.clear()
     registry._REGISTRY.update(saved)
-
-
-def install_dist_info(site: Path, name: str, entry_points: dict[str, str]) -> None:
-    """What `pip install` leaves behind for entry points: a *.dist-info with entry_points.txt."""
-    dist = site / f"{name}-0.1.0.dist-info"
-    dist.mkdir(parents=True)
-    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1.0\n")
-    lines = "".join(f"{k} = {v}\n" for k, v in entry_points.items())
-    (dist / "entry_points.txt").write_text(f"[{registry.ENTRY_POINT_GROUP}]\n{lines}")
-
-
-def example_entry_points() -> dict[str, str]:
-    """The entry points the example package declares in its own pyproject.toml (read by hand:
-    tomllib is not in Python 3.10)."""
-    section = f'[project.entry-points."{registry.ENTRY_POINT_GROUP}"]'
-    text = (EXAMPLE / "pyproject.toml").read_text()
-    body = text.split(section, 1)[1].split("\n[", 1)[0]
-    points = dict(re.findall(r'^(\w+)\s*=\s*"([^"]+)"', body, re.MULTILINE))
-    assert points, "the example pyproject declares no verifier entry point"
-    return points
 
 
 def test_outcome_contract():
@@ -107,9 +82,8 @@ def test_load_plugin_paths(clean_registry):
 
 
 def test_entry_point_plugin_package(clean_registry, monkeypatch, tmp_path):
-    install_dist_info(tmp_path, "rlvr_example_verifier", example_entry_points())
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.syspath_prepend(str(EXAMPLE))
+    for path in install_example(tmp_path):
+        monkeypatch.syspath_prepend(str(path))
     assert "multiple_choice" in verifier_names()
     assert "multiple_choice" not in registry._REGISTRY  # listed, but loaded only when asked for
     verify = get_verifier("multiple_choice")
