@@ -8,8 +8,8 @@ Sources:
 - a short name of a shipped evaluation set (EVAL_SETS: math500, minerva, gsm8k, olympiadbench,
   aime24, amc23), whose column conventions are known;
 - a local .jsonl / .json / .parquet file;
-- a Hugging Face hub dataset "owner/name", optionally "owner/name:split" (needs a network;
-  offline it fails with a one-line DataSourceError).
+- a Hugging Face hub dataset "owner/name", "owner/name:split" or "owner/name:config:split"
+  (needs a network; offline it fails with a one-line DataSourceError).
 
 Gold answers, in order: the answer column (a list joins with ", "; GSM8K's "reasoning #### 42"
 keeps the part after "####" and moves the reasoning to `solution`), else the last \\boxed{} of
@@ -164,15 +164,17 @@ def _read_file(path: Path, limit: int | None) -> list[dict]:
 
 
 def _read_hub(source: str, limit: int | None) -> list[dict]:
-    """`owner/name[:split]` from the Hugging Face hub (split defaults to "train")."""
-    name, _, split = source.partition(":")
+    """`owner/name[:split]` or `owner/name:config:split` from the Hugging Face hub (split
+    defaults to "train"; e.g. "openai/gsm8k:main:test")."""
+    name, *rest = source.split(":")
+    config, split = (rest if len(rest) == 2 else [None, rest[0] if rest else ""])
     split = split or "train"
     if limit is not None:
         split = f"{split}[:{limit}]"
     try:
         import datasets
 
-        dataset = datasets.load_dataset(name, split=split)
+        dataset = datasets.load_dataset(name, config, split=split)
     except Exception as e:  # offline, unknown name, bad split: one line, not a 40-line trace
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise DataSourceError(

@@ -127,7 +127,7 @@ def test_clear_errors(tmp_path):
 OFFLINE = """
 from rlvr.data import load_rows
 try:
-    load_rows("no-such-org/no-such-dataset:test")
+    load_rows("no-such-org/no-such-dataset:main:test")
 except Exception as e:
     print(type(e).__name__ + ": " + str(e))
 """
@@ -140,7 +140,7 @@ def test_hub_name_offline_gives_one_line_error():
                             capture_output=True, timeout=120)
     lines = result.stdout.strip().splitlines()
     assert len(lines) == 1, result.stdout + result.stderr[-2000:]
-    assert lines[0].startswith("DataSourceError: cannot load 'no-such-org/no-such-dataset:test'")
+    assert lines[0].startswith("DataSourceError: cannot load 'no-such-org/no-such-dataset:main:test'")
     assert "offline?" in lines[0] and "math500" in lines[0]
 
 
