@@ -1,6 +1,6 @@
 """The full real-data sweep: every MATH-500, Minerva and GSM8K reference solution against its
 own gold answer (through math-verify, no exact-text shortcut) and against the next row's
-different gold answer. About two minutes on 2 cores; the unit tier runs fixed strides."""
+different gold answer. 1-2 minutes on 2 cores; the unit tier runs fixed strides."""
 
 import sys
 from pathlib import Path

@@ -9,7 +9,7 @@ Positive pairs run through `math` (whose exact-text shortcut accepts a reference
 written like the gold one) and through `math_without_shortcut` (math-verify parses and compares
 every answer). This unit tier runs all positive pairs through `math` and fixed strides of the
 rest; tests/e2e/test_rewards_real_data_sweep.py runs every pair both ways (SymPy on Minerva's
-symbolic answers is slow: about two minutes on 2 cores).
+symbolic answers is slow: 1-2 minutes on 2 cores).
 """
 
 from pathlib import Path
