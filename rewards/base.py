@@ -46,3 +46,41 @@ class Outcome:
 
 
 Verifier = Callable[[str, str, Mapping[str, Any]], Outcome]
+
+MAX_REASON_CHARS = 200  # reasons travel between processes and into logs; inputs can be 1 MB
+
+
+def checked(result: object) -> Outcome:
+    """`result` if it is a well-formed Outcome, else an error outcome saying what was wrong.
+
+    Catches plug-in bugs that would otherwise poison the advantages: a bool instead of an
+    Outcome, an unknown status, a NaN or infinite score on a correct/incorrect outcome.
+    """
+    if not isinstance(result, Outcome):
+        return Outcome.error(f"verifier returned {type(result).__name__}, not Outcome")
+    if result.status not in (CORRECT, INCORRECT, ERROR):
+        return Outcome.error(f"verifier returned unknown status {result.status!r}"[:MAX_REASON_CHARS])
+    if result.status != ERROR and not math.isfinite(result.score):
+        return Outcome.error(f"verifier returned a non-finite score for {result.status}")
+    if not isinstance(result.reason, str) or len(result.reason) > MAX_REASON_CHARS:
+        return Outcome(result.status, result.score, str(result.reason)[:MAX_REASON_CHARS])
+    return result
+
+
+def describe(exc: BaseException) -> str:
+    """`Type: message`, cut to MAX_REASON_CHARS; safe even when str(exc) itself fails."""
+    try:
+        text = str(exc)
+    except Exception:
+        text = "<unprintable>"
+    return f"{type(exc).__name__}: {text[:MAX_REASON_CHARS]}"[:MAX_REASON_CHARS]
+
+
+def call_verifier(fn: Verifier, completion: str, gold: str, row: Mapping[str, Any]) -> Outcome:
+    """Run one verifier; an exception becomes an error outcome naming it (never a zero reward)."""
+    try:
+        return checked(fn(completion, gold, row))
+    except Exception as e:  # the contract: bad input or a plug-in bug never stops the batch
+        return Outcome.error(describe(e))
+
+

@@ -1,0 +1,460 @@
+"""Process-isolated verification with hard limits: `VerifierPool`.
+
+Each pool starts one fork server, a fresh interpreter (`python -m rewards.worker`, exec
+semantics like multiprocessing's spawn) that loads the verifiers once; workers are forked from
+it, so a replacement is ready in milliseconds and never inherits the caller's torch or Ray
+state. See rewards/worker.py for the processes and their messages.
+
+Limits, enforced per call:
+- wall clock: the pool SIGKILLs a worker whose call runs past `timeout_s` (a C-level loop that
+  no signal handler can interrupt stops too), answers that call with an error and forks a
+  replacement;
+- memory: each worker caps its own address space (RLIMIT_AS = `memory_mb`); a MemoryError is
+  an error outcome, after which the worker exits and is replaced;
+- crashes (os._exit, segfault, the kernel's OOM killer): the call gets an error outcome naming
+  the exit code or signal, and a replacement carries on with the rest of the batch.
+
+`num_workers=0` runs the same API in-process: for debugging and cheap verifiers (arith). It has
+no isolation and no wall-clock limit (a verifier that hangs hangs the caller).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+import time
+import weakref
+from collections import defaultdict, deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+from rewards.base import CORRECT, ERROR, Outcome, call_verifier, describe
+from rewards.registry import _REGISTRY, get_verifier, load_plugin, verifier_names
+
+STARTUP_TIMEOUT_S = 120.0  # interpreter + SymPy import + warm-up, on a loaded 2-core machine
+# A worker holds its running request and one queued behind it, so it never waits for the
+# parent between calls (on a busy machine a wake-up can cost as much as a verification). Only
+# a message that fits in the pipe buffer is queued: sending it must not block the parent, which
+# has deadlines to keep.
+PIPELINE_DEPTH = 2
+PIPELINE_MAX_BYTES = 32 * 1024
+LATENCY_WINDOW = 10_000  # percentiles cover the most recent calls of each verifier
+
+
+@dataclass(frozen=True)
+class VerifyRequest:
+    """One verification. `row` holds plain JSON-able values (it is pickled to a worker)."""
+
+    verifier: str
+    completion: str
+    gold: str
+    row: Mapping[str, Any] = field(default_factory=dict)
+
+
+class _Stats:
+    """Per-verifier counters and a window of latencies."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        self.latencies: dict[str, deque] = defaultdict(lambda: deque(maxlen=LATENCY_WINDOW))
+
+    def record(self, name: str, outcome: Outcome, seconds: float, kind: str = "") -> None:
+        c = self.counts[name]
+        c["calls"] += 1
+        c[{CORRECT: "correct", ERROR: "errors"}.get(outcome.status, "incorrect")] += 1
+        if kind:
+            c[kind] += 1
+        self.latencies[name].append(seconds * 1000.0)
+
+    def flat(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for name, c in sorted(self.counts.items()):
+            for key in ("calls", "correct", "incorrect", "errors", "timeouts", "crashes"):
+                out[f"verifier/{name}/{key}"] = float(c[key])
+            ms = sorted(self.latencies[name])
+            for q in (50, 90, 99):
+                out[f"verifier/{name}/p{q}_ms"] = _percentile(ms, q) if ms else 0.0
+        return out
+
+
+def _percentile(sorted_values: list[float], q: float) -> float:
+    """Nearest-rank percentile: the smallest value with at least q% of values at or below it."""
+    rank = max(1, -(-len(sorted_values) * q // 100))
+    return sorted_values[int(rank) - 1]
+
+
+class _ForkServer:
+    """Parent-side handle of the fork server: asks it for workers, collects their exit codes."""
+
+    def __init__(self, config: dict) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        env = dict(os.environ)
+        # The server sees the parent's import path (worktrees, test plug-ins, dist-infos).
+        env["PYTHONPATH"] = os.pathsep.join(p or os.getcwd() for p in sys.path)
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "rewards.worker", str(theirs.fileno()), str(os.getpid())],
+                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=2, env=env)
+        finally:
+            theirs.close()
+        self.sock = ours
+        self.exits: dict[int, int] = {}
+        self.sock.send(pickle.dumps(config))
+
+    def spawn(self) -> tuple[Connection, Connection] | None:
+        """Pipes to a new worker (it reports ready on its own), or None if the server is gone."""
+        req_r, req_w = os.pipe()
+        res_r, res_w = os.pipe()
+        try:
+            socket.send_fds(self.sock, [b"spawn"], [req_r, res_w])
+        except OSError:
+            for fd in (req_w, res_r):
+                os.close(fd)
+            return None
+        finally:
+            os.close(req_r)
+            os.close(res_w)
+        return Connection(req_w, readable=False), Connection(res_r, writable=False)
+
+    def read_reports(self) -> None:
+        """Take in the server's pending messages; raises if it failed to start."""
+        while True:
+            try:
+                message = self.sock.recv(4096, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                message = b""
+            if not message:
+                return
+            kind, _, rest = message.decode(errors="replace").partition(" ")
+            if kind == "init_error":
+                raise RuntimeError(f"verifier fork server failed to start: {rest}")
+            pid, code = rest.split()
+            self.exits[int(pid)] = int(code)
+            if len(self.exits) > 1000:  # codes of killed workers are never asked for
+                del self.exits[next(iter(self.exits))]
+
+    def exit_code(self, pid: int, timeout_s: float = 2.0) -> int | None:
+        deadline = time.monotonic() + timeout_s
+        while pid not in self.exits and time.monotonic() < deadline and self.alive():
+            wait([self.sock], deadline - time.monotonic())
+            self.read_reports()
+        return self.exits.pop(pid, None)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def kill(self) -> None:
+        self.sock.close()
+        if self.proc.poll() is None:
+            self.proc.kill()
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:  # stuck in the kernel; nothing more to do from here
+            pass
+
+
+class _Worker:
+    """Parent-side handle of one forked worker."""
+
+    def __init__(self, pipes: tuple[Connection, Connection]) -> None:
+        self.requests, self.results = pipes
+        self.pid: int | None = None  # learnt from its "ready" message
+        self.ready = False
+        self.started = time.monotonic()
+        self.jobs: deque[tuple[int, int]] = deque()  # (batch index, seq), oldest running
+        self.seq = 0
+        self.head_since = 0.0  # when the running (oldest) job started
+
+    def kill(self) -> None:
+        """Close the pipes and SIGKILL the process unless it is known to be gone (its pid may
+        already be reaped by the fork server, and reused)."""
+        self.requests.close()
+        self.results.close()
+        if self.pid is not None:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.pid = None
+
+
+def _shut_down(server: list[_ForkServer], workers: list[_Worker]) -> None:
+    for w in workers:
+        if w.pid is None and not w.results.closed and w.results.poll(0):
+            try:  # a "ready" not read yet names a pid to kill; others die with the server
+                message = w.results.recv()
+                w.pid = message[1] if message[0] == "ready" else None
+            except (EOFError, OSError):
+                pass
+        w.kill()
+    workers.clear()
+    for s in server:
+        s.kill()
+    server.clear()
+
+
+class _Batch:
+    """One verify_batch call: requests, their outcomes, and the work queues per worker slot.
+
+    Requests with the same gold answer go to the same slot, whose gold cache and math-verify's
+    parse cache then hit (a GRPO group shares one gold); a worker with nothing of its own
+    takes from the longest queue."""
+
+    def __init__(self, requests: Sequence[VerifyRequest], slots: int, stats: _Stats) -> None:
+        self.requests, self.stats = requests, stats
+        self.results: list[Outcome | None] = [None] * len(requests)
+        self.queues: list[deque[int]] = [deque() for _ in range(slots)]
+        for index, r in enumerate(requests):
+            self.queues[hash(str(r.gold)) % slots].append(index)
+
+    def pending(self) -> bool:
+        return any(self.queues)
+
+    def take(self, slot: int) -> int:
+        own = self.queues[slot] if self.queues[slot] else max(self.queues, key=len)
+        return own.popleft()
+
+    def give_back(self, slot: int, index: int) -> None:
+        self.queues[slot].appendleft(index)
+
+    def finish(self, index: int, outcome: Outcome, seconds: float, kind: str = "") -> None:
+        self.results[index] = outcome
+        self.stats.record(self.requests[index].verifier, outcome, seconds, kind)
+
+
+class VerifierPool:
+    """Verify batches of completions in worker processes with per-call time and memory limits.
+
+    `plugins` are "module:function" or "name=module:function" paths, loaded in the parent (so a
+    typo fails here) and in every worker. `verify_batch` returns outcomes in request order and
+    never raises for a bad completion; it raises KeyError for a verifier name that no built-in,
+    entry point or plug-in provides (a configuration error, caught before any work is done).
+    One caller at a time: the pool is not thread-safe.
+    """
+
+    def __init__(self, num_workers: int = 2, timeout_s: float = 10.0,
+                 memory_mb: int | None = 2048, plugins: Sequence[str] = ()) -> None:
+        if num_workers < 0 or timeout_s <= 0 or (memory_mb is not None and memory_mb <= 0):
+            raise ValueError(f"need num_workers >= 0, timeout_s > 0, memory_mb > 0 or None; got "
+                             f"{num_workers}, {timeout_s}, {memory_mb}")
+        self.num_workers, self.timeout_s, self.memory_mb = num_workers, timeout_s, memory_mb
+        self._config = {"memory_mb": memory_mb, "plugins": list(plugins)}
+        for spec in plugins:
+            load_plugin(spec)
+        self._stats = _Stats()
+        self._restarts = 0
+        self._server_starts = 0  # in a row without a worker becoming ready: a crash loop guard
+        self._closed = False
+        self._server: list[_ForkServer] = []  # lists, so the finalizer needs no ref to self
+        self._workers: list[_Worker] = []
+        # Runs on close(), on garbage collection and at interpreter exit.
+        self._finalizer = weakref.finalize(self, _shut_down, self._server, self._workers)
+        try:
+            if num_workers:
+                self._start_server()
+                self._workers.extend(self._new_worker() for _ in range(num_workers))
+                self.wait_ready()
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self) -> VerifierPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Kill every worker and the fork server. Idempotent."""
+        self._closed = True
+        self._finalizer()
+
+    def metrics(self) -> dict[str, float]:
+        """Cumulative counts per verifier (calls, correct, incorrect, errors, timeouts, crashes;
+        errors include timeouts and crashes), latency percentiles in ms over the last
+        LATENCY_WINDOW calls, and pool counters."""
+        out = self._stats.flat()
+        out["verifier/pool/workers"] = float(self.num_workers)
+        out["verifier/pool/ready"] = float(sum(w.ready for w in self._workers))
+        out["verifier/pool/restarts"] = float(self._restarts)
+        return out
+
+    def wait_ready(self) -> None:
+        """Block until every worker (replacements included) has started; raises RuntimeError if
+        one fails to start within STARTUP_TIMEOUT_S. The constructor already calls this."""
+        while not all(w.ready for w in self._workers):
+            self._collect(None)
+
+    def verify_batch(self, requests: Sequence[VerifyRequest]) -> list[Outcome]:
+        if self._closed:
+            raise RuntimeError("VerifierPool is closed")
+        self._check_names(requests)
+        if self.num_workers == 0:
+            return self._verify_serial(requests)
+        batch = _Batch(requests, len(self._workers), self._stats)
+        try:
+            while batch.pending() or any(w.jobs for w in self._workers):
+                for slot, w in enumerate(self._workers):
+                    self._feed(slot, w, batch)
+                self._collect(batch)
+        except BaseException:
+            # Interrupted mid-batch: busy workers hold stale work whose answers would be
+            # misread by the next batch, so replace them.
+            for w in [w for w in self._workers if w.jobs]:
+                w.jobs.clear()
+                self._replace(w)
+            raise
+        return batch.results  # type: ignore[return-value]  (every slot is filled by now)
+
+    def _check_names(self, requests: Sequence[VerifyRequest]) -> None:
+        wanted = {r.verifier for r in requests} - set(_REGISTRY)
+        if wanted:
+            known = set(verifier_names())
+            unknown = sorted(wanted - known)
+            if unknown:
+                raise KeyError(f"unknown verifier(s) {unknown}; valid: {', '.join(sorted(known))}")
+
+    def _verify_serial(self, requests: Sequence[VerifyRequest]) -> list[Outcome]:
+        out = []
+        for r in requests:
+            start = time.perf_counter()
+            try:
+                verifier = get_verifier(r.verifier)
+            except ImportError as e:  # a broken entry point: an error, as in a worker
+                outcome = Outcome.error(describe(e))
+            else:
+                outcome = call_verifier(verifier, r.completion, r.gold, r.row)
+            self._stats.record(r.verifier, outcome, time.perf_counter() - start)
+            out.append(outcome)
+        return out
+
+    def _feed(self, slot: int, w: _Worker, batch: _Batch) -> None:
+        """Send `w` requests until it holds PIPELINE_DEPTH of them."""
+        while w.ready and len(w.jobs) < PIPELINE_DEPTH and batch.pending():
+            index = batch.take(slot)
+            r = batch.requests[index]
+            try:
+                message = pickle.dumps((w.seq + 1, r.verifier, r.completion, r.gold, dict(r.row)))
+            except Exception as e:  # e.g. a row holding a lock: this request fails, not the batch
+                batch.finish(index, Outcome.error(f"request cannot be sent to a worker: "
+                                                  f"{describe(e)}"), 0.0)
+                continue
+            if w.jobs and len(message) > PIPELINE_MAX_BYTES:
+                batch.give_back(slot, index)  # sent when the worker is idle and reading
+                return
+            try:
+                w.requests.send_bytes(message)
+            except OSError:  # it died: not this request's fault, so it runs elsewhere
+                batch.give_back(slot, index)
+                if not w.jobs:  # otherwise the EOF on its results reports the running job
+                    self._replace(w)
+                return
+            w.seq += 1
+            if not w.jobs:
+                w.head_since = time.monotonic()
+            w.jobs.append((index, w.seq))
+
+    def _collect(self, batch: _Batch | None) -> None:
+        """Wait for the next answer, readiness or death, or for the nearest deadline."""
+        now = time.monotonic()
+        deadlines = [w.head_since + self.timeout_s for w in self._workers if w.jobs]
+        deadlines += [w.started + STARTUP_TIMEOUT_S for w in self._workers if not w.ready]
+        timeout = max(0.0, min(deadlines) - now) if deadlines else None
+        readable = wait([w.results for w in self._workers if w.jobs or not w.ready], timeout)
+        for slot, w in enumerate(self._workers):
+            if w.results in readable:
+                self._receive(slot, w, batch)
+        self._server[0].read_reports()  # drain exit reports, or the server could block on them
+        now = time.monotonic()
+        for slot, w in enumerate(self._workers):
+            if w.jobs and now >= w.head_since + self.timeout_s:
+                self._fail(slot, w, batch, Outcome.error(f"timeout after {self.timeout_s:g} s"),
+                           "timeouts")
+            elif not w.ready and now >= w.started + STARTUP_TIMEOUT_S:
+                raise RuntimeError(f"verifier worker did not start within {STARTUP_TIMEOUT_S} s")
+
+    def _receive(self, slot: int, w: _Worker, batch: _Batch | None) -> None:
+        try:
+            message = w.results.recv()
+        except (EOFError, OSError):
+            if not w.ready:
+                self._lost_at_startup(w)
+                return
+            code = self._server[0].exit_code(w.pid) if w.pid else None
+            w.pid = None  # gone: never signal that pid again
+            self._fail(slot, w, batch, Outcome.error(f"{_describe_exit(code)} (crashed)"),
+                       "crashes")
+            return
+        if message[0] == "ready":
+            w.ready, w.pid = True, message[1]
+            self._server_starts = 0
+        elif message[0] == "init_error":
+            raise RuntimeError(f"verifier worker failed to start: {message[1]}")
+        elif w.jobs and message[0] == w.jobs[0][1]:
+            _, status, score, reason, exit_after = message
+            now = time.monotonic()
+            batch.finish(w.jobs.popleft()[0], Outcome(status, score, reason), now - w.head_since)
+            w.head_since = now
+            if exit_after:  # it answered and exits by itself: what it still holds runs elsewhere
+                w.pid = None
+                self._fail(slot, w, batch, None, "")
+
+    def _fail(self, slot: int, w: _Worker, batch: _Batch | None, outcome: Outcome | None,
+              kind: str) -> None:
+        """Replace `w`. Its running job gets `outcome` (unless None); queued ones run elsewhere."""
+        if w.jobs and outcome is not None:
+            batch.finish(w.jobs.popleft()[0], outcome, time.monotonic() - w.head_since, kind)
+        while w.jobs:
+            batch.give_back(slot, w.jobs.pop()[0])
+        self._replace(w)
+
+    def _lost_at_startup(self, w: _Worker) -> None:
+        """A worker's pipe closed before it was ready: the fork server failed or was killed."""
+        server = self._server[0]
+        server.read_reports()  # raises with the server's own error if it could not start
+        if server.alive():
+            raise RuntimeError("verifier worker failed to start (see its stderr)")
+        self._replace(w)  # the server was killed from outside: start a new one
+
+    def _replace(self, w: _Worker) -> None:
+        w.kill()
+        self._workers[self._workers.index(w)] = self._new_worker()
+        self._restarts += 1
+
+    def _start_server(self) -> None:
+        self._server_starts += 1
+        if self._server_starts > 3:
+            raise RuntimeError("the verifier fork server keeps dying; giving up")
+        for old in self._server:
+            old.kill()
+        self._server[:] = [_ForkServer(self._config)]
+
+    def _new_worker(self) -> _Worker:
+        if not self._server[0].alive():  # killed from outside; its workers died with it
+            self._start_server()
+        pipes = self._server[0].spawn()
+        if pipes is None:
+            self._start_server()
+            pipes = self._server[0].spawn()
+            if pipes is None:
+                raise RuntimeError("cannot reach the verifier fork server")
+        return _Worker(pipes)
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is None:
+        return "worker died"
+    if code < 0:
+        try:
+            return f"worker killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"worker killed by signal {-code}"
+    return f"worker exited with code {code}"

@@ -1,0 +1,193 @@
+"""Verifier processes: a fork server and the workers it forks.
+
+`python -m rewards.worker CTRL_FD PARENT_PID` starts the fork server of one VerifierPool. It is a
+fresh interpreter (exec, never a fork of the parent, which holds torch, Ray and their threads),
+single-threaded, that imports the built-in verifiers and the pool's plug-ins once and warms
+math-verify up. For each worker the pool wants it forks a child that is ready in milliseconds
+(multiprocessing's forkserver does the same, but would also re-import the parent's `__main__`
+script, and with it torch, in every worker).
+
+Control socket (AF_UNIX SOCK_SEQPACKET, one message per packet):
+    pool -> server: pickled config {"memory_mb", "plugins"}, then b"spawn" carrying two fds
+                    (the worker's request-read end and result-write end)
+    server -> pool: b"exit PID CODE" when a worker ends (CODE < 0: killed by signal -CODE),
+                    b"init_error TEXT" if the server cannot start
+Worker pipes (multiprocessing Connections, pickled tuples):
+    pool -> worker: (seq, verifier, completion, gold, row)
+    worker -> pool: ("ready", pid) or ("init_error", text), then
+                    (seq, status, score, reason, exit_after) per request
+A worker verifies in its main thread, so math-verify's signal.alarm timeouts work.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import pickle
+import select
+import signal
+import socket
+import sys
+from multiprocessing.connection import Connection
+
+from rewards.base import Outcome, checked, describe
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Ask Linux to SIGKILL us when our parent dies, even mid-verification (a stuck verifier
+    never reads its pipe, so it would not notice EOF). The chain pool -> server -> worker means
+    a killed pool takes everything with it. Elsewhere the pipe EOF is all we have."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(0)
+
+
+def _vm_size_mb() -> int:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmSize:"):
+                    return int(line.split()[1]) // 1024
+    except OSError:
+        pass
+    return -1
+
+
+def _limit_memory(memory_mb: int | None) -> None:
+    """Cap this worker's address space; fail now, not on the first call, if the cap is below
+    what the (already loaded) interpreter needs."""
+    if not memory_mb:
+        return
+    import resource
+
+    limit = memory_mb * 1024 * 1024
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    try:
+        bytearray(4 * 1024 * 1024)
+    except MemoryError:
+        raise MemoryError(f"memory_mb={memory_mb} leaves no room: a worker already uses "
+                          f"{_vm_size_mb()} MB of address space") from None
+
+
+def _verify(name: str, completion: str, gold: str, row: dict) -> tuple[Outcome, bool]:
+    """(outcome, exit_after). After MemoryError or SystemExit the worker's state is suspect, so
+    it answers and then exits; the pool forks a fresh one."""
+    from rewards.registry import get_verifier
+
+    try:
+        return checked(get_verifier(name)(completion, gold, row)), False
+    except MemoryError:
+        return Outcome.error("MemoryError: worker memory cap reached"), True
+    except Exception as e:
+        return Outcome.error(describe(e)), False
+    except BaseException as e:  # SystemExit from a plug-in (SIGINT is ignored)
+        return Outcome.error(describe(e)), True
+
+
+def serve(req_fd: int, res_fd: int, memory_mb: int | None) -> int:
+    """The worker loop: answer requests until the pool closes the pipe."""
+    requests = Connection(req_fd, writable=False)
+    results = Connection(res_fd, readable=False)
+    try:
+        _limit_memory(memory_mb)
+    except MemoryError as e:
+        results.send(("init_error", str(e)))
+        return 1
+    results.send(("ready", os.getpid()))
+    while True:
+        try:
+            seq, name, completion, gold, row = requests.recv()
+        except (EOFError, OSError):  # the pool closed or died
+            return 0
+        outcome, exit_after = _verify(name, completion, gold, row)
+        results.send((seq, outcome.status, outcome.score, outcome.reason, exit_after))
+        if exit_after:
+            return 2
+
+
+def _fork_worker(ctrl: socket.socket, wakeup: tuple[int, int], fds: list[int],
+                 memory_mb: int | None) -> None:
+    server_pid = os.getpid()
+    pid = os.fork()
+    if pid:
+        for fd in fds:
+            os.close(fd)
+        return
+    code = 1
+    try:  # the child: drop the server's plumbing, then serve; never return into the server loop
+        ctrl.close()
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        for fd in wakeup:
+            os.close(fd)
+        _die_with_parent(server_pid)
+        code = serve(fds[0], fds[1], memory_mb)
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        os._exit(code)
+
+
+def _report_exits(ctrl: socket.socket) -> None:
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        ctrl.send(f"exit {pid} {os.waitstatus_to_exitcode(status)}".encode())
+
+
+def fork_server(ctrl_fd: int, parent_pid: int) -> int:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the pool owner's to handle
+    _die_with_parent(parent_pid)
+    ctrl = socket.socket(fileno=ctrl_fd)
+    try:
+        config = pickle.loads(ctrl.recv(1 << 20))
+        from rewards import math_verifier
+        from rewards.registry import load_plugin, verifier_names
+
+        verifier_names()  # imports the built-ins; entry points load on first use, per worker
+        for spec in config["plugins"]:
+            load_plugin(spec)
+        math_verifier.warm_up()
+    except BaseException as e:
+        ctrl.send(f"init_error {describe(e)}".encode())
+        return 1
+    # Objects loaded so far (SymPy, grammars, plug-ins) live as long as the workers: keep the
+    # collector from scanning them in every worker, which would also copy their pages.
+    gc.freeze()
+    # SIGCHLD wakes the select below through this pipe, so exits are reported at once.
+    wakeup = os.pipe()
+    os.set_blocking(wakeup[1], False)
+    signal.set_wakeup_fd(wakeup[1])
+    signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+    # On any exit of this loop the workers follow: their PDEATHSIG fires when this process ends.
+    try:
+        while True:
+            readable, _, _ = select.select([ctrl, wakeup[0]], [], [])
+            if wakeup[0] in readable:
+                os.read(wakeup[0], 4096)
+                _report_exits(ctrl)
+            if ctrl in readable:
+                message, fds, _, _ = socket.recv_fds(ctrl, 64, 2)
+                if not message:
+                    return 0
+                _fork_worker(ctrl, wakeup, fds, config["memory_mb"])
+    except OSError:  # the pool is gone
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(fork_server(int(sys.argv[1]), int(sys.argv[2])))

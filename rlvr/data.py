@@ -1,0 +1,219 @@
+"""Dataset adapters: rows of prompts and gold answers from files, the hub or shipped eval sets.
+
+Every row comes out as a plain dict holding at least `prompt`, `answer` (the gold answer as a
+string) and `verifier` (a name from rewards.registry), plus the source's other columns and
+`dataset`. Rows stay JSON-able so they can travel to verifier workers and into checkpoints.
+
+Sources:
+- a short name of a shipped evaluation set (EVAL_SETS: math500, minerva, gsm8k, olympiadbench,
+  aime24, amc23), whose column conventions are known;
+- a local .jsonl / .json / .parquet file;
+- a Hugging Face hub dataset "owner/name", "owner/name:split" or "owner/name:config:split"
+  (needs a network; offline it fails with a one-line DataSourceError).
+
+Gold answers, in order: the answer column (a list joins with ", "; GSM8K's "reasoning #### 42"
+keeps the part after "####" and moves the reasoning to `solution`), else the last \\boxed{} of
+the solution column (MATH / Minerva style). `$` delimiters are dropped; 27.0 becomes "27".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rewards.extract import last_boxed
+
+EVAL_DATA_DIR = Path(__file__).with_name("eval_data")
+BOXED_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
+TEMPLATES = ("plain", "chat", "chat_system")
+
+
+class DataSourceError(RuntimeError):
+    """A source that cannot be read: a missing file, no network for a hub name, a bad row."""
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    """Column conventions of a shipped evaluation set (see rlvr/eval_data/README.md)."""
+
+    file: str
+    prompt_key: str
+    answer_key: str | None
+    solution_key: str | None = "solution"
+    verifier: str = "math"
+
+
+EVAL_SETS: dict[str, EvalSet] = {
+    "math500": EvalSet("math500.jsonl", "problem", "answer"),
+    "minerva": EvalSet("minerva_math.jsonl", "problem", None),
+    "gsm8k": EvalSet("gsm8k_test.jsonl", "question", "answer", None),
+    "olympiadbench": EvalSet("olympiadbench.jsonl", "question", "final_answer", None),
+    "aime24": EvalSet("aime24.jsonl", "problem", "answer"),
+    "amc23": EvalSet("amc23.jsonl", "problem", "answer", None),
+}
+
+_DOLLAR = re.compile(r"(?<!\\)\$")  # math delimiters; \$ (a currency sign) stays
+
+
+def load_rows(source: str, *, prompt_key: str | None = None, answer_key: str | None = None,
+              solution_key: str | None = None, verifier: str | None = None,
+              verifier_key: str = "verifier", limit: int | None = None) -> list[dict]:
+    """Rows of `source` with `prompt`, `answer`, `verifier` and `dataset` set.
+
+    Keys left as None take the eval set's convention for a short name, else "problem",
+    "answer", "solution" and verifier "math". A row's own `verifier_key` column, when present
+    and non-empty, overrides `verifier` (mixed-task data routes each row to its verifier).
+    """
+    spec = EVAL_SETS.get(source)
+    name = source
+    if spec is not None:
+        records = _read_file(EVAL_DATA_DIR / spec.file, limit)
+    else:
+        spec = EvalSet("", "problem", "answer")
+        records = _read_source(source, limit)
+        name = Path(source).stem if _looks_like_file(source) else source
+    prompt_key = prompt_key or spec.prompt_key
+    answer_key = answer_key if answer_key is not None else spec.answer_key
+    solution_key = solution_key if solution_key is not None else spec.solution_key
+    default_verifier = verifier or spec.verifier
+    rows = []
+    for i, record in enumerate(records):
+        if prompt_key not in record:
+            raise DataSourceError(f"{source}: row {i} has no prompt column {prompt_key!r}; "
+                                  f"columns: {', '.join(sorted(record))}")
+        row = dict(record)
+        gold = _gold(row, answer_key, solution_key)
+        if gold is None:
+            raise DataSourceError(f"{source}: row {i} has no gold answer in {answer_key!r} or a "
+                                  f"\\boxed{{}} in {solution_key!r}; columns: "
+                                  f"{', '.join(sorted(record))}")
+        row["prompt"] = str(record[prompt_key])
+        row["answer"] = gold
+        row["verifier"] = str(record.get(verifier_key) or default_verifier)
+        row["dataset"] = name
+        rows.append(row)
+    return rows
+
+
+def gold_text(value: Any) -> str | None:
+    """A gold answer as a string: lists joined by ", ", `$` dropped, 27.0 -> "27"."""
+    if value is None:
+        return None
+    if isinstance(value, (list, tuple)):
+        parts = [gold_text(v) for v in value]
+        return ", ".join(p for p in parts if p) or None
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    text = _DOLLAR.sub("", str(value)).strip()
+    return text or None
+
+
+def _gold(row: dict, answer_key: str | None, solution_key: str | None) -> str | None:
+    value = row.get(answer_key) if answer_key else None
+    if isinstance(value, str) and "####" in value:
+        # GSM8K: "reasoning ... #### 1,600". The number keeps no thousands separators, and the
+        # reasoning becomes the row's reference solution.
+        _, _, number = value.rpartition("####")
+        row.setdefault("solution", value)
+        return gold_text(number.replace(",", ""))
+    gold = gold_text(value)
+    if gold is None and solution_key and isinstance(row.get(solution_key), str):
+        gold = gold_text(last_boxed(row[solution_key]))
+    return gold
+
+
+def _looks_like_file(source: str) -> bool:
+    return source.endswith((".jsonl", ".json", ".parquet")) or os.path.exists(source)
+
+
+def _read_source(source: str, limit: int | None) -> list[dict]:
+    if _looks_like_file(source):
+        return _read_file(Path(source), limit)
+    return _read_hub(source, limit)
+
+
+def _read_file(path: Path, limit: int | None) -> list[dict]:
+    if not path.is_file():
+        raise DataSourceError(f"no such data file: {path}")
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(path)
+        return table.slice(0, limit).to_pylist() if limit is not None else table.to_pylist()
+    if path.suffix == ".json":
+        records = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(records, list):
+            raise DataSourceError(f"{path}: a .json data file must hold a list of objects")
+        return records[:limit]
+    records = []
+    with path.open(encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if limit is not None and len(records) >= limit:
+                break
+            if line.strip():
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise DataSourceError(f"{path}:{number}: not JSON: {e}") from None
+    return records
+
+
+def _read_hub(source: str, limit: int | None) -> list[dict]:
+    """`owner/name[:split]` or `owner/name:config:split` from the Hugging Face hub (split
+    defaults to "train"; e.g. "openai/gsm8k:main:test")."""
+    name, *rest = source.split(":")
+    config, split = (rest if len(rest) == 2 else [None, rest[0] if rest else ""])
+    split = split or "train"
+    if limit is not None:
+        split = f"{split}[:{limit}]"
+    try:
+        import datasets
+
+        dataset = datasets.load_dataset(name, config, split=split)
+    except Exception as e:  # offline, unknown name, bad split: one line, not a 40-line trace
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise DataSourceError(
+            f"cannot load {source!r} from the Hugging Face hub ({type(e).__name__}: {first[:200]})"
+            f"; offline? use a local .jsonl/.parquet file or a shipped set: "
+            f"{', '.join(EVAL_SETS)}") from None
+    return [dict(r) for r in dataset]
+
+
+def render_prompt(row: Mapping[str, Any], template: str = "plain", *, tokenizer: Any = None,
+                  instruction: str | None = None) -> str:
+    """The text a model is given for `row`.
+
+    - "plain": the prompt, then a blank line and `instruction` when given;
+    - "chat": the tokenizer's chat template, `instruction` appended to the user turn (the
+      Qwen2.5-Math evaluation convention);
+    - "chat_system": the chat template with `instruction` as the system message;
+    - any other string containing "{prompt}": a literal template; "{prompt}" and
+      "{instruction}" are replaced (no str.format, so LaTeX braces in it are safe).
+    `tokenizer` is a Hugging Face tokenizer, or a name/path loaded with AutoTokenizer.
+    """
+    prompt = str(row["prompt"])
+    if template == "plain":
+        return f"{prompt}\n\n{instruction}" if instruction else prompt
+    if template in ("chat", "chat_system"):
+        if tokenizer is None:
+            raise ValueError(f"template {template!r} needs a tokenizer with a chat template")
+        if isinstance(tokenizer, str):
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(tokenizer)
+        if template == "chat":
+            content = f"{prompt}\n\n{instruction}" if instruction else prompt
+            messages = [{"role": "user", "content": content}]
+        else:
+            messages = ([{"role": "system", "content": instruction}] if instruction else [])
+            messages.append({"role": "user", "content": prompt})
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    if "{prompt}" in template:
+        return template.replace("{prompt}", prompt).replace("{instruction}", instruction or "")
+    raise ValueError(f"unknown prompt template {template!r}; valid: {', '.join(TEMPLATES)} or a "
+                     "string containing {prompt}")
