@@ -26,7 +26,8 @@ def init_ray(cfg, log=print) -> None:
     """Join $RAY_ADDRESS / ray.address, or start a local Ray sized to fit the actors."""
     import ray
 
-    env = {"TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore::FutureWarning"}
+    env = {"TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore::FutureWarning",
+           "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}  # see rlvr.cli.quiet_threads
     address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=True)

@@ -62,8 +62,24 @@ class ArithConfig:
 
 @dataclass
 class DataConfig:
-    task: str = spec("arith", "prompt source", choices=["arith"])
+    """Where prompts come from: the built-in arith task, or datasets (rlvr.data.load_rows)."""
+
+    task: str = spec("arith", "arith: the built-in task; dataset: data.train and data.eval",
+                     choices=["arith", "dataset"])
     arith: ArithConfig = field(default_factory=ArithConfig)
+    train: str = spec("", "task=dataset: a .jsonl/.json/.parquet file, a hub name owner/name[:config]:split, "
+                      "or a shipped set (math500, minerva, gsm8k, olympiadbench, aime24, amc23)")
+    eval: list[str] = spec(["math500"], "task=dataset: held-out sets, same forms as data.train")
+    prompt_key: Optional[str] = spec(None, "prompt column (default: the set's convention, else 'problem')")
+    answer_key: Optional[str] = spec(None, "gold-answer column (default 'answer')")
+    solution_key: Optional[str] = spec(None, "solution column whose last \\boxed{} is the gold when "
+                                       "there is no answer column (default 'solution')")
+    verifier: Optional[str] = spec(None, "verifier for rows without a 'verifier' column (default math)")
+    template: str = spec("plain", "prompt template: plain, chat (instruction in the user turn), "
+                         "chat_system, or a string containing {prompt}")
+    instruction: Optional[str] = spec(None, "appended by the template, e.g. 'Please reason step by step, "
+                                      "and put your final answer within \\boxed{}.'")
+    limit: Optional[int] = spec(None, "task=dataset: read at most this many training rows", min=1)
 
 
 @dataclass
@@ -238,7 +254,8 @@ class VerifierConfig:
 @dataclass
 class EvalConfig:
     every: int = spec(10, "evaluate every N steps (0 = only at start and end)", min=0)
-    num_problems: int = spec(500, "held-out problems per evaluation (at most data.arith.heldout_size)", min=1)
+    num_problems: int = spec(500, "held-out problems per evaluation set (arith: at most "
+                             "data.arith.heldout_size)", min=1)
     n: int = spec(8, "samples per problem", min=1)
     k: list[int] = spec([1, 8], "pass@k values to report", min=1)
     temperature: float = spec(1.0, gt=0.0)
@@ -354,6 +371,16 @@ class Config:
 
     def _validate_data(self) -> None:
         from rlvr.arith import parse_level  # local: keeps this module free of task code at import
+
+        data = self.data
+        if data.task == "dataset":
+            if not data.train:
+                raise ConfigError("data.train is empty: data.task=dataset needs a training source")
+            for key, source in [("data.train", data.train)] + [(f"data.eval[{i}]", e) for i, e in enumerate(data.eval)]:
+                if source.endswith((".jsonl", ".json", ".parquet")) and not Path(source).expanduser().exists():
+                    raise ConfigError(f"{key}={source!r}: file not found")
+            if not data.eval:
+                raise ConfigError("data.eval is empty: give at least one held-out set")
 
         for key, mix in (("data.arith.mix", self.data.arith.mix), ("sft.mix", self.sft.mix)):
             for name in mix:

@@ -12,7 +12,7 @@ from rlvr.config import dump_yaml
 from rlvr.errors import ConfigError
 from rlvr.evaluation import evaluate
 from rlvr.metrics import RunLogger, read_history
-from rlvr.tasks import load_task
+from rlvr.tasks import load_task, prompt_texts
 from rlvr.tiny_model import resolve_model_path
 from rollout.gates import DynamicSampling
 from rollout.samplers import make_sampler
@@ -50,7 +50,6 @@ class Run:
         model_path = resolve_model_path(cfg, log=log)
         tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=cfg.model.trust_remote_code)
         train_rows, eval_rows = load_task(cfg)
-        eval_rows = eval_rows[: cfg.eval.num_problems]
         vc = cfg.verifier
         pool = VerifierPool(num_workers=vc.num_workers, timeout_s=vc.timeout_s, memory_mb=vc.memory_mb,
                             plugins=vc.plugins)
@@ -60,8 +59,8 @@ class Run:
         sampler = make_sampler(cfg.sampler, len(train_rows), cfg.trainer.seed,
                                prompts=[r["prompt"] for r in train_rows])
         gate = DynamicSampling.from_config(cfg.gate, cfg.trainer.prompts_per_step)
-        return cls(cfg, run_dir, tokenizer, train_rows, encode(tokenizer, train_rows), eval_rows,
-                   encode(tokenizer, eval_rows), sampler, make_schedule(cfg.schedule), gate, pool, cluster, pad)
+        return cls(cfg, run_dir, tokenizer, train_rows, encode(cfg, tokenizer, train_rows), eval_rows,
+                   encode(cfg, tokenizer, eval_rows), sampler, make_schedule(cfg.schedule), gate, pool, cluster, pad)
 
     def sampling(self, n: int, step: int, round_: int, stage: int) -> SamplingSettings:
         """Sampling settings with a seed unique to (run seed, step, refill round, stage)."""
@@ -105,8 +104,10 @@ class Run:
         ray.shutdown()
 
 
-def encode(tokenizer, rows: list[dict]) -> list[list[int]]:
-    return tokenizer([r["prompt"] for r in rows]).input_ids
+def encode(cfg, tokenizer, rows: list[dict]) -> list[list[int]]:
+    """Prompt token ids. Chat templates already hold their special tokens, so none are added."""
+    chat = cfg.data.task == "dataset" and cfg.data.template.startswith("chat")
+    return tokenizer(prompt_texts(cfg, rows, tokenizer), add_special_tokens=not chat).input_ids
 
 
 def run_directory(cfg, recipe: str | None) -> Path:

@@ -5,6 +5,7 @@ import os
 import pytest
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the CLI does (rlvr.cli.quiet_threads)
 
 
 def pytest_collection_modifyitems(config, items):
