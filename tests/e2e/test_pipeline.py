@@ -79,3 +79,23 @@ def test_resume_after_kill_continues_exactly(e2e_overrides, tmp_path):
     # the same prompts as a run that was never interrupted (the sampler state was restored)
     assert [r["sampler/batch_hash"] for r in after] == [straight[s]["sampler/batch_hash"] for s in range(1, 7)]
     assert json.loads((killed / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 6
+
+
+def test_mopps_and_dars_on_two_workers(e2e_overrides):
+    cfg = load_config(None, e2e_overrides + [
+        "rollout.num_workers=2", "sampler.name=mopps", "sampler.ts_ratio=4", "schedule.name=dars",
+        "schedule.mode=hw", "schedule.n_max=16", "trainer.steps=4", "trainer.prompts_per_step=16",
+        "trainer.checkpoint_every=0", "learner.lr=1e-4", "trainer.name=mopps_dars"])
+    train(cfg, None)
+    steps = records(Path(cfg.trainer.output_dir) / "mopps_dars")
+    assert len(steps) == 4
+    for r in steps:
+        # every extra completion the schedule asked for was generated and counted once
+        assert r["rollout/extra_completions"] == r["dars/extra_completions"]
+        assert r["rollout/completions"] == 16 * cfg.rollout.n + r["rollout/extra_completions"]
+        assert r["sampler/pool_size"] == 64  # ts_ratio x B candidates (80 prompts available)
+        assert 0.0 < r["sampler/selected_posterior_mean"] < 1.0
+    assert sum(r["rollout/extra_completions"] for r in steps) > 0
+    # the posteriors cover more prompts as steps observe new ones (16 selected per step of 80)
+    seen = [r["sampler/observed_frac"] for r in steps]
+    assert seen[0] == pytest.approx(16 / 80) and all(b >= a for a, b in zip(seen, seen[1:])) and seen[-1] > seen[0]
