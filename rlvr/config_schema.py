@@ -86,7 +86,7 @@ class DataConfig:
 class SFTConfig:
     """Warm start of the built-in model on noisy demonstrations (rlvr sft)."""
 
-    steps: int = spec(1500, "optimizer steps", min=1)
+    steps: int = spec(600, "optimizer steps", min=1)
     batch_size: int = spec(256, "sequences per step", min=1)
     lr: float = spec(3e-3, "peak AdamW learning rate", gt=0.0)
     warmup_steps: int = spec(50, "linear warm-up before the cosine decay", min=0)
