@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import warnings
 from functools import lru_cache
 from types import ModuleType
 
@@ -71,13 +72,19 @@ def resolve_impl(impl: str, hidden_TH: torch.Tensor, weight_VH: torch.Tensor) ->
         raise ValueError(f"impl={impl!r} is not one of {IMPLS}")
     if impl != "auto":
         return impl
-    triton_ok = (
-        hidden_TH.is_cuda
-        and triton_available()
-        and hidden_TH.dtype == weight_VH.dtype
-        and hidden_TH.dtype in TRITON_DTYPES
-    )
-    return "triton" if triton_ok else "chunked"
+    if not (hidden_TH.is_cuda and triton_available()):
+        return "chunked"
+    if hidden_TH.dtype != weight_VH.dtype or hidden_TH.dtype not in TRITON_DTYPES:
+        # A silent fallback would hide a large slowdown (e.g. bf16 activations from autocast
+        # with an fp32 weight): say so, and how to get the fast path.
+        warnings.warn(
+            f"kernels: triton needs hidden and weight of one dtype among fp32/fp16/bf16, got "
+            f"{hidden_TH.dtype} and {weight_VH.dtype}; using the chunked PyTorch path. Pass "
+            "weight.to(hidden.dtype) (differentiable) to use triton.",
+            stacklevel=3,
+        )
+        return "chunked"
+    return "triton"
 
 
 def _backend(name: str, hidden_TH: torch.Tensor) -> ModuleType:
