@@ -125,7 +125,10 @@ def measure(args, impl: str, tokens: int) -> dict:
         filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
-        return {"impl": impl, "T": tokens, "error": proc.stderr.strip().splitlines()[-1:]}
+        why = proc.stderr.strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
+        if proc.returncode == -9:
+            why = ["killed by SIGKILL (the kernel's OOM killer, when memory ran out)"]
+        return {"impl": impl, "T": tokens, "error": why[0]}
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 

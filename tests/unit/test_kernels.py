@@ -113,6 +113,14 @@ def test_fp64_matches_reference_to_rounding_and_passes_gradcheck():
     )
 
 
+def test_reference_neg_p_log_p_derivative():
+    """The one hand-written derivative in the reference, -exp(x) x, against finite differences."""
+    from kernels.reference import _NegPLogP
+
+    logp_TV = torch.log_softmax(torch.randn(3, 5, dtype=torch.float64), dim=-1)
+    assert torch.autograd.gradcheck(_NegPLogP.apply, (logp_TV.requires_grad_(),))
+
+
 @pytest.mark.parametrize("impl", ["reference", "chunked"])
 def test_uniform_logits_hand_derived(impl):
     """hidden = 0 makes every logit 0: p = 1/V, so logp = -log V and entropy = log V.
