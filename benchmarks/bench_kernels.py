@@ -190,8 +190,10 @@ def main(argv=None) -> None:
             record = measure(args, impl, tokens)
             records.append(record)
             print(json.dumps(record), file=sys.stderr, flush=True)
+    sizes = ", ".join(f"{4 * t * args.vocab / GB:.2f} GB at T={t}" for t in args.tokens)
     print(f"\nH={args.hidden} V={args.vocab} {args.device} {args.dtype}, forward + backward; "
-          f"one [T, V] fp32 tensor is {4 * args.vocab / GB:.4f} GB per token")
+          f"one [T, V] fp32 tensor is {sizes}; grad_weight is "
+          f"{4 * args.vocab * args.hidden / GB:.2f} GB of every peak")
     print_table(records, "reference")
     if args.json:
         args.json.write_text(json.dumps(records, indent=1))
