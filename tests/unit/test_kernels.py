@@ -2,11 +2,11 @@
 
 Tolerances (measured on this suite's cases over 6 seeds, then given margin; docs/kernels.md):
 - fp32 (and the forward of bf16 inputs, which is computed in fp32 from the same values):
-  max |chunked - reference| <= 1e-5 * max(1, max |reference|). Worst measured: 1.1e-6.
+  max |chunked - reference| <= 1e-5 * max(1, max |reference|). Worst measured: 1.2e-6.
 - bf16 gradients: |chunked - reference| <= 2**-6 |reference| + 1e-6 * max(1, max |reference|)
   elementwise, i.e. two bf16 ulps: both compute in fp32 and round once to bf16, so they differ
   by at most one ulp where fp32 summation order moves a value across a rounding boundary.
-  Worst measured: one ulp (2**-7 relative) plus 4e-8 of the scale.
+  Worst measured: one ulp (2**-7 relative) plus 6e-8 of the scale.
 """
 
 import math
