@@ -7,8 +7,8 @@ multiplies it straight into the hidden and weight gradients. Everything is compu
 (fp64 for fp64 inputs) whatever the input dtype: each block of the weight is upcast when it is
 used, so bf16 inputs cost no full-size fp32 copy of the weight.
 
-Blocks are [token_chunk x vocab_chunk]; peak extra memory is about three such fp32 blocks plus
-fp32 copies of the hidden states and their gradient ([N, H]) and one weight block's gradient.
+Blocks are [token_chunk x vocab_chunk]; peak extra memory is two such fp32 buffers plus fp32
+copies of the hidden states and their gradient ([N, H]) and one weight block and its gradient.
 """
 
 from __future__ import annotations
@@ -58,12 +58,9 @@ def _ranges(total: int, step: int) -> list[tuple[int, int]]:
     return [(start, min(start + step, total)) for start in range(0, total, step)]
 
 
-def _chunk_sizes(
-    num_tokens: int, token_chunk: int | None, vocab_chunk: int | None
-) -> tuple[int, int]:
+def _chunk_sizes(token_chunk: int | None, vocab_chunk: int | None) -> tuple[int, int]:
     vocab_chunk = vocab_chunk or DEFAULT_VOCAB_CHUNK
-    token_chunk = token_chunk or max(1, DEFAULT_BLOCK_ELEMENTS // vocab_chunk)
-    return max(1, token_chunk), vocab_chunk
+    return token_chunk or max(1, DEFAULT_BLOCK_ELEMENTS // vocab_chunk), vocab_chunk
 
 
 def _scratch(rows: int, cols: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -121,7 +118,7 @@ def forward_stats(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Return (lse_N, entropy_N, target_logit_N) in the compute dtype, never holding [N, V]."""
     num_tokens, vocab = hidden_NH.shape[0], weight_VH.shape[0]
-    token_chunk, vocab_chunk = _chunk_sizes(num_tokens, token_chunk, vocab_chunk)
+    token_chunk, vocab_chunk = _chunk_sizes(token_chunk, vocab_chunk)
     hidden32_NH, scaled_NH = _scaled_hidden(hidden_NH, weight_VH, inv_temp)
     flat_a, flat_b = _scratch(min(token_chunk, num_tokens), min(vocab_chunk, vocab), scaled_NH)
     state = None  # (max_N, sum_N, wsum_N) over the vocabulary blocks seen so far
@@ -197,7 +194,7 @@ def backward_grads(
     accumulator is needed.
     """
     num_tokens, vocab = hidden_NH.shape[0], weight_VH.shape[0]
-    token_chunk, vocab_chunk = _chunk_sizes(num_tokens, token_chunk, vocab_chunk)
+    token_chunk, vocab_chunk = _chunk_sizes(token_chunk, vocab_chunk)
     hidden32_NH, scaled_NH = _scaled_hidden(hidden_NH, weight_VH, inv_temp)
     flat_a, flat_b = _scratch(min(token_chunk, num_tokens), min(vocab_chunk, vocab), scaled_NH)
     alpha_N = grad_logp_N * inv_temp

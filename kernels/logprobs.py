@@ -99,7 +99,8 @@ def _backend(name: str, hidden_TH: torch.Tensor) -> ModuleType:
     return triton_impl
 
 
-def _check_inputs(hidden_TH, weight_VH, targets_T, temperature, ignore_index) -> None:
+def _check_inputs(hidden_TH, weight_VH, targets_T, temperature, ignore_index, token_chunk,
+                  vocab_chunk) -> None:
     if hidden_TH.dim() != 2 or weight_VH.dim() != 2 or targets_T.dim() != 1:
         raise ValueError(
             "expected hidden_TH [T, H], weight_VH [V, H], targets_T [T]; got "
@@ -119,6 +120,9 @@ def _check_inputs(hidden_TH, weight_VH, targets_T, temperature, ignore_index) ->
         raise ValueError(f"targets_T must be int64 or int32, got {targets_T.dtype}")
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
+    for name, chunk in (("token_chunk", token_chunk), ("vocab_chunk", vocab_chunk)):
+        if chunk is not None and chunk < 1:
+            raise ValueError(f"{name} must be a positive int or None, got {chunk}")
     vocab = weight_VH.shape[0]
     bad_T = (targets_T != ignore_index) & ((targets_T < 0) | (targets_T >= vocab))
     if bool(bad_T.any()):  # one host sync; an out-of-range target would silently give -lse
@@ -147,7 +151,8 @@ def logprobs_entropy(
     tensors when triton imports, else chunked), "chunked", "triton" or "reference".
     `token_chunk` / `vocab_chunk` size the blocks of the block-wise backends (docs/kernels.md).
     """
-    _check_inputs(hidden_TH, weight_VH, targets_T, temperature, ignore_index)
+    _check_inputs(hidden_TH, weight_VH, targets_T, temperature, ignore_index, token_chunk,
+                  vocab_chunk)
     name = resolve_impl(impl, hidden_TH, weight_VH)
     if name == "reference":
         return logprobs_entropy_reference(

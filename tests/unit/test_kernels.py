@@ -265,6 +265,8 @@ def test_invalid_inputs_are_rejected_with_names():
         kernels.logprobs_entropy(hidden_TH, weight_VH[:, :3], targets_T)
     with pytest.raises(ValueError, match="temperature must be > 0"):
         kernels.logprobs_entropy(hidden_TH, weight_VH, targets_T, 0.0)
+    with pytest.raises(ValueError, match="vocab_chunk must be a positive int"):
+        kernels.logprobs_entropy(hidden_TH, weight_VH, targets_T, vocab_chunk=0)
     with pytest.raises(ValueError, match="'auto', 'chunked', 'triton', 'reference'"):
         kernels.logprobs_entropy(hidden_TH, weight_VH, targets_T, impl="fused")
 
