@@ -79,23 +79,33 @@ def test_triton_matches_reference_on_cuda():
 
 @pytest.mark.gpu
 def test_auto_picks_triton_on_cuda_and_bounds_memory():
-    """At T=2048, V=32000 one fp32 [T, V] tensor is 262 MB; triton must stay well below it."""
+    """At T=2048, V=32000 one [T, V] tensor is 131 MB in bf16, 262 MB in fp32.
+
+    Expected extra beyond the gradients: the T x 4096 bf16 d(logits) buffer (17 MB) and a
+    few [T, H] fp32 tensors (2 MB each). The bound, a quarter of one fp32 [T, V] tensor,
+    fails if any [T, V] tensor is materialised, even in bf16.
+    """
     T, H, V = 2048, 256, 32000
     hidden_TH = torch.randn(T, H, device="cuda", dtype=torch.bfloat16, requires_grad=True)
     weight_VH = (torch.randn(V, H, device="cuda") / 16).to(torch.bfloat16).requires_grad_()
     targets_T = torch.randint(0, V, (T,), device="cuda")
     assert kernels.resolve_impl("auto", hidden_TH, weight_VH) == "triton"
+
+    def step():
+        logp_T, entropy_T = kernels.logprobs_entropy(hidden_TH, weight_VH, targets_T,
+                                                     vocab_chunk=4096)
+        (logp_T.sum() + 0.1 * entropy_T.sum()).backward()
+
+    step()  # compiles the kernels and allocates cuBLAS workspaces outside the measurement
+    hidden_TH.grad = weight_VH.grad = None
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
     base = torch.cuda.memory_allocated()
-    logp_T, entropy_T = kernels.logprobs_entropy(hidden_TH, weight_VH, targets_T,
-                                                 vocab_chunk=4096)
-    (logp_T.sum() + 0.1 * entropy_T.sum()).backward()
+    step()
     torch.cuda.synchronize()
     peak_extra = torch.cuda.max_memory_allocated() - base
     grads = weight_VH.numel() * 2 + hidden_TH.numel() * 2
-    # d(logits) buffer T x 4096 bf16 (16 MB) + fp32 hidden-gradient accumulator (2 MB).
-    assert peak_extra - grads < T * V * 4 / 8, peak_extra
+    assert peak_extra - grads < T * V * 4 / 4, peak_extra
 
 
 if __name__ == "__main__":  # the interpreter run (see the module docstring)
