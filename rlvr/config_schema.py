@@ -218,6 +218,8 @@ class LearnerConfig:
     lr_schedule: str = spec("constant", "after warm-up", choices=["constant", "cosine", "linear"])
     warmup_steps: int = spec(0, "optimizer steps of linear warm-up", min=0)
     grad_clip: float = spec(1.0, "max global grad norm (0 = off)", min=0.0)
+    fused_logprobs: bool = spec(True, "log-probs and entropy from hidden states with the chunked/Triton "
+                                "kernel, never building [tokens, vocab] logits (ZeRO-3 uses full logits)")
     cpus_per_worker: float = spec(1.0, "Ray CPUs reserved per learner actor", min=0.0)
     gpus_per_worker: float = spec(0.0, "Ray GPUs per learner actor", min=0.0)
 

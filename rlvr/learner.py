@@ -83,6 +83,8 @@ class Learner:
         self.device = self.engine.device
         self.settings = loss_settings(cfg)
         self.temperature = cfg.rollout.temperature
+        # the fused path reads the LM-head weight directly; ZeRO-3 partitions it, so full logits there
+        self.fused = lc.fused_logprobs and lc.zero_stage < 3
         return os.getpid()
 
     def total_optimizer_steps(self) -> int:
@@ -95,10 +97,14 @@ class Learner:
         """Per-token log-prob of each token and entropy of its predictive distribution, [B, T]
         aligned with input_ids (column 0 is 0), at the sampling temperature."""
         ids = mb.input_ids_BT.to(self.device)
-        logits = model(input_ids=ids, attention_mask=mb.attention_mask_BT.to(self.device)).logits
-        logp_all = torch.log_softmax(logits[:, :-1].float() / self.temperature, dim=-1)
-        logp = logp_all.gather(-1, ids[:, 1:, None]).squeeze(-1)
-        entropy = -(logp_all.exp() * logp_all).sum(-1)
+        attn = mb.attention_mask_BT.to(self.device)
+        if self.fused:
+            logp, entropy = fused_next_token(model, ids, attn, mb.loss_mask_BT.to(self.device), self.temperature)
+        else:
+            logits = model(input_ids=ids, attention_mask=attn).logits
+            logp_all = torch.log_softmax(logits[:, :-1].float() / self.temperature, dim=-1)
+            logp = logp_all.gather(-1, ids[:, 1:, None]).squeeze(-1)
+            entropy = -(logp_all.exp() * logp_all).sum(-1)
         pad = torch.zeros_like(logp[:, :1])
         return torch.cat([pad, logp], 1), torch.cat([pad, entropy], 1)
 
@@ -222,6 +228,21 @@ class Learner:
         load_path, _ = self.engine.load_checkpoint(path, tag="deepspeed")
         if load_path is None:
             raise RuntimeError(f"learner rank {self.rank}: no DeepSpeed state under {path}")
+
+
+def fused_next_token(model, ids_BT, attn_BT, mask_BT, temperature: float):
+    """[B, T-1] log-probs and entropies from the decoder's hidden states and the LM-head weight
+    (kernels.next_token_logprobs_entropy): the [tokens, vocab] logits are never built, and
+    tokens outside the loss mask cost nothing. The model's own LM head is bypassed through the
+    public `get_decoder()` / `get_output_embeddings()` accessors, not by patching transformers.
+    """
+    import kernels
+
+    module = getattr(model, "module", model)  # the DeepSpeed engine wraps the HF model
+    hidden_BTH = module.get_decoder()(input_ids=ids_BT, attention_mask=attn_BT).last_hidden_state
+    weight_VH = module.get_output_embeddings().weight
+    return kernels.next_token_logprobs_entropy(hidden_BTH, weight_VH, ids_BT, temperature,
+                                               mask_BT=mask_BT > 0)
 
 
 def loss_settings(cfg) -> LossSettings:

@@ -26,21 +26,21 @@ def records(run_dir: Path, kind: str = "train") -> list[dict]:
 
 def test_two_workers_two_learners_learn_and_stay_in_sync(e2e_overrides):
     cfg = load_config(None, e2e_overrides + [
-        "rollout.num_workers=2", "learner.num_workers=2", "learner.zero_stage=2", "learner.lr=2e-3",
-        "learner.micro_batch_size=48", "trainer.steps=10", "trainer.prompts_per_step=32",
+        "rollout.num_workers=2", "learner.num_workers=2", "learner.zero_stage=2", "learner.lr=5e-4",
+        "learner.warmup_steps=3", "learner.micro_batch_size=48", "trainer.steps=20", "trainer.prompts_per_step=64",
         "trainer.checkpoint_every=0", "trainer.name=sync"])
     train(cfg, None)
     run = Path(cfg.trainer.output_dir) / "sync"
     steps = records(run)
-    assert [r["step"] for r in steps] == list(range(1, 11))
+    assert [r["step"] for r in steps] == list(range(1, 21))
     updated = [r for r in steps if not r["update/skipped"]]
-    assert len(updated) >= 8
+    assert len(updated) >= 18
     # after every sync each of the 2 workers' fingerprints was compared with the learner's
     # (a mismatch raises), so every updating step reports 2 checked workers
     assert all(r["sync/checked_workers"] == 2 for r in updated)
-    first = sum(r["reward/mean"] for r in steps[:3]) / 3
-    last = sum(r["reward/mean"] for r in steps[-3:]) / 3
-    assert last > first + 0.05, f"reward did not rise: {first:.3f} -> {last:.3f}"
+    first = sum(r["reward/mean"] for r in steps[:4]) / 4
+    last = sum(r["reward/mean"] for r in steps[-4:]) / 4
+    assert last > first + 0.04, f"reward did not rise: {first:.3f} -> {last:.3f}"
     from transformers import AutoModelForCausalLM
 
     start = AutoModelForCausalLM.from_pretrained(resolve_model_path(cfg)).state_dict()
