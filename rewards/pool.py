@@ -315,7 +315,11 @@ class VerifierPool:
         return batch.results  # type: ignore[return-value]  (every slot is filled by now)
 
     def _check_names(self, requests: Sequence[VerifyRequest]) -> None:
-        wanted = {r.verifier for r in requests} - set(_REGISTRY)
+        self.require({r.verifier for r in requests})
+
+    def require(self, names) -> None:
+        """Raise KeyError (listing the valid names) unless every verifier name is provided."""
+        wanted = set(names) - set(_REGISTRY)
         if wanted:
             known = set(verifier_names())
             unknown = sorted(wanted - known)

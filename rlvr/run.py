@@ -53,6 +53,11 @@ class Run:
         vc = cfg.verifier
         pool = VerifierPool(num_workers=vc.num_workers, timeout_s=vc.timeout_s, memory_mb=vc.memory_mb,
                             plugins=vc.plugins)
+        try:  # a row naming a verifier nobody provides is a config error, found before Ray starts
+            pool.require({row["verifier"] for row in train_rows + eval_rows})
+        except KeyError as exc:
+            pool.close()
+            raise ConfigError(f"data: {exc.args[0]} (add it with verifier.plugins)") from None
         init_ray(cfg, log)
         cluster = Cluster(cfg, model_path, log)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id

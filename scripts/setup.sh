@@ -12,5 +12,5 @@ fi
 echo "setting up .venv (CPU torch 2.13, ray, deepspeed, transformers; a few minutes the first time)"
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 # The constraints pin torch to the CPU build; without them pip may fetch a multi-GB CUDA build.
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints-cpu.txt -e ".[dev]"
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --no-compile -c constraints-cpu.txt -e ".[dev]"
 echo "$want" > "$stamp"
