@@ -83,7 +83,7 @@ def write_plots(run_dir: Path, history: list[dict]) -> Path:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     if train:
         ax1.plot([r["step"] for r in train], [r.get("reward/mean") for r in train], label="mean reward")
-        ax1.plot([r["step"] for r in train], [r.get("train/pass@1") for r in train], label="train pass@1", alpha=0.7)
+        ax1.plot([r["step"] for r in train], [r.get("train/pass@1") for r in train], "--", label="train pass@1", alpha=0.7)
     ax1.set(xlabel="step", title="training batches")
     ax1.legend()
     for key in sorted({k for r in evals for k in r if k.startswith("pass@") and "_ci" not in k}):

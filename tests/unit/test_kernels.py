@@ -10,6 +10,7 @@ Tolerances (measured on this suite's cases over 6 seeds, then given margin; docs
 """
 
 import math
+import subprocess
 import sys
 
 import pytest
@@ -20,14 +21,7 @@ import kernels
 FP32_TOL = 1e-5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny shapes gain nothing from threads, and on a busy CPU every one of their thousands of
-    small ops waits at an OpenMP barrier for a descheduled thread (measured: 70x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/unit/conftest.py
 
 
 def make_inputs(T, H, V, dtype=torch.float32, *, seed=0, masked=0.2):
@@ -274,8 +268,11 @@ def test_invalid_inputs_are_rejected_with_names():
 def test_auto_picks_chunked_on_cpu_and_never_imports_triton():
     hidden_TH, weight_VH, targets_T, _, _ = make_inputs(5, 4, 10)
     assert kernels.resolve_impl("auto", hidden_TH, weight_VH) == "chunked"
-    kernels.logprobs_entropy(hidden_TH, weight_VH, targets_T)
-    assert "triton" not in sys.modules and "kernels.triton_impl" not in sys.modules
+    # in a fresh interpreter: transformers imports triton itself when it is installed
+    code = ("import sys, torch, kernels; h = torch.randn(5, 4); w = torch.randn(10, 4); "
+            "kernels.logprobs_entropy(h, w, torch.tensor([0, 1, 2, 3, 4])); "
+            "assert 'triton' not in sys.modules and 'kernels.triton_impl' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
     with pytest.raises((ImportError, ValueError), match="triton"):
         kernels.logprobs_entropy(hidden_TH, weight_VH, targets_T, impl="triton")
 
