@@ -44,8 +44,7 @@ CUDA_RESERVE = 1 * GiB
 VLLM_RUNTIME = 2 * GiB
 # What a sleeping vLLM worker still holds on its GPU (context, graph pool) in colocated mode.
 VLLM_ASLEEP = 1 * GiB
-# The learner computes full [tokens, vocab] logits (rlvr/learner.py `_logp_entropy`); switch to
-# "fused" once it calls the kernels/ log-prob function.
+# Which logits line counts when a setup does not say: full [tokens, vocab] logits.
 LEARNER_LOGITS = "unfused"
 
 
@@ -218,7 +217,9 @@ def setups_from_config(cfg) -> tuple[LearnerSetup, VLLMSetup | None]:
     learner = LearnerSetup(dtype_bytes=w, zero_stage=lc.zero_stage, ranks=lc.num_workers,
                            micro_batch=lc.micro_batch_size, seq_len=seq_len,
                            checkpointing=cfg.model.gradient_checkpointing,
-                           reference=cfg.algorithm.kl_coef > 0)
+                           reference=cfg.algorithm.kl_coef > 0,
+                           # as rlvr/learner.py decides: the kernel path, except under ZeRO-3
+                           logits="fused" if lc.fused_logprobs and lc.zero_stage < 3 else "unfused")
     if rc.engine != "vllm":
         return learner, None
     per_step = cfg.trainer.prompts_per_step * rc.n

@@ -175,10 +175,14 @@ def test_cli_plan_and_train_refusal(tmp_path, capsys):
     assert "1.544B parameters" in out and "logits (fused)" in out and "fits" in out
     assert main(["plan", str(recipe), "--nodes", "1", "--gpus-per-node", "3"]) == 1
     assert "1 missing" in capsys.readouterr().out
-    # 64 sequences x 2048 tokens of unfused logits (x 151936 x 18 bytes) cannot fit one GPU
-    assert main(["plan", str(recipe), "learner.micro_batch_size=64"]) == 1
-    assert main(["train", str(recipe), "learner.micro_batch_size=64"]) == 2
+    # 64 sequences x 2048 tokens of unfused logits (x 151936 x 18 bytes) cannot fit one GPU ...
+    unfused = ["learner.micro_batch_size=64", "learner.fused_logprobs=false"]
+    assert main(["plan", str(recipe), *unfused]) == 1
+    assert main(["train", str(recipe), *unfused]) == 2
     assert "does not fit" in capsys.readouterr().err
+    # ... while the fused kernel (the default, below ZeRO-3) holds only a few chunks
+    assert main(["plan", str(recipe), "learner.micro_batch_size=64"]) == 0
+    assert main(["plan", str(recipe), "learner.micro_batch_size=64", "learner.zero_stage=3"]) == 1
 
 
 def test_config_rules_for_the_vllm_engine(tmp_path):
