@@ -48,14 +48,22 @@ class Cluster:
     def __init__(self, cfg, model_path: str, log=print):
         import ray
 
+        self.cfg, self.timeout = cfg, cfg.trainer.actor_timeout_s
+        self.vllm, self.workers, self.learners = None, [], []
+        try:
+            if cfg.rollout.engine == "vllm":
+                self._start_vllm(ray, model_path, log)
+            else:
+                self._start_hf(ray, model_path, log)
+        except BaseException:
+            self.shutdown()  # no actor outlives a failed start (they would hold CPUs, GPUs, ports)
+            raise
+
+    def _start_hf(self, ray, model_path: str, log) -> None:
         from rlvr.learner import Learner
         from rollout.worker import RolloutWorker
 
-        self.cfg, self.timeout = cfg, cfg.trainer.actor_timeout_s
-        self.vllm = None
-        if cfg.rollout.engine == "vllm":
-            self._start_vllm(ray, model_path, log)
-            return
+        cfg = self.cfg
         self._check_resources(ray)
         rc, lc = cfg.rollout, cfg.learner
         local = not (cfg.ray.address or os.environ.get("RAY_ADDRESS"))

@@ -46,9 +46,17 @@ class Learner:
         """Form the DeepSpeed world (all ranks at once) and build model, optimizer, schedule."""
         os.environ.update(RANK=str(self.rank), WORLD_SIZE=str(self.world_size), LOCAL_RANK="0",
                           MASTER_ADDR=master_addr, MASTER_PORT=str(master_port))
-        if not torch.cuda.is_available():
+        on_cpu = not torch.cuda.is_available()
+        if on_cpu:
             os.environ.setdefault("DS_ACCELERATOR", "cpu")
         import deepspeed  # after the environment: it picks the accelerator at import
+
+        if on_cpu:
+            # On CPU, DeepSpeed's comm start-up JIT-builds a shared-memory all-reduce kernel (about
+            # 2 min on a cold 2-core machine) that serves inference all-reduce only; training
+            # collectives go through gloo. A build killed midway leaves torch's lock file behind
+            # and every later start waits on it forever, so it is not built at all.
+            deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
         import transformers
         from transformers import AutoModelForCausalLM
 

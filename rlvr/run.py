@@ -59,7 +59,14 @@ class Run:
             pool.close()
             raise ConfigError(f"data: {exc.args[0]} (add it with verifier.plugins)") from None
         init_ray(cfg, log)
-        cluster = Cluster(cfg, model_path, log)
+        try:
+            cluster = Cluster(cfg, model_path, log)
+        except BaseException:  # leave no Ray session or verifier processes behind a failed start
+            import ray
+
+            pool.close()
+            ray.shutdown()
+            raise
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         sampler = make_sampler(cfg.sampler, len(train_rows), cfg.trainer.seed,
                                prompts=[r["prompt"] for r in train_rows])

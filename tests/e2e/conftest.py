@@ -1,6 +1,7 @@
 """E2E tests share one warm-started tiny model, built once into the repo-local cache."""
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -8,6 +9,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 os.environ.setdefault("RLVR_CACHE", str(ROOT / ".cache" / "rlvr"))
 os.environ.setdefault("DEEPSPEED_TIMEOUT", "5")  # minutes: a hung collective fails the test, not CI
+# An empty JIT-extension folder per session: the learner must start without building any op
+# (tests/e2e/test_learner.py checks that it stays empty).
+os.environ["TORCH_EXTENSIONS_DIR"] = tempfile.mkdtemp(prefix="rlvr-torch-ext-")
 
 # A quick warm start on one-digit sums: good enough to be right about half the time, so the
 # reward has room to rise within a few RL steps.

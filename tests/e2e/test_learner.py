@@ -1,5 +1,7 @@
 """Learner ranks and weight sync through the real Cluster (Ray + DeepSpeed + gloo)."""
 
+import os
+
 import pytest
 import torch
 
@@ -59,6 +61,8 @@ def test_full_batch_update_is_split_invariant(e2e_overrides, ray_session):
         for name in reference:
             torch.testing.assert_close(weights[name], reference[name], atol=1e-5, rtol=0,
                                        msg=lambda m, n=name, c=(micro, ranks, stage): f"{c} {n}: {m}")
+    # DeepSpeed's CPU shm comm op is switched off (rlvr.learner): nothing was JIT-built
+    assert os.listdir(os.environ["TORCH_EXTENSIONS_DIR"]) == []
 
 
 def test_sync_detects_a_corrupted_bucket(e2e_overrides, ray_session):
