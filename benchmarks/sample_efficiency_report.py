@@ -58,12 +58,18 @@ def at(points: list[dict], key: str, x: float, axis: str = "completions") -> flo
     return float(np.interp(x, xs, ys))
 
 
-def first_reach(points: list[dict], key: str, target: float, axis: str) -> float:
-    """Interpolated x where the curve first reaches `target` (NaN if never)."""
+def first_reach(points: list[dict], key: str, target: float, axis: str, budget: float) -> float:
+    """Interpolated `axis` value where the curve first reaches `target` within `budget`
+    completions (NaN if it does not)."""
+    if points and points[0][key] >= target:
+        return 0.0
     for a, b in zip(points, points[1:]):
         if a[key] < target <= b[key]:
-            return a[axis] + (target - a[key]) / (b[key] - a[key]) * (b[axis] - a[axis])
-    return 0.0 if points and points[0][key] >= target else math.nan
+            w = (target - a[key]) / (b[key] - a[key])
+            if a["completions"] + w * (b["completions"] - a["completions"]) > budget:
+                return math.nan
+            return a[axis] + w * (b[axis] - a[axis])
+    return math.nan
 
 
 def collect(out: Path) -> dict:
@@ -107,8 +113,8 @@ def table(out: Path) -> tuple[str, dict]:
             "p8": [at(p, "pass@8", budget) for p in pts], "tail": [at(p, level, budget) for p in pts],
             "gain1": [at(p, "pass@1", budget) - p[0]["pass@1"] for p in pts],
             "gain8": [at(p, "pass@8", budget) - p[0]["pass@8"] for p in pts],
-            "reach": [first_reach(p, "pass@1", target, "completions") for p in pts],
-            "reach_s": [first_reach(p, "pass@1", target, "time_s") for p in pts],
+            "reach": [first_reach(p, "pass@1", target, "completions", budget) for p in pts],
+            "reach_s": [first_reach(p, "pass@1", target, "time_s", budget) for p in pts],
             "train_s": [p[-1]["time_s"] for p in pts]}
         stats = [r["stats"] for r in ok]
         reached = sum(not math.isnan(x) for x in row["reach"])
