@@ -276,6 +276,9 @@ class TrainerConfig:
     resume: str = spec("", "'' = fresh run, 'auto' = newest checkpoint of the run dir, or a path")
     actor_timeout_s: float = spec(900.0, "limit on every wait for a Ray actor", gt=0.0)
     max_time_s: Optional[float] = spec(None, "stop (with a checkpoint) after this much wall time", gt=0.0)
+    max_completions: Optional[int] = spec(None, "stop (with an evaluation and a checkpoint) after the step "
+                                          "whose generated completions bring the run's total to this "
+                                          "(DARS stage 2 and DAPO refill rounds count)", min=1)
 
 
 @dataclass

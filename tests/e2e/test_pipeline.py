@@ -51,6 +51,18 @@ def test_two_workers_two_learners_learn_and_stay_in_sync(e2e_overrides):
     assert (run / "training.png").exists() and (run / "config.yaml").exists()
 
 
+def test_max_completions_stops_with_a_final_evaluation(e2e_overrides, tmp_path):
+    cfg = load_config(None, e2e_overrides + [
+        f"trainer.output_dir={tmp_path}", "trainer.steps=50", "trainer.prompts_per_step=16", "rollout.n=4",
+        "trainer.max_completions=150", "trainer.checkpoint_every=0", "trainer.name=budget"])
+    train(cfg, None)
+    run = tmp_path / "budget"
+    # 16 prompts x 4 = 64 completions a step: 128 < 150 <= 192, so the run stops after step 3
+    assert [r["step"] for r in records(run)] == [1, 2, 3]
+    assert [r["step"] for r in records(run, "eval")] == [0, 3]  # eval.every=0: start, and the stop
+    assert (run / "checkpoints" / "step_000003").exists()
+
+
 def test_resume_after_kill_continues_exactly(e2e_overrides, tmp_path):
     common = e2e_overrides + [f"trainer.output_dir={tmp_path}", "trainer.steps=6", "trainer.checkpoint_every=2",
                               "trainer.prompts_per_step=16", "learner.lr=1e-3"]
