@@ -223,6 +223,12 @@ class LearnerConfig:
     cpus_per_worker: float = spec(1.0, "Ray CPUs reserved per learner actor", min=0.0)
     gpus_per_worker: float = spec(0.0, "Ray GPUs per learner actor", min=0.0)
 
+    @property
+    def uses_fused_logprobs(self) -> bool:
+        """Whether the learner takes the fused kernel path: it reads the LM-head weight directly,
+        which ZeRO-3 partitions, so ZeRO-3 always uses full logits."""
+        return self.fused_logprobs and self.zero_stage < 3
+
 
 @dataclass
 class PlacementConfig:

@@ -91,8 +91,7 @@ class Learner:
         self.device = self.engine.device
         self.settings = loss_settings(cfg)
         self.temperature = cfg.rollout.temperature
-        # the fused path reads the LM-head weight directly; ZeRO-3 partitions it, so full logits there
-        self.fused = lc.fused_logprobs and lc.zero_stage < 3
+        self.fused = lc.uses_fused_logprobs
         return os.getpid()
 
     def total_optimizer_steps(self) -> int:

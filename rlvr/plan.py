@@ -218,8 +218,7 @@ def setups_from_config(cfg) -> tuple[LearnerSetup, VLLMSetup | None]:
                            micro_batch=lc.micro_batch_size, seq_len=seq_len,
                            checkpointing=cfg.model.gradient_checkpointing,
                            reference=cfg.algorithm.kl_coef > 0,
-                           # as rlvr/learner.py decides: the kernel path, except under ZeRO-3
-                           logits="fused" if lc.fused_logprobs and lc.zero_stage < 3 else "unfused")
+                           logits="fused" if lc.uses_fused_logprobs else "unfused")
     if rc.engine != "vllm":
         return learner, None
     per_step = cfg.trainer.prompts_per_step * rc.n
