@@ -1,0 +1,1 @@
+"""Ray wiring: actors, the vLLM cluster, GPU placement."""

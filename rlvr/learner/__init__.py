@@ -1,0 +1,1 @@
+"""What runs in learner actors: DeepSpeed learners, weight sources, batches, lr schedule."""

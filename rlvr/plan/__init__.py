@@ -1,0 +1,1 @@
+"""Pure memory planning: model shapes, the plan, its report, shipped model configs."""

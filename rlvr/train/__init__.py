@@ -1,0 +1,1 @@
+"""The driver: controller loop, run, scoring, step metrics, evaluation, checkpoints, metrics."""
