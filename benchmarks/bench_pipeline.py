@@ -27,8 +27,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from rlvr.config import load_config
-    from rlvr.controller import train
-    from rlvr.metrics import read_history
+    from rlvr.train.controller import train
+    from rlvr.train.metrics import read_history
 
     out = Path(tempfile.mkdtemp(prefix="bench_pipeline_"))
     cfg = load_config(args.recipe, [f"trainer.steps={args.steps}", "eval.every=0", "trainer.checkpoint_every=0",

@@ -145,10 +145,10 @@ def warm_start_report(base: list[str], out: Path, log=print) -> dict:
 
     from rewards.pool import VerifierPool
     from rlvr.config import load_config
-    from rlvr.evaluation import evaluate
-    from rlvr.run import encode
-    from rlvr.tasks import load_task
-    from rlvr.tiny_model import builtin_model_dir
+    from rlvr.tasks.loading import load_task
+    from rlvr.tasks.tiny_model import builtin_model_dir
+    from rlvr.train.evaluation import evaluate
+    from rlvr.train.run import encode
     from rollout.hf_engine import HFEngine
 
     torch.set_num_threads(os.cpu_count() or 1)

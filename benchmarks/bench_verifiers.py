@@ -27,7 +27,7 @@ import time
 from collections import Counter
 
 from rewards import VerifierPool, VerifyRequest
-from rlvr.data import load_rows
+from rlvr.tasks.data import load_rows
 
 
 def restyle(gold: str) -> str:

@@ -51,7 +51,7 @@ def make_callback(cfg, model, tokenizer, eval_rows, eval_prompts, pool, out: Pat
                   gen_batch: int, every: int):
     from transformers import TrainerCallback
 
-    from rlvr.evaluation import evaluate
+    from rlvr.train.evaluation import evaluate
 
     class EvalCallback(TrainerCallback):
         """rlvr's held-out evaluation at step 0, every `every` optimizer steps and at the end."""
@@ -113,9 +113,9 @@ def main() -> None:
 
     from rewards.pool import VerifierPool
     from rlvr.config import load_config
-    from rlvr.run import encode
-    from rlvr.tasks import load_task
-    from rlvr.tiny_model import builtin_model_dir
+    from rlvr.tasks.loading import load_task
+    from rlvr.tasks.tiny_model import builtin_model_dir
+    from rlvr.train.run import encode
 
     cfg = load_config(args.recipe, args.overrides + [f"trainer.seed={args.seed}"])
     model_path = str(builtin_model_dir(cfg))

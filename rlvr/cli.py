@@ -37,7 +37,7 @@ def quiet_threads() -> None:
 
     With spinning (the default), a 2-thread torch process sharing its cores with any other busy
     process ran 8-13x slower here (an SFT step: 2.5 s instead of 0.3 s); sleeping threads cost
-    little when the machine is quiet. Ray actors get the same setting (rlvr.cluster.init_ray).
+    little when the machine is quiet. Ray actors get the same setting (rlvr.cluster.ray_cluster.init_ray).
     """
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "Exits 1 if the recipe does not fit.")
     add_recipe_args(p)
     p.add_argument("--model-config", help="a model's config.json (for hub models not shipped in "
-                   "rlvr/model_configs/ when offline)")
+                   "rlvr/plan/model_configs/ when offline)")
     p.add_argument("--nodes", type=int, help="check placement on this many nodes ...")
     p.add_argument("--gpus-per-node", type=int, help="... with this many GPUs each")
     p.set_defaults(func=cmd_plan)
@@ -98,14 +98,14 @@ def cmd_train(args) -> int:
     cfg = load(args)
     if cfg.learner.gpus_per_worker > 0 and cfg.placement.check_fit and not args.force:
         refuse_if_too_big(cfg)
-    from rlvr.controller import train
+    from rlvr.train.controller import train
 
     train(cfg, args.recipe)
     return 0
 
 
 def cmd_plan(args) -> int:
-    from rlvr.plan_report import plan_text
+    from rlvr.plan.report import plan_text
 
     cfg = load(args)
     if (args.nodes is None) != (args.gpus_per_node is None):
@@ -118,8 +118,8 @@ def cmd_plan(args) -> int:
 
 def refuse_if_too_big(cfg) -> None:
     """GPU runs: stop before any actor starts if the memory plan does not fit."""
-    from rlvr.model_shape import load_model_shape
-    from rlvr.plan import plan_config
+    from rlvr.plan.memory import plan_config
+    from rlvr.plan.model_shape import load_model_shape
 
     try:
         shape, _ = load_model_shape(cfg.model.path, tiny=cfg.model.tiny)
@@ -135,12 +135,12 @@ def refuse_if_too_big(cfg) -> None:
 
 def cmd_sft(args) -> int:
     cfg = load(args)
-    from rlvr.tiny_model import builtin_model_dir
+    from rlvr.tasks.tiny_model import builtin_model_dir
 
     if not cfg.model.path.startswith("builtin:"):
         raise ConfigError(f"model.path={cfg.model.path!r}: rlvr sft warm-starts the built-in model only")
     if args.out:
-        from rlvr.sft import run_sft
+        from rlvr.tasks.sft import run_sft
 
         path = Path(args.out)
         run_sft(cfg, path)
@@ -153,7 +153,7 @@ def cmd_sft(args) -> int:
 
 def cmd_eval(args) -> int:
     cfg = load(args)
-    from rlvr.tiny_model import resolve_model_path
+    from rlvr.tasks.tiny_model import resolve_model_path
 
     path = args.model or resolve_model_path(cfg)
     if (Path(path) / "policy" / "config.json").exists():
@@ -170,9 +170,9 @@ def report_eval(cfg, model_path: str) -> dict:
     from transformers import AutoTokenizer
 
     from rewards.pool import VerifierPool
-    from rlvr.evaluation import evaluate
-    from rlvr.run import encode
-    from rlvr.tasks import load_task
+    from rlvr.tasks.loading import load_task
+    from rlvr.train.evaluation import evaluate
+    from rlvr.train.run import encode
     from rollout.hf_engine import HFEngine
 
     torch.set_num_threads(os.cpu_count() or 1)

@@ -51,7 +51,7 @@ class RolloutWorker:
 
     def engine_call(self, method: str, *args):
         """vLLM engine controls by name (weight transfer, prefix cache, sleep/wake), for the
-        controller (rlvr.vllm_cluster) and the learners' transfer client (rollout.vllm_sync)."""
+        controller (rlvr.cluster.vllm_cluster) and the learners' transfer client (rollout.vllm_sync)."""
         return getattr(self.engine, method)(*args)
 
     def ready(self) -> int:

@@ -1,6 +1,6 @@
 """The Ray side of a run: start or join Ray, create the actors, and talk to them.
 
-Actor classes are plain classes (`rlvr.learner.Learner`, `rollout.worker.RolloutWorker`)
+Actor classes are plain classes (`rlvr.learner.deepspeed_learner.Learner`, `rollout.worker.RolloutWorker`)
 wrapped with `ray.remote` here. Every wait has a timeout and names what it waited for.
 """
 
@@ -11,8 +11,8 @@ import os
 import socket
 from contextlib import closing
 
-from rlvr.batch import TrainBatch, plan_update, shard_rows
 from rlvr.errors import ConfigError, PipelineError
+from rlvr.learner.batch import TrainBatch, plan_update, shard_rows
 from rollout.types import Completions, SamplingSettings
 
 
@@ -60,7 +60,7 @@ class Cluster:
             raise
 
     def _start_hf(self, ray, model_path: str, log) -> None:
-        from rlvr.learner import Learner
+        from rlvr.learner.deepspeed_learner import Learner
         from rollout.worker import RolloutWorker
 
         cfg = self.cfg
@@ -85,9 +85,9 @@ class Cluster:
             f"ZeRO-{lc.zero_stage}, sync over {self.backend}")
 
     def _start_vllm(self, ray, model_path: str, log) -> None:
-        """GPU run with vLLM engines: placement is checked before any actor starts (rlvr.placement)."""
-        from rlvr.gpu_learner import GPULearner
-        from rlvr.vllm_cluster import VLLMCluster
+        """GPU run with vLLM engines: placement is checked before any actor starts (rlvr.cluster.placement)."""
+        from rlvr.cluster.vllm_cluster import VLLMCluster
+        from rlvr.learner.gpu_learner import GPULearner
         from rollout.worker import RolloutWorker
 
         self.vllm = VLLMCluster(self.cfg, model_path, ray, self.get, log)

@@ -1,4 +1,4 @@
-"""The vLLM side of `rlvr.cluster.Cluster`: GPU placement, actor start-up order, weight transfer,
+"""The vLLM side of `rlvr.cluster.ray_cluster.Cluster`: GPU placement, actor start-up order, weight transfer,
 and sleep/wake around the learner step in colocated mode.
 
 Disaggregated: each engine actor asks Ray for TP GPUs (its workers are local processes of that
@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
+from rlvr.cluster.placement import plan_for_config
 from rlvr.errors import PipelineError
-from rlvr.placement import plan_for_config
-from rlvr.plan import max_model_len
+from rlvr.plan.memory import max_model_len
 from rollout.vllm_engine import VLLMOptions
 
 

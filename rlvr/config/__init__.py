@@ -3,7 +3,7 @@
 A recipe YAML is a sparse override of these defaults; `key.sub=value` arguments override the
 recipe. `load_config` validates everything before any work starts and raises `ConfigError` with
 one line naming the field, the value and what is allowed (the CLI turns it into exit status 2).
-The field declarations live in `rlvr/config_schema.py`; this module holds the machinery.
+The field declarations live in `rlvr/config/schema.py`; this module holds the machinery.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from rlvr.config_schema import Config
+from rlvr.config.schema import Config
 from rlvr.errors import ConfigError
 
 __all__ = ["Config", "ConfigError", "load_config", "dump_yaml", "to_dict"]

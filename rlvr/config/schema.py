@@ -62,7 +62,7 @@ class ArithConfig:
 
 @dataclass
 class DataConfig:
-    """Where prompts come from: the built-in arith task, or datasets (rlvr.data.load_rows)."""
+    """Where prompts come from: the built-in arith task, or datasets (rlvr.tasks.data.load_rows)."""
 
     task: str = spec("arith", "arith: the built-in task; dataset: data.train and data.eval",
                      choices=["arith", "dataset"])
@@ -381,7 +381,9 @@ class Config:
                               f"{rc.max_new_tokens}")
 
     def _validate_data(self) -> None:
-        from rlvr.arith import parse_level  # local: keeps this module free of task code at import
+        from rlvr.tasks.arith import (
+            parse_level,  # local: keeps this module free of task code at import
+        )
 
         data = self.data
         if data.task == "dataset":

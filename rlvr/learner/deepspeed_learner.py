@@ -16,7 +16,7 @@ from collections import defaultdict
 import torch
 
 from rlvr.algorithms import LossSettings, microbatch_loss
-from rlvr.batch import StepPlan, TrainBatch
+from rlvr.learner.batch import StepPlan, TrainBatch
 from rollout.weight_sync import (
     ParamSpec,
     SyncGroup,
@@ -38,7 +38,7 @@ class Learner:
         """This node's IP and a free port: the DeepSpeed master, when asked of rank 0."""
         import ray
 
-        from rlvr.cluster import free_port
+        from rlvr.cluster.ray_cluster import free_port
 
         return ray.util.get_node_ip_address(), free_port()
 
@@ -62,7 +62,7 @@ class Learner:
 
         transformers.logging.disable_progress_bar()
 
-        from rlvr.lr_schedule import lr_lambda
+        from rlvr.learner.lr_schedule import lr_lambda
 
         cfg, model_path, lc = self.cfg, self.model_path, self.cfg.learner
         dtype = getattr(torch, cfg.model.dtype)

@@ -1,4 +1,4 @@
-"""The learner with weight sync into vLLM and colocated offload; `rlvr.learner.Learner` otherwise.
+"""The learner with weight sync into vLLM and colocated offload; `rlvr.learner.deepspeed_learner.Learner` otherwise.
 
 Weight sync into vLLM uses vLLM's own transfer engines (`vllm.distributed.weight_transfer`):
 packed (bucketed, double-buffered) NCCL broadcast from learner rank 0 when engines have their
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import torch
 
-from rlvr.ds_weight_source import deepspeed_weight_source
-from rlvr.learner import Learner
+from rlvr.learner.deepspeed_learner import Learner
+from rlvr.learner.ds_weight_source import deepspeed_weight_source
 from rollout.vllm_sync import MultiEngineClient, transfer_world_size
 
 

@@ -1,6 +1,6 @@
 """Pre-launch memory arithmetic: will a recipe fit its GPUs? Pure (no torch, no Ray).
 
-Learner, per GPU (mixed precision with AdamW, as `rlvr.learner` runs DeepSpeed):
+Learner, per GPU (mixed precision with AdamW, as `rlvr.learner.deepspeed_learner` runs DeepSpeed):
   weights     P*w, divided over the D data-parallel ranks under ZeRO-3
   gradients   P*w, divided under ZeRO-2 and -3
   optimizer   P*(8 + m): Adam's two fp32 moments, plus for half-precision weights an fp32
@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from rlvr.model_shape import ModelShape
+from rlvr.plan.model_shape import ModelShape
 
 GiB = 2**30
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}

@@ -1,7 +1,7 @@
 """A decoder-only transformer's sizes, read from its Hugging Face config.json (no weights, no torch).
 
 `rlvr plan` needs only these numbers. A model's config comes from, in order: a `--model-config`
-JSON file, `config.json` in a local model directory, a config shipped in `rlvr/model_configs/`
+JSON file, `config.json` in a local model directory, a config shipped in `rlvr/plan/model_configs/`
 for the recipe models (so planning works offline), or the local Hugging Face cache.
 """
 
@@ -117,7 +117,7 @@ def hub_cache_config(name: str) -> Path | None:
 
 
 def builtin_shape(tiny) -> ModelShape:
-    from rlvr.tiny_model import SYMBOLS
+    from rlvr.tasks.tiny_model import SYMBOLS
 
     return ModelShape(hidden=tiny.hidden_size, layers=tiny.num_layers, heads=tiny.num_heads,
                       kv_heads=tiny.num_heads, head_dim=tiny.hidden_size // tiny.num_heads,

@@ -1,11 +1,11 @@
-"""The text `rlvr plan` prints: the memory plan of `rlvr.plan` and the placement of `rlvr.placement`."""
+"""The text `rlvr plan` prints: the memory plan of `rlvr.plan.memory` and the placement of `rlvr.cluster.placement`."""
 
 from __future__ import annotations
 
+from rlvr.cluster.placement import plan_for_config, required_gpus
 from rlvr.errors import ConfigError
-from rlvr.model_shape import ModelShape, load_model_shape
-from rlvr.placement import plan_for_config, required_gpus
-from rlvr.plan import FitReport, GiB, max_model_len, plan_config
+from rlvr.plan.memory import FitReport, GiB, max_model_len, plan_config
+from rlvr.plan.model_shape import ModelShape, load_model_shape
 
 
 def plan_text(cfg, model_config: str | None = None, node_gpus: list[int] | None = None) -> tuple[str, bool]:

@@ -39,7 +39,7 @@ class DataSourceError(RuntimeError):
 
 @dataclass(frozen=True)
 class EvalSet:
-    """Column conventions of a shipped evaluation set (see rlvr/eval_data/README.md)."""
+    """Column conventions of a shipped evaluation set (see rlvr/tasks/eval_data/README.md)."""
 
     file: str
     prompt_key: str

@@ -3,7 +3,7 @@ prompt, answer and verifier; and the text each prompt is given to the model as."
 
 from __future__ import annotations
 
-from rlvr.arith import make_split
+from rlvr.tasks.arith import make_split
 
 
 def load_task(cfg) -> tuple[list[dict], list[dict]]:
@@ -14,7 +14,7 @@ def load_task(cfg) -> tuple[list[dict], list[dict]]:
         train = make_split(a.mix, a.train_size, heldout=False, fraction=a.heldout_fraction, seed=a.seed)
         heldout = make_split(a.mix, a.heldout_size, heldout=True, fraction=a.heldout_fraction, seed=a.seed)
         return train, heldout[: cfg.eval.num_problems]
-    from rlvr.data import load_rows
+    from rlvr.tasks.data import load_rows
 
     keys = {"prompt_key": data.prompt_key, "answer_key": data.answer_key, "solution_key": data.solution_key,
             "verifier": data.verifier}
@@ -30,7 +30,7 @@ def prompt_texts(cfg, rows: list[dict], tokenizer) -> list[str]:
     """The model's input text for each row (the template applies to datasets; arith is plain)."""
     if cfg.data.task == "arith":
         return [row["prompt"] for row in rows]
-    from rlvr.data import render_prompt
+    from rlvr.tasks.data import render_prompt
 
     return [render_prompt(row, cfg.data.template, tokenizer=tokenizer, instruction=cfg.data.instruction)
             for row in rows]

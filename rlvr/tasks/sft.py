@@ -13,9 +13,9 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from rlvr.arith import DemoSampler
-from rlvr.lr_schedule import lr_lambda
-from rlvr.tiny_model import build_model, build_tokenizer
+from rlvr.learner.lr_schedule import lr_lambda
+from rlvr.tasks.arith import DemoSampler
+from rlvr.tasks.tiny_model import build_model, build_tokenizer
 
 IGNORE = -100
 

@@ -14,7 +14,7 @@ import os
 import shutil
 from pathlib import Path
 
-from rlvr.arith import OPERATORS
+from rlvr.tasks.arith import OPERATORS
 
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
 SYMBOLS = list("0123456789") + list(OPERATORS) + ["="]
@@ -74,7 +74,7 @@ def builtin_model_dir(cfg, *, log=print) -> Path:
     with open(target.parent / f".{target.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # a second process waits, then finds it built
         if not (target / "config.json").exists():
-            from rlvr.sft import run_sft
+            from rlvr.tasks.sft import run_sft
 
             log(f"building {cfg.model.path} into {target} (one-time warm start)")
             tmp = target.with_name(target.name + ".tmp")

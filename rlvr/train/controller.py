@@ -15,12 +15,12 @@ from dataclasses import dataclass
 import torch
 
 from rlvr.algorithms import compute_advantages
-from rlvr.batch import build_train_batch
-from rlvr.checkpoint import find_resume, load_checkpoint, save_checkpoint
-from rlvr.metrics import PhaseTimer, RunLogger, summary_table, write_plots
-from rlvr.run import Run
-from rlvr.scoring import Scores, group_accuracy, score
-from rlvr.step_metrics import learner_metrics, rollout_metrics
+from rlvr.learner.batch import build_train_batch
+from rlvr.train.checkpoint import find_resume, load_checkpoint, save_checkpoint
+from rlvr.train.metrics import PhaseTimer, RunLogger, summary_table, write_plots
+from rlvr.train.run import Run
+from rlvr.train.scoring import Scores, group_accuracy, score
+from rlvr.train.step_metrics import learner_metrics, rollout_metrics
 from rollout.gates import zero_variance_admit
 from rollout.types import Completions
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import torch
 
 from rlvr.algorithms import mean_with_ci, pass_at_k
-from rlvr.scoring import score
+from rlvr.train.scoring import score
 from rollout.types import Completions, SamplingSettings
 
 

@@ -7,13 +7,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from rlvr.checkpoint import list_checkpoints
 from rlvr.config import dump_yaml
 from rlvr.errors import ConfigError
-from rlvr.evaluation import evaluate
-from rlvr.metrics import RunLogger, read_history
-from rlvr.tasks import load_task, prompt_texts
-from rlvr.tiny_model import resolve_model_path
+from rlvr.tasks.loading import load_task, prompt_texts
+from rlvr.tasks.tiny_model import resolve_model_path
+from rlvr.train.checkpoint import list_checkpoints
+from rlvr.train.evaluation import evaluate
+from rlvr.train.metrics import RunLogger, read_history
 from rollout.gates import DynamicSampling
 from rollout.samplers import make_sampler
 from rollout.schedules import make_schedule
@@ -41,7 +41,7 @@ class Run:
         from transformers import AutoTokenizer
 
         from rewards.pool import VerifierPool
-        from rlvr.cluster import Cluster, init_ray
+        from rlvr.cluster.ray_cluster import Cluster, init_ray
 
         run_dir = run_directory(cfg, recipe)
         run_dir.mkdir(parents=True, exist_ok=True)

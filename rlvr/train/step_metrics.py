@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from rlvr.scoring import Scores
+from rlvr.train.scoring import Scores
 from rollout.types import FINISH_LENGTH, Completions
 
 

@@ -5,10 +5,10 @@ import os
 import pytest
 import torch
 
-from rlvr.batch import TrainBatch
-from rlvr.cluster import Cluster, init_ray
+from rlvr.cluster.ray_cluster import Cluster, init_ray
 from rlvr.config import load_config
-from rlvr.tiny_model import resolve_model_path
+from rlvr.learner.batch import TrainBatch
+from rlvr.tasks.tiny_model import resolve_model_path
 
 pytestmark = pytest.mark.e2e
 
@@ -61,7 +61,7 @@ def test_full_batch_update_is_split_invariant(e2e_overrides, ray_session):
         for name in reference:
             torch.testing.assert_close(weights[name], reference[name], atol=1e-5, rtol=0,
                                        msg=lambda m, n=name, c=(micro, ranks, stage): f"{c} {n}: {m}")
-    # DeepSpeed's CPU shm comm op is switched off (rlvr.learner): nothing was JIT-built
+    # DeepSpeed's CPU shm comm op is switched off (rlvr.learner.deepspeed_learner): nothing was JIT-built
     assert os.listdir(os.environ["TORCH_EXTENSIONS_DIR"]) == []
 
 

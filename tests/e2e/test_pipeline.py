@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from rlvr.config import load_config
-from rlvr.controller import train
-from rlvr.metrics import read_history
-from rlvr.tiny_model import resolve_model_path
+from rlvr.tasks.tiny_model import resolve_model_path
+from rlvr.train.controller import train
+from rlvr.train.metrics import read_history
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]

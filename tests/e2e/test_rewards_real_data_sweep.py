@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 # Same checks, exception lists and pool fixture as the unit-tier sample.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit" / "rewards"))
 from test_rewards_real_data import SETS, check_negative, check_positive, pool  # noqa: E402, F401
 
 pytestmark = pytest.mark.e2e

@@ -3,7 +3,7 @@ learner update, then bucketed weight syncs from learner rank 0 into the engine.
 
     torchrun --standalone --nproc-per-node W tests/gpu/sync_torchrun.py --gpus G [--zero 3] ...
 
-Ranks 0..W-2 are learners (`rlvr.learner.Learner`, one DeepSpeed world), rank W-1 runs
+Ranks 0..W-2 are learners (`rlvr.learner.deepspeed_learner.Learner`, one DeepSpeed world), rank W-1 runs
 `rollout.hf_engine.HFEngine`. Process r uses GPU r % G; --gpus 0 runs the same flow on CPU
 (float32, gloo), which is how this script itself is tested without a GPU. The sync group is NCCL when learner
 rank 0 and the engine have different GPUs; on a single GPU it is gloo over CUDA tensors (NCCL
@@ -68,8 +68,8 @@ def main() -> int:
 
 
 def build_model_dir(path: Path, hidden: int, layers: int) -> None:
-    from rlvr.config_schema import TinyModelConfig
-    from rlvr.tiny_model import build_model, build_tokenizer
+    from rlvr.config.schema import TinyModelConfig
+    from rlvr.tasks.tiny_model import build_model, build_tokenizer
 
     if (path / "config.json").exists():
         return
@@ -90,9 +90,9 @@ def make_config(model_dir: Path, learners: int, args):
 
 
 def run_learner(store, rank, learners, cfg, model_dir, args, backend):
-    from rlvr.batch import TrainBatch, plan_update, shard_rows
-    from rlvr.cluster import free_port
-    from rlvr.learner import Learner
+    from rlvr.cluster.ray_cluster import free_port
+    from rlvr.learner.batch import TrainBatch, plan_update, shard_rows
+    from rlvr.learner.deepspeed_learner import Learner
 
     learner = Learner(rank, learners, cfg, str(model_dir))
     if rank == 0:
@@ -134,7 +134,7 @@ def dtype(args) -> str:
 def run_engine(store, model_dir, args, backend):
     import torch
 
-    from rlvr.batch import build_train_batch
+    from rlvr.learner.batch import build_train_batch
     from rollout.hf_engine import HFEngine
     from rollout.types import SamplingSettings
     from rollout.weight_sync import SyncGroup, plan_buckets, receive_buckets

@@ -44,7 +44,7 @@ def main(workdir: str = "/tmp/rlvr-vllm-smoke") -> int:
     from vllm.distributed.weight_transfer import WeightTransferTrainerFactory
     from vllm.distributed.weight_transfer.ipc_engine import IPCTrainerInitInfo
 
-    from rlvr.ds_weight_source import deepspeed_weight_source
+    from rlvr.learner.ds_weight_source import deepspeed_weight_source
     from rollout.types import SamplingSettings
     from rollout.vllm_engine import VLLMEngine, VLLMOptions
     from tests.gpu.sync_torchrun import build_model_dir

@@ -217,7 +217,7 @@ def deepspeed_source_is_a_weight_source():
     import torch
     from vllm.distributed.weight_transfer import WeightSource
 
-    from rlvr.ds_weight_source import deepspeed_weight_source
+    from rlvr.learner.ds_weight_source import deepspeed_weight_source
 
     module = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.LayerNorm(2))
     src = deepspeed_weight_source(module, digest=True)
@@ -238,7 +238,7 @@ def nccl_trainer_checks_our_source():
     import torch
     from vllm.distributed.weight_transfer.nccl_engine import NCCLTrainerWeightTransferEngine
 
-    from rlvr.ds_weight_source import deepspeed_weight_source
+    from rlvr.learner.ds_weight_source import deepspeed_weight_source
 
     src = deepspeed_weight_source(torch.nn.Linear(4, 3))
     pairs = list(NCCLTrainerWeightTransferEngine._checked_iter(src, src.metadata))

@@ -2,7 +2,7 @@
 MASTER_ADDR, MASTER_PORT set and DS_ACCELERATOR=cpu (gloo). Prints `RESULT {json}`.
 
 Both ranks build the same small Llama (same seed), partition it with DeepSpeed ZeRO-3 and
-iterate `rlvr.ds_weight_source.deepspeed_weight_source` (its gathers are collectives, so both
+iterate `rlvr.learner.ds_weight_source.deepspeed_weight_source` (its gathers are collectives, so both
 ranks iterate). Every yielded tensor must be full, match `metadata()` in name, dtype and shape,
 and equal the unpartitioned model's value. After one optimizer step both ranks must yield the
 same, changed weights.
@@ -21,7 +21,7 @@ def main() -> int:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from rlvr.ds_weight_source import deepspeed_weight_source
+    from rlvr.learner.ds_weight_source import deepspeed_weight_source
     from rollout.weight_sync import fingerprint
 
     # DeepSpeed JIT-builds a shared-memory all-reduce kernel at comm start-up on CPU (minutes on

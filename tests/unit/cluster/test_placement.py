@@ -2,7 +2,7 @@
 
 import pytest
 
-from rlvr.placement import PlacementError, Slot, plan_placement, required_gpus
+from rlvr.cluster.placement import PlacementError, Slot, plan_placement, required_gpus
 
 
 def slots(plan):

@@ -1,11 +1,11 @@
-"""The controller's vLLM side (rlvr.vllm_cluster) with fake Ray actors: placement refused before
+"""The controller's vLLM side (rlvr.cluster.vllm_cluster) with fake Ray actors: placement refused before
 any actor starts, the colocated sleep/offload/wake/send order, and fingerprint failures."""
 
 import pytest
 
+from rlvr.cluster.placement import PlacementError
+from rlvr.cluster.vllm_cluster import VLLMCluster
 from rlvr.config import load_config
-from rlvr.placement import PlacementError
-from rlvr.vllm_cluster import VLLMCluster
 
 BASE = ["rollout.engine=vllm", "learner.gpus_per_worker=1", "learner.zero_stage=2"]
 

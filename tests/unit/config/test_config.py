@@ -8,7 +8,7 @@ import pytest
 
 from rlvr.config import ConfigError, dump_yaml, load_config
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def error_of(overrides, recipe=None) -> str:

@@ -7,7 +7,7 @@ import pytest
 
 from rlvr.config import load_config
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
+ROOT = pathlib.Path(__file__).resolve().parents[3]
 RECIPES = sorted((ROOT / "recipes").rglob("*.yaml"))
 
 

@@ -9,7 +9,7 @@ import sys
 import types
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 LAUNCH = ROOT / "launch"
 SCRIPTS = [LAUNCH / "ray_cluster.sh", LAUNCH / "slurm_train.sbatch", LAUNCH / "submit_job.sh",
            ROOT / "tests" / "vllm_api" / "make_venv.sh", ROOT / "tests" / "gpu" / "run_gpu_checks.sh",

@@ -2,7 +2,7 @@
 
 import torch
 
-from rlvr.batch import build_train_batch, plan_update, shard_rows
+from rlvr.learner.batch import build_train_batch, plan_update, shard_rows
 from rollout.types import Completions
 
 
@@ -36,7 +36,7 @@ def test_shards_balance_tokens_and_plans_use_global_counts():
     attn = (torch.arange(width)[None] < torch.tensor(lengths)[:, None] + 1).long()
     mask = attn.float()
     mask[:, 0] = 0
-    from rlvr.batch import TrainBatch
+    from rlvr.learner.batch import TrainBatch
 
     batch = TrainBatch(ids, attn, mask, mask.clone(), torch.zeros(n, width))
     # sequence lengths (prompt + completion) 10, 2, 2, 2, 6, 5; longest first, each to the least

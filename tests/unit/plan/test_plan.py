@@ -7,8 +7,7 @@ import pytest
 from rlvr.cli import main
 from rlvr.config import load_config
 from rlvr.errors import ConfigError
-from rlvr.model_shape import ModelShape, load_model_shape, shipped_config_path
-from rlvr.plan import (
+from rlvr.plan.memory import (
     GiB,
     LearnerSetup,
     VLLMSetup,
@@ -19,6 +18,7 @@ from rlvr.plan import (
     model_state_bytes,
     vllm_memory,
 )
+from rlvr.plan.model_shape import ModelShape, load_model_shape, shipped_config_path
 
 
 def shipped(name: str) -> ModelShape:

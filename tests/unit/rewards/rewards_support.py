@@ -6,7 +6,7 @@ from pathlib import Path
 
 from rewards.registry import ENTRY_POINT_GROUP
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 PLUGINS = REPO / "tests" / "plugins"
 EXAMPLE = PLUGINS / "rlvr_example_verifier"
 

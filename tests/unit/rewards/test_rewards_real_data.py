@@ -18,9 +18,9 @@ import pytest
 
 from rewards import VerifierPool, VerifyRequest
 from rewards.base import CORRECT, ERROR
-from rlvr.data import load_rows
+from rlvr.tasks.data import load_rows
 
-PLUGINS = Path(__file__).resolve().parents[1] / "plugins"
+PLUGINS = Path(__file__).resolve().parents[2] / "plugins"
 SETS = ("math500", "minerva", "gsm8k")
 
 # Solutions that do not verify against their own gold answer: none on the shipped files.

@@ -4,7 +4,7 @@ plug-ins need nothing beyond numpy and torch (no ray, vllm, deepspeed or transfo
 import ast
 import pathlib
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
+ROOT = pathlib.Path(__file__).resolve().parents[3]
 
 
 def imported_packages(path):

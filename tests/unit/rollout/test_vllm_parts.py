@@ -178,8 +178,8 @@ def test_gpu_modules_import_without_vllm_ray_or_deepspeed():
     import subprocess
     import sys
 
-    heavy = ("import sys; import rlvr.ds_weight_source, rlvr.plan, rlvr.placement, rlvr.vllm_cluster, "
-             "rlvr.gpu_learner; bad = [m for m in ('vllm', 'ray', 'deepspeed') if m in sys.modules]; "
+    heavy = ("import sys; import rlvr.learner.ds_weight_source, rlvr.plan.memory, rlvr.cluster.placement, rlvr.cluster.vllm_cluster, "
+             "rlvr.learner.gpu_learner; bad = [m for m in ('vllm', 'ray', 'deepspeed') if m in sys.modules]; "
              "assert not bad, bad")
     layering = ("import sys; import rollout.vllm_engine, rollout.vllm_sync, rollout.vllm_worker_ext; "
                 "bad = [m for m in sys.modules if m == 'rlvr' or m.startswith('rlvr.')]; assert not bad, bad")

@@ -5,7 +5,8 @@ import random
 import pytest
 
 from rewards import get_verifier
-from rlvr.arith import (
+from rlvr.errors import ConfigError
+from rlvr.tasks.arith import (
     DemoSampler,
     Level,
     allocate,
@@ -15,7 +16,6 @@ from rlvr.arith import (
     parse_level,
     perturb,
 )
-from rlvr.errors import ConfigError
 
 
 def test_parse_level():

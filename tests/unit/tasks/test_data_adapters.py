@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from rlvr.data import (
+from rlvr.tasks.data import (
     BOXED_INSTRUCTION,
     EVAL_DATA_DIR,
     EVAL_SETS,
@@ -22,7 +22,7 @@ from rlvr.data import (
     render_prompt,
 )
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 # short name -> (rows, {row index: gold answer as the adapter must give it})
 EXPECTED = {
@@ -125,7 +125,7 @@ def test_clear_errors(tmp_path):
 
 
 OFFLINE = """
-from rlvr.data import load_rows
+from rlvr.tasks.data import load_rows
 try:
     load_rows("no-such-org/no-such-dataset:main:test")
 except Exception as e:

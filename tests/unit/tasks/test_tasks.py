@@ -5,9 +5,9 @@ import json
 import pytest
 
 from rlvr.config import ConfigError, load_config
-from rlvr.run import encode
-from rlvr.tasks import load_task, prompt_texts
-from rlvr.tiny_model import build_tokenizer
+from rlvr.tasks.loading import load_task, prompt_texts
+from rlvr.tasks.tiny_model import build_tokenizer
+from rlvr.train.run import encode
 
 
 def test_dataset_task_reads_train_file_and_capped_eval_sets(tmp_path):

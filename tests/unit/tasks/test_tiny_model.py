@@ -6,7 +6,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from rlvr.config import load_config
-from rlvr.tiny_model import build_model, build_tokenizer
+from rlvr.tasks.tiny_model import build_model, build_tokenizer
 from rollout.hf_engine import HFEngine
 from rollout.types import SamplingSettings
 

@@ -3,8 +3,8 @@
 import pytest
 
 from rlvr.config import load_config
-from rlvr.controller import completions_spent
 from rlvr.errors import ConfigError
+from rlvr.train.controller import completions_spent
 
 
 def test_spent_counts_train_steps_only():

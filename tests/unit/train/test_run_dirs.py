@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from rlvr.checkpoint import STATE_FILE, find_resume, list_checkpoints
 from rlvr.config import ConfigError, load_config
-from rlvr.run import run_directory
+from rlvr.train.checkpoint import STATE_FILE, find_resume, list_checkpoints
+from rlvr.train.run import run_directory
 from rollout.samplers import UniformSampler
 
 
