@@ -1,4 +1,4 @@
-"""Peak memory and time of log-prob + entropy, forward and backward: reference vs chunked (vs triton).
+"""Peak memory and time of log-prob + entropy, forward + backward: reference vs chunked (vs triton).
 
 Each (implementation, T) is measured in a fresh subprocess so that no allocator cache, peak
 counter or page left resident by another run leaks into the numbers.
@@ -54,10 +54,10 @@ def _inputs(args, device):
     dtype = getattr(torch, args.dtype)
     gen = torch.Generator(device=device).manual_seed(0)
     # In place, so that creating the inputs leaves no temporary above the baseline.
-    hidden_TH = torch.empty(args.T, args.hidden, device=device, dtype=dtype).normal_(
-        generator=gen)
+    hidden_TH = torch.empty(args.T, args.hidden, device=device, dtype=dtype).normal_(generator=gen)
     weight_VH = torch.empty(args.vocab, args.hidden, device=device, dtype=dtype).normal_(
-        0.0, args.hidden ** -0.5, generator=gen)
+        0.0, args.hidden**-0.5, generator=gen
+    )
     targets_T = torch.randint(0, args.vocab, (args.T,), device=device, generator=gen)
     coefs_2T = torch.randn(2, args.T, device=device, generator=gen)
     return hidden_TH.requires_grad_(), weight_VH.requires_grad_(), targets_T, coefs_2T
@@ -68,8 +68,13 @@ def _step(args, hidden_TH, weight_VH, targets_T, coefs_2T, rows=None):
 
     rows = slice(None) if rows is None else rows
     logp_T, entropy_T = kernels.logprobs_entropy(
-        hidden_TH[rows], weight_VH, targets_T[rows], args.temperature, impl=args.impl,
-        token_chunk=args.token_chunk, vocab_chunk=args.vocab_chunk,
+        hidden_TH[rows],
+        weight_VH,
+        targets_T[rows],
+        args.temperature,
+        impl=args.impl,
+        token_chunk=args.token_chunk,
+        vocab_chunk=args.vocab_chunk,
     )
     (coefs_2T[0, rows] @ logp_T + coefs_2T[1, rows] @ entropy_T).backward()
 
@@ -85,9 +90,13 @@ def worker(args) -> dict:
         _step(args, *inputs)
     else:  # small copies: the warm-up's own gradients must not raise the high-water mark
         hidden_TH, weight_VH, targets_T, coefs_2T = inputs
-        _step(args, hidden_TH[:16].detach().requires_grad_(),
-              weight_VH[:512].detach().requires_grad_(), targets_T[:16] % 512,
-              coefs_2T[:, :16])
+        _step(
+            args,
+            hidden_TH[:16].detach().requires_grad_(),
+            weight_VH[:512].detach().requires_grad_(),
+            targets_T[:16] % 512,
+            coefs_2T[:, :16],
+        )
     for tensor in inputs[:2]:
         tensor.grad = None
     times, cpu_times = [], []
@@ -107,22 +116,40 @@ def worker(args) -> dict:
         times.append(time.perf_counter() - start)
         cpu_times.append(_cpu_seconds() - cpu_start)
     peak = torch.cuda.max_memory_allocated() if device == "cuda" else _max_rss_bytes()
-    return {"impl": args.impl, "T": args.T, "dtype": args.dtype, "device": device,
-            "time_s": min(times), "cpu_s": min(cpu_times), "load": os.getloadavg()[0],
-            "peak_extra_gb": (peak - baseline) / GB,
-            "baseline_gb": baseline / GB, "max_before_gb": max_before / GB,
-            "threads": torch.get_num_threads()}
+    return {
+        "impl": args.impl,
+        "T": args.T,
+        "dtype": args.dtype,
+        "device": device,
+        "time_s": min(times),
+        "cpu_s": min(cpu_times),
+        "load": os.getloadavg()[0],
+        "peak_extra_gb": (peak - baseline) / GB,
+        "baseline_gb": baseline / GB,
+        "max_before_gb": max_before / GB,
+        "threads": torch.get_num_threads(),
+    }
 
 
 def measure(args, impl: str, tokens: int) -> dict:
     cmd = [sys.executable, __file__, "--worker", "--impl", impl, "--tokens", str(tokens)]
-    for flag in ("hidden", "vocab", "temperature", "dtype", "device", "repeats",
-                 "token_chunk", "vocab_chunk"):
+    for flag in (
+        "hidden",
+        "vocab",
+        "temperature",
+        "dtype",
+        "device",
+        "repeats",
+        "token_chunk",
+        "vocab_chunk",
+    ):
         value = getattr(args, flag)
         if value is not None:
             cmd += [f"--{flag.replace('_', '-')}", str(value)]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    )
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         why = proc.stderr.strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
@@ -134,8 +161,10 @@ def measure(args, impl: str, tokens: int) -> dict:
 
 def print_table(records: list[dict], baseline_impl: str) -> None:
     by_key = {(r["impl"], r["T"]): r for r in records}
-    print("| T | impl | wall s | CPU s | load | peak extra GB | wall / ref | CPU / ref "
-          "| memory / ref |")
+    print(
+        "| T | impl | wall s | CPU s | load | peak extra GB | wall / ref | CPU / ref "
+        "| memory / ref |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for record in records:
         if "error" in record:
@@ -146,9 +175,12 @@ def print_table(records: list[dict], baseline_impl: str) -> None:
         if "time_s" in ref and record["impl"] != baseline_impl:
             ratios = [f"{record[key] / ref[key]:.2f}" for key in ("time_s", "cpu_s")]
             ratios.append(f"{record['peak_extra_gb'] / ref['peak_extra_gb']:.3f}")
-        print(f"| {record['T']} | {record['impl']} | {record['time_s']:.1f} | "
-              f"{record['cpu_s']:.1f} | {record['load']:.1f} | {record['peak_extra_gb']:.2f} | "
-              + " | ".join(ratios) + " |")
+        print(
+            f"| {record['T']} | {record['impl']} | {record['time_s']:.1f} | "
+            f"{record['cpu_s']:.1f} | {record['load']:.1f} | {record['peak_extra_gb']:.2f} | "
+            + " | ".join(ratios)
+            + " |"
+        )
 
 
 def parse_args(argv=None):
@@ -157,10 +189,18 @@ def parse_args(argv=None):
     parser.add_argument("--hidden", type=int, default=1536)
     parser.add_argument("--vocab", type=int, default=151_936)
     parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--impls", nargs="+", default=None,
-                        help="default: reference chunked (CPU); reference chunked triton (CUDA)")
-    parser.add_argument("--device", choices=["cpu", "cuda"], default=None,
-                        help="default: cuda when available, else cpu")
+    parser.add_argument(
+        "--impls",
+        nargs="+",
+        default=None,
+        help="default: reference chunked (CPU); reference chunked triton (CUDA)",
+    )
+    parser.add_argument(
+        "--device",
+        choices=["cpu", "cuda"],
+        default=None,
+        help="default: cuda when available, else cpu",
+    )
     parser.add_argument("--dtype", default=None, help="default: float32 (CPU), bfloat16 (CUDA)")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--token-chunk", type=int, default=None)
@@ -182,8 +222,9 @@ def main(argv=None) -> None:
         args.T = args.tokens[0]
         print(json.dumps(worker(args)))
         return
-    impls = args.impls or (["reference", "chunked", "triton"] if args.device == "cuda"
-                           else ["reference", "chunked"])
+    impls = args.impls or (
+        ["reference", "chunked", "triton"] if args.device == "cuda" else ["reference", "chunked"]
+    )
     records = []
     for tokens in args.tokens:
         for impl in impls:
@@ -191,9 +232,11 @@ def main(argv=None) -> None:
             records.append(record)
             print(json.dumps(record), file=sys.stderr, flush=True)
     sizes = ", ".join(f"{4 * t * args.vocab / GB:.2f} GB at T={t}" for t in args.tokens)
-    print(f"\nH={args.hidden} V={args.vocab} {args.device} {args.dtype}, forward + backward; "
-          f"one [T, V] fp32 tensor is {sizes}; grad_weight is "
-          f"{4 * args.vocab * args.hidden / GB:.2f} GB of every peak")
+    print(
+        f"\nH={args.hidden} V={args.vocab} {args.device} {args.dtype}, forward + backward; "
+        f"one [T, V] fp32 tensor is {sizes}; grad_weight is "
+        f"{4 * args.vocab * args.hidden / GB:.2f} GB of every peak"
+    )
     print_table(records, "reference")
     if args.json:
         args.json.write_text(json.dumps(records, indent=1))

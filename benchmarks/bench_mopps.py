@@ -59,12 +59,20 @@ def measure(num_prompts: int, steps: int, batch: int, k: int, ts_ratio: float, m
             times.append((t1 - t0) + (t3 - t2))
             cpu.append((c1 - c0) + (c3 - c2))
     ms = np.array(times) * 1e3
-    return {"prompts": num_prompts, "mode": mode, "init_s": init_s, "step_ms_mean": float(ms.mean()),
-            "step_ms_p50": float(np.percentile(ms, 50)), "step_ms_p95": float(np.percentile(ms, 95)),
-            "cpu_ms_mean": float(np.mean(cpu) * 1e3),
-            "rss_start_mib": rss_start, "rss_warm_mib": rss_after_warmup, "rss_end_mib": rss_mib(),
-            "rank_corr_last": sampler.metrics()["sampler/rank_corr"],
-            "observed_frac": sampler.metrics()["sampler/observed_frac"]}
+    return {
+        "prompts": num_prompts,
+        "mode": mode,
+        "init_s": init_s,
+        "step_ms_mean": float(ms.mean()),
+        "step_ms_p50": float(np.percentile(ms, 50)),
+        "step_ms_p95": float(np.percentile(ms, 95)),
+        "cpu_ms_mean": float(np.mean(cpu) * 1e3),
+        "rss_start_mib": rss_start,
+        "rss_warm_mib": rss_after_warmup,
+        "rss_end_mib": rss_mib(),
+        "rank_corr_last": sampler.metrics()["sampler/rank_corr"],
+        "observed_frac": sampler.metrics()["sampler/observed_frac"],
+    }
 
 
 def main() -> None:
@@ -78,20 +86,45 @@ def main() -> None:
     ap.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # child process
     args = ap.parse_args()
     if args.one:
-        print(json.dumps(measure(args.sizes[0], args.steps, args.batch, args.k, args.ts_ratio, args.mode)))
+        print(
+            json.dumps(
+                measure(args.sizes[0], args.steps, args.batch, args.k, args.ts_ratio, args.mode)
+            )
+        )
         return
-    print(f"MoPPS select+observe, B={args.batch}, k={args.k}, ts_ratio={args.ts_ratio:g} "
-          f"(pool {int(args.ts_ratio * args.batch)}), mode={args.mode}, {args.steps} timed steps")
-    print(f"{'prompts':>9} {'init s':>7} {'step ms':>8} {'p50':>7} {'p95':>7} {'CPU ms':>7} "
-          f"{'RSS start':>10} {'RSS warm':>9} {'RSS end':>8} {'growth':>7}")
+    print(
+        f"MoPPS select+observe, B={args.batch}, k={args.k}, ts_ratio={args.ts_ratio:g} "
+        f"(pool {int(args.ts_ratio * args.batch)}), mode={args.mode}, {args.steps} timed steps"
+    )
+    print(
+        f"{'prompts':>9} {'init s':>7} {'step ms':>8} {'p50':>7} {'p95':>7} {'CPU ms':>7} "
+        f"{'RSS start':>10} {'RSS warm':>9} {'RSS end':>8} {'growth':>7}"
+    )
     for size in args.sizes:
-        cmd = [sys.executable, __file__, "--one", "--sizes", str(size), "--steps", str(args.steps),
-               "--batch", str(args.batch), "--k", str(args.k), "--ts-ratio", str(args.ts_ratio),
-               "--mode", args.mode]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--one",
+            "--sizes",
+            str(size),
+            "--steps",
+            str(args.steps),
+            "--batch",
+            str(args.batch),
+            "--k",
+            str(args.k),
+            "--ts-ratio",
+            str(args.ts_ratio),
+            "--mode",
+            args.mode,
+        ]
         r = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
-        print(f"{r['prompts']:>9,} {r['init_s']:>7.3f} {r['step_ms_mean']:>8.2f} {r['step_ms_p50']:>7.2f} "
-              f"{r['step_ms_p95']:>7.2f} {r['cpu_ms_mean']:>7.2f} {r['rss_start_mib']:>8.1f}Mi {r['rss_warm_mib']:>7.1f}Mi "
-              f"{r['rss_end_mib']:>6.1f}Mi {r['rss_end_mib'] - r['rss_warm_mib']:>5.1f}Mi")
+        print(
+            f"{r['prompts']:>9,} {r['init_s']:>7.3f} {r['step_ms_mean']:>8.2f} "
+            f"{r['step_ms_p50']:>7.2f} {r['step_ms_p95']:>7.2f} {r['cpu_ms_mean']:>7.2f} "
+            f"{r['rss_start_mib']:>8.1f}Mi {r['rss_warm_mib']:>7.1f}Mi "
+            f"{r['rss_end_mib']:>6.1f}Mi {r['rss_end_mib'] - r['rss_warm_mib']:>5.1f}Mi"
+        )
 
 
 if __name__ == "__main__":

@@ -31,22 +31,37 @@ def main() -> None:
     from rlvr.train.metrics import read_history
 
     out = Path(tempfile.mkdtemp(prefix="bench_pipeline_"))
-    cfg = load_config(args.recipe, [f"trainer.steps={args.steps}", "eval.every=0", "trainer.checkpoint_every=0",
-                                    f"trainer.output_dir={out}", "trainer.name=bench", *args.overrides])
+    cfg = load_config(
+        args.recipe,
+        [
+            f"trainer.steps={args.steps}",
+            "eval.every=0",
+            "trainer.checkpoint_every=0",
+            f"trainer.output_dir={out}",
+            "trainer.name=bench",
+            *args.overrides,
+        ],
+    )
     train(cfg, args.recipe, log=lambda *_: None)
     steps = [r for r in read_history(out / "bench") if r["kind"] == "train"][1:]
     phases = sorted({k for r in steps for k in r if k.startswith("time/") and k != "time/step"})
     mean = {k: sum(r.get(k, 0.0) for r in steps) / len(steps) for k in phases + ["time/step"]}
     total = mean["time/step"]
-    print(f"{len(steps)} steps of {cfg.trainer.prompts_per_step} prompts x {cfg.rollout.n} completions, "
-          f"{cfg.rollout.num_workers} rollout worker(s), {cfg.learner.num_workers} learner rank(s)")
+    print(
+        f"{len(steps)} steps of {cfg.trainer.prompts_per_step} prompts x "
+        f"{cfg.rollout.n} completions, "
+        f"{cfg.rollout.num_workers} rollout worker(s), {cfg.learner.num_workers} learner rank(s)"
+    )
     print(f"{'phase':<12}{'s/step':>10}{'share':>9}")
     for key in phases:
         print(f"{key[5:]:<12}{mean[key]:>10.4f}{mean[key] / total:>9.1%}")
     print(f"{'step':<12}{total:>10.4f}{1:>9.1%}")
     # DARS's expand phase is generation too (the extra completions), from the same engines
     outside = total - sum(mean.get(f"time/{k}", 0.0) for k in ("generate", "expand", "update"))
-    print(f"outside generation (generate + expand) and update: {outside:.4f} s/step = {outside / total:.1%} of the step")
+    print(
+        f"outside generation (generate + expand) and update: {outside:.4f} s/step = "
+        f"{outside / total:.1%} of the step"
+    )
     completions = sum(r["rollout/completions"] for r in steps) / len(steps)
     print(f"throughput: {completions / total:.0f} completions/s end to end")
 

@@ -37,7 +37,12 @@ TRL_DIR = ROOT / ".cache" / "bench-trl"
 TRL_VERSION = "1.16.0"
 QUIET_FLAG = Path("/tmp/rlvr-quiet")
 MINI = ["learner.update=mini-batch", "learner.mini_batches=2"]
-BREADTH = ["trainer.prompts_per_step=256", "learner.update=full-batch", "learner.epochs=2", "learner.lr=3e-4"]
+BREADTH = [
+    "trainer.prompts_per_step=256",
+    "learner.update=full-batch",
+    "learner.epochs=2",
+    "learner.lr=3e-4",
+]
 HW = ["schedule.name=dars", "schedule.mode=hw", "schedule.std_normalized=true"]
 MOPPS = ["sampler.name=mopps", "sampler.decay=0.5"]
 
@@ -54,14 +59,27 @@ class Arm:
 
 ARMS = [
     Arm("grpo", MINI, 512, "uniform, 64 prompts x 8, 2 mini-batches"),
-    Arm("dars-et", MINI + ["schedule.name=dars", "schedule.mode=et", "schedule.std_normalized=true"], 710,
-        "GRPO + DARS equal treatment"),
+    Arm(
+        "dars-et",
+        MINI + ["schedule.name=dars", "schedule.mode=et", "schedule.std_normalized=true"],
+        710,
+        "GRPO + DARS equal treatment",
+    ),
     Arm("dars-hw", MINI + HW, 1070, "GRPO + DARS hardness weighted"),
     Arm("dars-hw-b", HW + BREADTH, 4200, "DARS-HW, 256 prompts, full-batch, 2 epochs, lr 3e-4"),
     Arm("mopps", MINI + MOPPS, 512, "GRPO + MoPPS (decay 0.5, pool 8 x 64)"),
-    Arm("dapo-ds", MINI + ["gate.refill=true"], 1024, "GRPO + DAPO dynamic sampling (up to 10 rounds)"),
-    Arm("mopps-dars-hw-b", HW + BREADTH + MOPPS + ["sampler.ts_ratio=4"], 4000,
-        "MoPPS + DARS-HW-B (signature)"),
+    Arm(
+        "dapo-ds",
+        MINI + ["gate.refill=true"],
+        1024,
+        "GRPO + DAPO dynamic sampling (up to 10 rounds)",
+    ),
+    Arm(
+        "mopps-dars-hw-b",
+        HW + BREADTH + MOPPS + ["sampler.ts_ratio=4"],
+        4000,
+        "MoPPS + DARS-HW-B (signature)",
+    ),
     Arm("trl-grpo", [], 512, "TRL GRPOTrainer, as grpo", trl=True),
 ]
 
@@ -75,7 +93,7 @@ def wait_for_quiet(log=print) -> None:
 
 
 def ensure_trl(log=print) -> str | None:
-    """Install trl into .cache/bench-trl without dependencies; None if ready, else the reason not."""
+    """Install trl into .cache/bench-trl without dependencies; None if ready, else why not."""
     from importlib.metadata import PackageNotFoundError, version
 
     from packaging.requirements import Requirement
@@ -83,8 +101,17 @@ def ensure_trl(log=print) -> str | None:
     info = TRL_DIR / f"trl-{TRL_VERSION}.dist-info" / "METADATA"
     if not info.exists():
         log(f"installing trl=={TRL_VERSION} into {TRL_DIR} (benchmark only, --no-deps)")
-        cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(TRL_DIR),
-               f"trl=={TRL_VERSION}"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--target",
+            str(TRL_DIR),
+            f"trl=={TRL_VERSION}",
+        ]
         if subprocess.run(cmd).returncode != 0 or not info.exists():
             return f"pip could not install trl=={TRL_VERSION}"
     missing = []
@@ -99,7 +126,9 @@ def ensure_trl(log=print) -> str | None:
     return f"trl needs {', '.join(missing)}" if missing else None
 
 
-def run_arm(arm: Arm, seed: int, budget: int, evals: int, out: Path, base: list[str], log=print) -> dict:
+def run_arm(
+    arm: Arm, seed: int, budget: int, evals: int, out: Path, base: list[str], log=print
+) -> dict:
     """One arm and seed in its own process; returns its status (rc, wall seconds)."""
     name = f"{arm.name}-s{seed}"
     status_file = out / "status" / f"{name}.json"
@@ -109,14 +138,41 @@ def run_arm(arm: Arm, seed: int, budget: int, evals: int, out: Path, base: list[
     every = max(1, round(budget / evals / arm.per_step))
     run_dir = out / "runs" / name
     if arm.trl:
-        every = max(2, 2 * round(budget / evals / arm.per_step))  # optimizer steps, 2 per generation
-        cmd = [sys.executable, str(ROOT / "benchmarks" / "trl_grpo_arm.py"), str(RECIPE), "--seed", str(seed),
-               "--budget", str(budget), "--eval-every", str(every), "--out", str(run_dir), *base]
+        every = max(
+            2, 2 * round(budget / evals / arm.per_step)
+        )  # optimizer steps, 2 per generation
+        cmd = [
+            sys.executable,
+            str(ROOT / "benchmarks" / "trl_grpo_arm.py"),
+            str(RECIPE),
+            "--seed",
+            str(seed),
+            "--budget",
+            str(budget),
+            "--eval-every",
+            str(every),
+            "--out",
+            str(run_dir),
+            *base,
+        ]
     else:
-        cmd = [sys.executable, "-m", "rlvr.cli", "train", str(RECIPE), *base, *arm.overrides,
-               f"trainer.seed={seed}", f"trainer.max_completions={budget}", f"eval.every={every}",
-               f"trainer.output_dir={out / 'runs'}", f"trainer.name={name}"]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT)] + ([str(TRL_DIR)] if arm.trl else [])))
+        cmd = [
+            sys.executable,
+            "-m",
+            "rlvr.cli",
+            "train",
+            str(RECIPE),
+            *base,
+            *arm.overrides,
+            f"trainer.seed={seed}",
+            f"trainer.max_completions={budget}",
+            f"eval.every={every}",
+            f"trainer.output_dir={out / 'runs'}",
+            f"trainer.name={name}",
+        ]
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join([str(ROOT)] + ([str(TRL_DIR)] if arm.trl else []))
+    )
     # DeepSpeed JIT-builds its shm comm op at start-up; another venv building into the shared
     # ~/.cache/torch_extensions invalidates it (minutes per run here), so keep ours apart.
     env.setdefault("TORCH_EXTENSIONS_DIR", str(ROOT / ".cache" / "torch_extensions"))
@@ -131,7 +187,10 @@ def run_arm(arm: Arm, seed: int, budget: int, evals: int, out: Path, base: list[
         rc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT).returncode
     status = {"arm": arm.name, "seed": seed, "rc": rc, "wall_s": round(time.time() - began, 1)}
     status_file.write_text(json.dumps(status))
-    log(f"    rc={rc} in {status['wall_s']:.0f} s" + ("" if rc == 0 else f"; see {out / 'logs' / (name + '.log')}"))
+    log(
+        f"    rc={rc} in {status['wall_s']:.0f} s"
+        + ("" if rc == 0 else f"; see {out / 'logs' / (name + '.log')}")
+    )
     return status
 
 
@@ -162,25 +221,42 @@ def warm_start_report(base: list[str], out: Path, log=print) -> dict:
     with VerifierPool(num_workers=0) as pool:
         for level in [None] + sorted({r["level"] for r in rows}):
             part = [r for r in rows if level is None or r["level"] == level]
-            m = evaluate(engine.generate, pool, tokenizer, part, encode(cfg, tokenizer, part), n=cfg.eval.n,
-                         ks=cfg.eval.k, temperature=cfg.eval.temperature,
-                         max_new_tokens=cfg.rollout.max_new_tokens, seed=3)
+            m = evaluate(
+                engine.generate,
+                pool,
+                tokenizer,
+                part,
+                encode(cfg, tokenizer, part),
+                n=cfg.eval.n,
+                ks=cfg.eval.k,
+                temperature=cfg.eval.temperature,
+                max_new_tokens=cfg.rollout.max_new_tokens,
+                seed=3,
+            )
             entry = {"problems": len(part), **{k: m[k] for k in m if k.startswith("pass@")}}
-            report["levels" if level else "all"] = ({**report["levels"], level: entry} if level else entry)
+            report["levels" if level else "all"] = (
+                {**report["levels"], level: entry} if level else entry
+            )
     path.write_text(json.dumps(report, indent=2))
     return report
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="1 seed, small budget, 200 eval problems")
+    parser.add_argument(
+        "--quick", action="store_true", help="1 seed, small budget, 200 eval problems"
+    )
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--budget", type=int, default=40_000, help="generated completions per run")
     parser.add_argument("--evals", type=int, default=5, help="evaluations per run after the first")
     parser.add_argument("--arms", default=",".join(a.name for a in ARMS))
     parser.add_argument("--out", type=Path, default=None)
-    parser.add_argument("--report", type=Path, help="only rebuild table and plots from this directory")
-    parser.add_argument("overrides", nargs="*", help="key=value for every arm (the warm start included)")
+    parser.add_argument(
+        "--report", type=Path, help="only rebuild table and plots from this directory"
+    )
+    parser.add_argument(
+        "overrides", nargs="*", help="key=value for every arm (the warm start included)"
+    )
     args = parser.parse_intermixed_args()
     from sample_efficiency_report import report
 
@@ -195,13 +271,25 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     arms = [a for a in ARMS if a.name in args.arms.split(",")]
     began = time.time()
-    (out / "bench.json").write_text(json.dumps({
-        "budget": args.budget, "seeds": args.seeds, "evals": args.evals, "overrides": base,
-        "arms": {a.name: {"overrides": a.overrides, "about": a.about} for a in arms},
-        "started": time.strftime("%Y-%m-%d %H:%M:%S"), "cpus": os.cpu_count()}, indent=2))
+    (out / "bench.json").write_text(
+        json.dumps(
+            {
+                "budget": args.budget,
+                "seeds": args.seeds,
+                "evals": args.evals,
+                "overrides": base,
+                "arms": {a.name: {"overrides": a.overrides, "about": a.about} for a in arms},
+                "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+                "cpus": os.cpu_count(),
+            },
+            indent=2,
+        )
+    )
     warm = warm_start_report(base, out)
-    print(f"warm start: pass@1 {warm['all']['pass@1']:.3f} pass@8 {warm['all']['pass@8']:.3f}; "
-          + "; ".join(f"{k} {v['pass@1']:.3f}/{v['pass@8']:.3f}" for k, v in warm["levels"].items()))
+    print(
+        f"warm start: pass@1 {warm['all']['pass@1']:.3f} pass@8 {warm['all']['pass@8']:.3f}; "
+        + "; ".join(f"{k} {v['pass@1']:.3f}/{v['pass@8']:.3f}" for k, v in warm["levels"].items())
+    )
     trl_problem = ensure_trl() if any(a.trl for a in arms) else None
     for seed in range(args.seeds):  # seed-major: a drift in machine load touches every arm alike
         for arm in arms:

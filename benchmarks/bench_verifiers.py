@@ -48,8 +48,11 @@ def build_cases(count: int) -> list[VerifyRequest]:
             base += [
                 VerifyRequest("math", row["solution"], row["answer"]),
                 VerifyRequest("math", row["solution"], other),
-                VerifyRequest("math", f"Step by step... so the answer is $\\boxed{{{restyle(row['answer'])}}}$.",
-                              row["answer"]),
+                VerifyRequest(
+                    "math",
+                    f"Step by step... so the answer is $\\boxed{{{restyle(row['answer'])}}}$.",
+                    row["answer"],
+                ),
                 VerifyRequest("math", f"I think it is \\boxed{{{wrong}}}.", row["answer"]),
             ]
     cases = [base[i % len(base)] for i in range(count)]
@@ -94,8 +97,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
     cases = build_cases(args.cases)
-    print(f"{len(cases)} math cases; {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start")
+    print(
+        f"{len(cases)} math cases; {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start"
+    )
     with VerifierPool(num_workers=0) as serial:
         serial_s, serial_cpu, serial_counts = run(serial, cases)
     with VerifierPool(num_workers=args.workers) as pool:
@@ -103,14 +108,16 @@ def main() -> None:
         metrics = pool.metrics()
     n = len(cases)
     print(f"{'path':<22}{'wall s':>8}{'verif/s':>9}{'CPU s':>8}{'verif/CPU-s':>13}  outcomes")
-    for label, wall, cpu, counts in (("serial (in-process)", serial_s, serial_cpu, serial_counts),
-                                     (f"pool, {args.workers} workers", pool_s, pool_cpu,
-                                      pool_counts)):
-        print(f"{label:<22}{wall:>8.1f}{n / wall:>9.0f}{cpu:>8.1f}{n / cpu:>13.0f}  "
-              f"{dict(counts)}")
-    print(f"speed-up (wall) {serial_s / pool_s:.2f}x; pool latency p50 "
-          f"{metrics['verifier/math/p50_ms']:.1f} ms, p99 {metrics['verifier/math/p99_ms']:.1f} ms;"
-          f" load average {os.getloadavg()[0]:.1f} at end")
+    for label, wall, cpu, counts in (
+        ("serial (in-process)", serial_s, serial_cpu, serial_counts),
+        (f"pool, {args.workers} workers", pool_s, pool_cpu, pool_counts),
+    ):
+        print(f"{label:<22}{wall:>8.1f}{n / wall:>9.0f}{cpu:>8.1f}{n / cpu:>13.0f}  {dict(counts)}")
+    print(
+        f"speed-up (wall) {serial_s / pool_s:.2f}x; pool latency p50 "
+        f"{metrics['verifier/math/p50_ms']:.1f} ms, p99 {metrics['verifier/math/p99_ms']:.1f} ms;"
+        f" load average {os.getloadavg()[0]:.1f} at end"
+    )
 
 
 if __name__ == "__main__":

@@ -30,7 +30,10 @@ def curve(run_dir: Path) -> list[dict]:
             spent += r["rollout/completions"]
             seconds += r["time/step"]
         elif r["kind"] == "eval":
-            point = {"completions": r.get("completions", spent), "time_s": r.get("train_time_s", seconds)}
+            point = {
+                "completions": r.get("completions", spent),
+                "time_s": r.get("train_time_s", seconds),
+            }
             points.append({**r, **point})
     return points
 
@@ -40,12 +43,19 @@ def train_stats(run_dir: Path) -> dict:
     path = run_dir / "metrics.jsonl"
     steps = [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
     steps = [r for r in steps if r["kind"] == "train"]
-    keys = {"groups/solved_all": "solved_all", "groups/solved_none": "solved_none",
-            "gate/gen_batches": "rounds", "sampler/rank_corr": "rank_corr",
-            "rollout/completions": "per_step", "actor/optimizer_steps": "opt_steps"}
+    keys = {
+        "groups/solved_all": "solved_all",
+        "groups/solved_none": "solved_none",
+        "gate/gen_batches": "rounds",
+        "sampler/rank_corr": "rank_corr",
+        "rollout/completions": "per_step",
+        "actor/optimizer_steps": "opt_steps",
+    }
     out = {"steps": len(steps)}
     for key, short in keys.items():
-        vals = [r[key] for r in steps if isinstance(r.get(key), int | float) and not math.isnan(r[key])]
+        vals = [
+            r[key] for r in steps if isinstance(r.get(key), int | float) and not math.isnan(r[key])
+        ]
         out[short] = float(np.mean(vals)) if vals else math.nan
     return out
 
@@ -80,7 +90,10 @@ def collect(out: Path) -> dict:
         status = json.loads(status_file.read_text())
         run_dir = out / "runs" / status_file.stem
         runs.setdefault(status["arm"], {})[status["seed"]] = {
-            "status": status, "points": curve(run_dir), "stats": train_stats(run_dir)}
+            "status": status,
+            "points": curve(run_dir),
+            "stats": train_stats(run_dir),
+        }
     return runs
 
 
@@ -97,36 +110,59 @@ def table(out: Path) -> tuple[str, dict]:
     meta = json.loads((out / "bench.json").read_text())
     budget, runs = meta["budget"], collect(out)
     level = "level/3:+:2/pass@1"
-    grpo_final = [at(r["points"], "pass@1", budget) for r in runs.get("grpo", {}).values() if r["points"]]
+    grpo_final = [
+        at(r["points"], "pass@1", budget) for r in runs.get("grpo", {}).values() if r["points"]
+    ]
     start = [r["points"][0]["pass@1"] for arm in runs.values() for r in arm.values() if r["points"]]
-    target = (np.mean(start) + 0.8 * (np.nanmean(grpo_final) - np.mean(start))) if grpo_final and start else math.nan
-    head = (f"| arm | runs ok | pass@1 @{budget // 2} | pass@1 @{budget} | gain | pass@8 @{budget} | gain | "
-            f"3-digit pass@1 | k completions to pass@1 {target * 100:.1f} | train s to it | train s, whole run | "
-            "steps | completions/step | solved-all groups | rank corr |")
+    target = (
+        (np.mean(start) + 0.8 * (np.nanmean(grpo_final) - np.mean(start)))
+        if grpo_final and start
+        else math.nan
+    )
+    head = (
+        f"| arm | runs ok | pass@1 @{budget // 2} | pass@1 @{budget} | gain | "
+        f"pass@8 @{budget} | gain | "
+        f"3-digit pass@1 | k completions to pass@1 {target * 100:.1f} | train s to it | "
+        "train s, whole run | "
+        "steps | completions/step | solved-all groups | rank corr |"
+    )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     summary = {"target_pass@1": target, "arms": {}}
     for arm, seeds in runs.items():
         ok = [r for r in seeds.values() if r["status"]["rc"] == 0 and r["points"]]
         pts = [r["points"] for r in ok]
         row = {
-            "half_p1": [at(p, "pass@1", budget / 2) for p in pts], "p1": [at(p, "pass@1", budget) for p in pts],
-            "p8": [at(p, "pass@8", budget) for p in pts], "tail": [at(p, level, budget) for p in pts],
+            "half_p1": [at(p, "pass@1", budget / 2) for p in pts],
+            "p1": [at(p, "pass@1", budget) for p in pts],
+            "p8": [at(p, "pass@8", budget) for p in pts],
+            "tail": [at(p, level, budget) for p in pts],
             "gain1": [at(p, "pass@1", budget) - p[0]["pass@1"] for p in pts],
             "gain8": [at(p, "pass@8", budget) - p[0]["pass@8"] for p in pts],
             "reach": [first_reach(p, "pass@1", target, "completions", budget) for p in pts],
             "reach_s": [first_reach(p, "pass@1", target, "time_s", budget) for p in pts],
-            "train_s": [p[-1]["time_s"] for p in pts]}
+            "train_s": [p[-1]["time_s"] for p in pts],
+        }
         stats = [r["stats"] for r in ok]
         reached = sum(not math.isnan(x) for x in row["reach"])
         lines.append(
-            f"| {arm} | {len(ok)}/{len(seeds)} | {fmt(row['half_p1'])} | {fmt(row['p1'])} | {fmt(row['gain1'])} | "
-            f"{fmt(row['p8'])} | {fmt(row['gain8'])} | {fmt(row['tail'])} | {fmt(row['reach'], 1e-3, 1)} "
+            f"| {arm} | {len(ok)}/{len(seeds)} | {fmt(row['half_p1'])} | {fmt(row['p1'])} | "
+            f"{fmt(row['gain1'])} | "
+            f"{fmt(row['p8'])} | {fmt(row['gain8'])} | {fmt(row['tail'])} | "
+            f"{fmt(row['reach'], 1e-3, 1)} "
             f"({reached}/{len(ok)} runs) | "
-            f"{fmt(row['reach_s'], 1, 0)} | {fmt(row['train_s'], 1, 0)} | {fmt([s['steps'] for s in stats], 1, 0)} | "
-            f"{fmt([s['per_step'] for s in stats], 1, 0)} | {fmt([s['solved_all'] for s in stats])} | "
-            f"{fmt([s['rank_corr'] for s in stats], 1, 2)} |")
-        summary["arms"][arm] = {**row, "stats": stats, "failed": [r["status"] for r in seeds.values()
-                                                                  if r["status"]["rc"] != 0 or not r["points"]]}
+            f"{fmt(row['reach_s'], 1, 0)} | {fmt(row['train_s'], 1, 0)} | "
+            f"{fmt([s['steps'] for s in stats], 1, 0)} | "
+            f"{fmt([s['per_step'] for s in stats], 1, 0)} | "
+            f"{fmt([s['solved_all'] for s in stats])} | "
+            f"{fmt([s['rank_corr'] for s in stats], 1, 2)} |"
+        )
+        summary["arms"][arm] = {
+            **row,
+            "stats": stats,
+            "failed": [
+                r["status"] for r in seeds.values() if r["status"]["rc"] != 0 or not r["points"]
+            ],
+        }
     return "\n".join(lines), summary
 
 
@@ -144,10 +180,16 @@ def plot(out: Path, keys: list[tuple[str, str]], name: str) -> Path:
 
     runs = collect(out)
     cols = min(2, len(keys))
-    fig, axes = plt.subplots(math.ceil(len(keys) / cols), cols, figsize=(6.2 * cols, 4.4 * math.ceil(len(keys) / cols)))
+    fig, axes = plt.subplots(
+        math.ceil(len(keys) / cols), cols, figsize=(6.2 * cols, 4.4 * math.ceil(len(keys) / cols))
+    )
     for ax, (key, axis) in zip(np.atleast_1d(axes).flat, keys):
         for arm, seeds in runs.items():
-            pts = [r["points"] for r in seeds.values() if r["status"]["rc"] == 0 and len(r["points"]) > 1]
+            pts = [
+                r["points"]
+                for r in seeds.values()
+                if r["status"]["rc"] == 0 and len(r["points"]) > 1
+            ]
             if not pts:
                 continue
             xs = [[p[axis] for p in run] for run in pts]
@@ -155,10 +197,17 @@ def plot(out: Path, keys: list[tuple[str, str]], name: str) -> Path:
             grid = np.linspace(0, min(x[-1] for x in xs), 60)
             mean, lo, hi = band(xs, ys, grid)
             scale = 1e-3 if axis == "completions" else 1.0
-            (line,) = ax.plot(grid * scale, mean, label=arm, ls="--" if arm.startswith("trl") else "-")
+            (line,) = ax.plot(
+                grid * scale, mean, label=arm, ls="--" if arm.startswith("trl") else "-"
+            )
             ax.fill_between(grid * scale, lo, hi, color=line.get_color(), alpha=0.15)
-        ax.set(xlabel="completions generated (thousands)" if axis == "completions" else "training seconds",
-               ylabel=f"held-out {key}", title=f"{key}, mean over seeds (band: min to max)")
+        ax.set(
+            xlabel="completions generated (thousands)"
+            if axis == "completions"
+            else "training seconds",
+            ylabel=f"held-out {key}",
+            title=f"{key}, mean over seeds (band: min to max)",
+        )
         ax.grid(alpha=0.3)
     np.atleast_1d(axes).flat[0].legend(fontsize=8)
     fig.tight_layout()
@@ -172,14 +221,32 @@ def report(out: Path) -> str:
     """Write table.md, results.json and the plots; return the text to print."""
     text, summary = table(out)
     meta = json.loads((out / "bench.json").read_text())
-    warm = json.loads((out / "warmstart.json").read_text()) if (out / "warmstart.json").exists() else {}
-    (out / "results.json").write_text(json.dumps({"meta": meta, "warm_start": warm, **summary}, indent=2,
-                                                 default=float))
+    warm = (
+        json.loads((out / "warmstart.json").read_text())
+        if (out / "warmstart.json").exists()
+        else {}
+    )
+    (out / "results.json").write_text(
+        json.dumps({"meta": meta, "warm_start": warm, **summary}, indent=2, default=float)
+    )
     (out / "table.md").write_text(text + "\n")
-    plots = [plot(out, [("pass@1", "completions"), ("pass@8", "completions"), ("pass@1", "time_s"),
-                        ("pass@8", "time_s")], "sample_efficiency.png"),
-             plot(out, [("level/2:+:2/pass@1", "completions"), ("level/3:+:2/pass@1", "completions")],
-                  "levels.png")]
+    plots = [
+        plot(
+            out,
+            [
+                ("pass@1", "completions"),
+                ("pass@8", "completions"),
+                ("pass@1", "time_s"),
+                ("pass@8", "time_s"),
+            ],
+            "sample_efficiency.png",
+        ),
+        plot(
+            out,
+            [("level/2:+:2/pass@1", "completions"), ("level/3:+:2/pass@1", "completions")],
+            "levels.png",
+        ),
+    ]
     failed = [f for arm in summary["arms"].values() for f in arm["failed"]]
     notes = [f"failed runs: {failed}"] if failed else []
     return "\n".join([text, *notes, *[f"plot: {p}" for p in plots]])

@@ -208,8 +208,14 @@ def backward_grads(
             rows, shape = slice(t_start, t_stop), (t_stop - t_start, v_stop - v_start)
             logits_CB = torch.mm(scaled_NH[rows], weight32_BH.T, out=_view(flat_a, *shape))
             dlogits_CB = _dlogits_block(
-                logits_CB, _view(flat_b, *shape), targets_N[rows], v_start, lse_N[rows],
-                entropy_N[rows], alpha_N[rows], None if beta_N is None else beta_N[rows],
+                logits_CB,
+                _view(flat_b, *shape),
+                targets_N[rows],
+                v_start,
+                lse_N[rows],
+                entropy_N[rows],
+                alpha_N[rows],
+                None if beta_N is None else beta_N[rows],
             )
             if grad_hidden32_NH is not None:
                 grad_hidden32_NH[rows].addmm_(dlogits_CB, weight32_BH)

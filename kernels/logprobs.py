@@ -3,9 +3,10 @@
 `logprobs_entropy` computes, for logits z = hidden @ weight.T / temperature,
   logp_T[t]    = log softmax(z[t])[targets[t]]
   entropy_T[t] = -sum_v softmax(z[t])_v log softmax(z[t])_v
-in fp32 (fp64 for fp64 inputs), and gives gradients for hidden and weight through a custom autograd function whose
-backward recomputes logits block by block. Backends ("chunked", "triton") only provide the
-per-token statistics and the gradients; masking, validation and autograd wiring live here.
+in fp32 (fp64 for fp64 inputs), and gives gradients for hidden and weight through a custom autograd
+function whose backward recomputes logits block by block. Backends ("chunked", "triton") only
+provide the per-token statistics and the gradients; masking, validation and autograd wiring live
+here.
 """
 
 from __future__ import annotations
@@ -52,10 +53,17 @@ class _LogprobsEntropy(torch.autograd.Function):
         if grad_logp_N is None:
             grad_logp_N = torch.zeros_like(lse_N)
         grad_hidden_NH, grad_weight_VH = ctx.backend.backward_grads(
-            hidden_NH, weight_VH, targets_N, lse_N, entropy_N,
+            hidden_NH,
+            weight_VH,
+            targets_N,
+            lse_N,
+            entropy_N,
             grad_logp_N.to(lse_N.dtype),
             None if grad_entropy_N is None else grad_entropy_N.to(lse_N.dtype),
-            ctx.inv_temp, need_hidden, need_weight, **ctx.options,
+            ctx.inv_temp,
+            need_hidden,
+            need_weight,
+            **ctx.options,
         )
         return grad_hidden_NH, grad_weight_VH, None, None, None, None
 
@@ -99,8 +107,9 @@ def _backend(name: str, hidden_TH: torch.Tensor) -> ModuleType:
     return triton_impl
 
 
-def _check_inputs(hidden_TH, weight_VH, targets_T, temperature, ignore_index, token_chunk,
-                  vocab_chunk) -> None:
+def _check_inputs(
+    hidden_TH, weight_VH, targets_T, temperature, ignore_index, token_chunk, vocab_chunk
+) -> None:
     if hidden_TH.dim() != 2 or weight_VH.dim() != 2 or targets_T.dim() != 1:
         raise ValueError(
             "expected hidden_TH [T, H], weight_VH [V, H], targets_T [T]; got "
@@ -114,8 +123,9 @@ def _check_inputs(hidden_TH, weight_VH, targets_T, temperature, ignore_index, to
     if weight_VH.shape[0] == 0:
         raise ValueError("weight_VH has no rows (empty vocabulary)")
     if not (hidden_TH.is_floating_point() and weight_VH.is_floating_point()):
-        raise ValueError(f"hidden and weight must be floating point, got "
-                         f"{hidden_TH.dtype} and {weight_VH.dtype}")
+        raise ValueError(
+            f"hidden and weight must be floating point, got {hidden_TH.dtype} and {weight_VH.dtype}"
+        )
     if targets_T.dtype not in (torch.int64, torch.int32):
         raise ValueError(f"targets_T must be int64 or int32, got {targets_T.dtype}")
     if not temperature > 0:
@@ -145,14 +155,16 @@ def logprobs_entropy(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-prob of `targets_T` and entropy under softmax(hidden_TH @ weight_VH.T / temperature).
 
-    Returns (logp_T, entropy_T) in fp32 (fp64 if an input is fp64), whatever the input dtype. Tokens whose target equals `ignore_index` get
-    logp = entropy = 0 and contribute no gradient; they are dropped before any logits are
-    computed, so masked prompt or padding tokens cost nothing. `impl`: "auto" (triton for CUDA
-    tensors when triton imports, else chunked), "chunked", "triton" or "reference".
-    `token_chunk` / `vocab_chunk` size the blocks of the block-wise backends (docs/kernels.md).
+    Returns (logp_T, entropy_T) in fp32 (fp64 if an input is fp64), whatever the input dtype. Tokens
+    whose target equals `ignore_index` get logp = entropy = 0 and contribute no gradient; they are
+    dropped before any logits are computed, so masked prompt or padding tokens cost nothing. `impl`:
+    "auto" (triton for CUDA tensors when triton imports, else chunked), "chunked", "triton" or
+    "reference". `token_chunk` / `vocab_chunk` size the blocks of the block-wise backends
+    (docs/kernels.md).
     """
-    _check_inputs(hidden_TH, weight_VH, targets_T, temperature, ignore_index, token_chunk,
-                  vocab_chunk)
+    _check_inputs(
+        hidden_TH, weight_VH, targets_T, temperature, ignore_index, token_chunk, vocab_chunk
+    )
     name = resolve_impl(impl, hidden_TH, weight_VH)
     if name == "reference":
         return logprobs_entropy_reference(
@@ -167,8 +179,12 @@ def logprobs_entropy(
         )
     rows_N = valid_T.nonzero().squeeze(1)
     logp_N, entropy_N = _LogprobsEntropy.apply(
-        hidden_TH.index_select(0, rows_N), weight_VH, targets_T.index_select(0, rows_N),
-        float(temperature), backend, options,
+        hidden_TH.index_select(0, rows_N),
+        weight_VH,
+        targets_T.index_select(0, rows_N),
+        float(temperature),
+        backend,
+        options,
     )
     zeros_T = logp_N.new_zeros(targets_T.shape[0])
     return zeros_T.index_copy(0, rows_N, logp_N), zeros_T.index_copy(0, rows_N, entropy_N)
@@ -193,13 +209,19 @@ def next_token_logprobs_entropy(
     """
     batch, length, hidden_size = hidden_BTH.shape
     if input_ids_BT.shape != (batch, length):
-        raise ValueError(f"input_ids_BT {tuple(input_ids_BT.shape)} does not match "
-                         f"hidden_BTH {tuple(hidden_BTH.shape)}")
+        raise ValueError(
+            f"input_ids_BT {tuple(input_ids_BT.shape)} does not match "
+            f"hidden_BTH {tuple(hidden_BTH.shape)}"
+        )
     targets_BT1 = input_ids_BT[:, 1:]
     if mask_BT is not None:
         targets_BT1 = torch.where(mask_BT[:, 1:].bool(), targets_BT1, ignore_index)
     logp_N, entropy_N = logprobs_entropy(
-        hidden_BTH[:, :-1].reshape(-1, hidden_size), weight_VH, targets_BT1.reshape(-1),
-        temperature, ignore_index=ignore_index, **options,
+        hidden_BTH[:, :-1].reshape(-1, hidden_size),
+        weight_VH,
+        targets_BT1.reshape(-1),
+        temperature,
+        ignore_index=ignore_index,
+        **options,
     )
     return logp_N.view(batch, length - 1), entropy_N.view(batch, length - 1)

@@ -48,7 +48,9 @@ def logprobs_entropy_reference(
     Computed in fp32 (fp64 if an input is fp64) whatever the input dtype.
     Tokens whose target equals `ignore_index` get logp = entropy = 0 and no gradient.
     """
-    dtype = torch.promote_types(torch.promote_types(hidden_TH.dtype, weight_VH.dtype), torch.float32)
+    dtype = torch.promote_types(
+        torch.promote_types(hidden_TH.dtype, weight_VH.dtype), torch.float32
+    )
     logits_TV = (hidden_TH.to(dtype) @ weight_VH.to(dtype).T) / temperature
     logp_TV = torch.log_softmax(logits_TV, dim=-1)
     del logits_TV  # log_softmax's backward needs only its output; free the logits early

@@ -37,9 +37,23 @@ BUFFER_ELEMENTS = 1 << 26
 
 
 @triton.jit
-def _logits_tile(h_ptr, w_ptr, rows, cols, row_ok, col_ok, H, stride_h, stride_w, inv_temp,
-                 BLOCK_T: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_H: tl.constexpr,
-                 PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+def _logits_tile(
+    h_ptr,
+    w_ptr,
+    rows,
+    cols,
+    row_ok,
+    col_ok,
+    H,
+    stride_h,
+    stride_w,
+    inv_temp,
+    BLOCK_T: tl.constexpr,
+    BLOCK_V: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+    PRECISION: tl.constexpr,
+    UPCAST: tl.constexpr,
+):
     """[BLOCK_T, BLOCK_V] fp32 tile of hidden @ weight.T / temperature (zero where masked)."""
     acc = tl.zeros((BLOCK_T, BLOCK_V), dtype=tl.float32)
     # int64 offsets: V * H exceeds 2**31 for large vocabularies and hidden sizes.
@@ -57,11 +71,27 @@ def _logits_tile(h_ptr, w_ptr, rows, cols, row_ok, col_ok, H, stride_h, stride_w
 
 
 @triton.jit
-def _forward_partials_kernel(h_ptr, w_ptr, y_ptr, max_ptr, sum_ptr, wsum_ptr, target_ptr,
-                             N, V, H, stride_h, stride_w, inv_temp, vocab_per_split,
-                             BLOCK_T: tl.constexpr, BLOCK_V: tl.constexpr,
-                             BLOCK_H: tl.constexpr, PRECISION: tl.constexpr,
-                             UPCAST: tl.constexpr):
+def _forward_partials_kernel(
+    h_ptr,
+    w_ptr,
+    y_ptr,
+    max_ptr,
+    sum_ptr,
+    wsum_ptr,
+    target_ptr,
+    N,
+    V,
+    H,
+    stride_h,
+    stride_w,
+    inv_temp,
+    vocab_per_split,
+    BLOCK_T: tl.constexpr,
+    BLOCK_V: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+    PRECISION: tl.constexpr,
+    UPCAST: tl.constexpr,
+):
     """Online softmax state of one token block over one vocabulary split (see merge_partials)."""
     split = tl.program_id(1)
     rows = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
@@ -77,8 +107,23 @@ def _forward_partials_kernel(h_ptr, w_ptr, y_ptr, max_ptr, sum_ptr, wsum_ptr, ta
     for v_start in range(v_begin, v_end, BLOCK_V):
         cols = v_start + tl.arange(0, BLOCK_V)
         col_ok = cols < v_end
-        z = _logits_tile(h_ptr, w_ptr, rows, cols, row_ok, col_ok, H, stride_h, stride_w,
-                         inv_temp, BLOCK_T, BLOCK_V, BLOCK_H, PRECISION, UPCAST)
+        z = _logits_tile(
+            h_ptr,
+            w_ptr,
+            rows,
+            cols,
+            row_ok,
+            col_ok,
+            H,
+            stride_h,
+            stride_w,
+            inv_temp,
+            BLOCK_T,
+            BLOCK_V,
+            BLOCK_H,
+            PRECISION,
+            UPCAST,
+        )
         valid = col_ok[None, :]
         is_target = (cols[None, :] == targets[:, None]) & valid
         target_logit += tl.sum(tl.where(is_target, z, 0.0), axis=1)
@@ -99,11 +144,29 @@ def _forward_partials_kernel(h_ptr, w_ptr, y_ptr, max_ptr, sum_ptr, wsum_ptr, ta
 
 
 @triton.jit
-def _dlogits_kernel(h_ptr, w_ptr, lse_ptr, ent_ptr, glogp_ptr, gent_ptr, dz_ptr,
-                    N, H, stride_h, stride_w, stride_dz, inv_temp, v_offset, v_count,
-                    HAS_GRAD_ENTROPY: tl.constexpr, BLOCK_T: tl.constexpr,
-                    BLOCK_V: tl.constexpr, BLOCK_H: tl.constexpr, PRECISION: tl.constexpr,
-                    UPCAST: tl.constexpr):
+def _dlogits_kernel(
+    h_ptr,
+    w_ptr,
+    lse_ptr,
+    ent_ptr,
+    glogp_ptr,
+    gent_ptr,
+    dz_ptr,
+    N,
+    H,
+    stride_h,
+    stride_w,
+    stride_dz,
+    inv_temp,
+    v_offset,
+    v_count,
+    HAS_GRAD_ENTROPY: tl.constexpr,
+    BLOCK_T: tl.constexpr,
+    BLOCK_V: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+    PRECISION: tl.constexpr,
+    UPCAST: tl.constexpr,
+):
     """d(loss)/d(logits) tile for columns v_offset + [0, v_count), less the one-hot term.
 
     The formula is in chunked.py. The one-hot term a [j = y] is left out because it is the
@@ -116,8 +179,23 @@ def _dlogits_kernel(h_ptr, w_ptr, lse_ptr, ent_ptr, glogp_ptr, gent_ptr, dz_ptr,
     row_ok = rows < N
     col_ok = local < v_count
     cols = v_offset + local
-    z = _logits_tile(h_ptr, w_ptr, rows, cols, row_ok, col_ok, H, stride_h, stride_w,
-                     inv_temp, BLOCK_T, BLOCK_V, BLOCK_H, PRECISION, UPCAST)
+    z = _logits_tile(
+        h_ptr,
+        w_ptr,
+        rows,
+        cols,
+        row_ok,
+        col_ok,
+        H,
+        stride_h,
+        stride_w,
+        inv_temp,
+        BLOCK_T,
+        BLOCK_V,
+        BLOCK_H,
+        PRECISION,
+        UPCAST,
+    )
     lse = tl.load(lse_ptr + rows, mask=row_ok, other=0.0)
     grad_logp = tl.load(glogp_ptr + rows, mask=row_ok, other=0.0)
     logp = z - lse[:, None]
@@ -128,8 +206,9 @@ def _dlogits_kernel(h_ptr, w_ptr, lse_ptr, ent_ptr, glogp_ptr, gent_ptr, dz_ptr,
         coef += grad_entropy[:, None] * (logp + entropy[:, None])
     dz = -tl.exp(logp) * coef * inv_temp  # the a [j = y] term is added outside, in fp32
     offsets = rows.to(tl.int64)[:, None] * stride_dz + local[None, :]
-    tl.store(dz_ptr + offsets, dz.to(dz_ptr.dtype.element_ty),
-             mask=row_ok[:, None] & col_ok[None, :])
+    tl.store(
+        dz_ptr + offsets, dz.to(dz_ptr.dtype.element_ty), mask=row_ok[:, None] & col_ok[None, :]
+    )
 
 
 def _dot_options(dtype: torch.dtype) -> dict:
@@ -145,15 +224,18 @@ def _dot_options(dtype: torch.dtype) -> dict:
 
 def _check(hidden_NH: torch.Tensor, weight_VH: torch.Tensor) -> None:
     if hidden_NH.dtype != weight_VH.dtype or hidden_NH.dtype not in (
-        torch.float32, torch.float16, torch.bfloat16
+        torch.float32,
+        torch.float16,
+        torch.bfloat16,
     ):
-        raise ValueError("impl='triton' needs hidden and weight of one dtype among fp32, "
-                         f"fp16, bf16; got {hidden_NH.dtype} and {weight_VH.dtype}")
+        raise ValueError(
+            "impl='triton' needs hidden and weight of one dtype among fp32, "
+            f"fp16, bf16; got {hidden_NH.dtype} and {weight_VH.dtype}"
+        )
 
 
 @torch.no_grad()
-def forward_stats(hidden_NH, weight_VH, targets_N, inv_temp, *, token_chunk=None,
-                  vocab_chunk=None):
+def forward_stats(hidden_NH, weight_VH, targets_N, inv_temp, *, token_chunk=None, vocab_chunk=None):
     """fp32 (lse_N, entropy_N, target_logit_N). Chunk options are not used by this pass."""
     _check(hidden_NH, weight_VH)
     hidden_NH, weight_VH = hidden_NH.contiguous(), weight_VH.contiguous()
@@ -161,17 +243,32 @@ def forward_stats(hidden_NH, weight_VH, targets_N, inv_temp, *, token_chunk=None
     vocab = weight_VH.shape[0]
     token_blocks = triton.cdiv(num_tokens, BLOCK_T)
     vocab_blocks = triton.cdiv(vocab, BLOCK_V)
-    blocks_per_split = triton.cdiv(vocab_blocks, max(1, min(vocab_blocks, triton.cdiv(
-        TARGET_PROGRAMS, max(token_blocks, 1)))))
+    blocks_per_split = triton.cdiv(
+        vocab_blocks, max(1, min(vocab_blocks, triton.cdiv(TARGET_PROGRAMS, max(token_blocks, 1))))
+    )
     vocab_per_split = blocks_per_split * BLOCK_V  # whole tiles: no tile straddles two splits
     splits = triton.cdiv(vocab, vocab_per_split)
     partials = torch.empty(4, splits, num_tokens, device=hidden_NH.device, dtype=torch.float32)
     if num_tokens > 0:
         _forward_partials_kernel[(token_blocks, splits)](
-            hidden_NH, weight_VH, targets_N.contiguous(), partials[0], partials[1],
-            partials[2], partials[3], num_tokens, vocab, hidden_size, hidden_NH.stride(0),
-            weight_VH.stride(0), inv_temp, vocab_per_split, BLOCK_T=BLOCK_T, BLOCK_V=BLOCK_V,
-            BLOCK_H=BLOCK_H, **_dot_options(hidden_NH.dtype),
+            hidden_NH,
+            weight_VH,
+            targets_N.contiguous(),
+            partials[0],
+            partials[1],
+            partials[2],
+            partials[3],
+            num_tokens,
+            vocab,
+            hidden_size,
+            hidden_NH.stride(0),
+            weight_VH.stride(0),
+            inv_temp,
+            vocab_per_split,
+            BLOCK_T=BLOCK_T,
+            BLOCK_V=BLOCK_V,
+            BLOCK_H=BLOCK_H,
+            **_dot_options(hidden_NH.dtype),
         )
     lse_N, entropy_N = finish_partials(*merge_partials(partials[0], partials[1], partials[2]))
     return lse_N, entropy_N, partials[3].sum(dim=0)
@@ -184,9 +281,21 @@ def _vocab_chunk(num_tokens: int, vocab: int, vocab_chunk: int | None) -> int:
 
 
 @torch.no_grad()
-def backward_grads(hidden_NH, weight_VH, targets_N, lse_N, entropy_N, grad_logp_N,
-                   grad_entropy_N, inv_temp, need_hidden, need_weight, *, token_chunk=None,
-                   vocab_chunk=None):
+def backward_grads(
+    hidden_NH,
+    weight_VH,
+    targets_N,
+    lse_N,
+    entropy_N,
+    grad_logp_N,
+    grad_entropy_N,
+    inv_temp,
+    need_hidden,
+    need_weight,
+    *,
+    token_chunk=None,
+    vocab_chunk=None,
+):
     """Gradients for hidden_NH and weight_VH (None where not needed), in their dtypes.
 
     `token_chunk` is not used: the buffer holds every token, so each weight-gradient chunk is
@@ -196,10 +305,14 @@ def backward_grads(hidden_NH, weight_VH, targets_N, lse_N, entropy_N, grad_logp_
     num_tokens, hidden_size = hidden_NH.shape
     vocab = weight_VH.shape[0]
     vocab_chunk = _vocab_chunk(num_tokens, vocab, vocab_chunk)
-    dlogits_NC = torch.empty(num_tokens, vocab_chunk, device=hidden_NH.device,
-                             dtype=hidden_NH.dtype)
-    grad_hidden32_NH = torch.zeros(num_tokens, hidden_size, device=hidden_NH.device,
-                                   dtype=torch.float32) if need_hidden else None
+    dlogits_NC = torch.empty(
+        num_tokens, vocab_chunk, device=hidden_NH.device, dtype=hidden_NH.dtype
+    )
+    grad_hidden32_NH = (
+        torch.zeros(num_tokens, hidden_size, device=hidden_NH.device, dtype=torch.float32)
+        if need_hidden
+        else None
+    )
     grad_weight_VH = torch.empty_like(weight_VH) if need_weight else None
     has_grad_entropy = grad_entropy_N is not None
     grad_entropy_N = (grad_entropy_N if has_grad_entropy else grad_logp_N).contiguous()
@@ -208,25 +321,42 @@ def backward_grads(hidden_NH, weight_VH, targets_N, lse_N, entropy_N, grad_logp_
         grid = (triton.cdiv(num_tokens, BLOCK_T), triton.cdiv(count, BLOCK_V))
         if num_tokens > 0:
             _dlogits_kernel[grid](
-                hidden_NH, weight_VH, lse_N, entropy_N,
-                grad_logp_N.contiguous(), grad_entropy_N, dlogits_NC, num_tokens, hidden_size,
-                hidden_NH.stride(0), weight_VH.stride(0), dlogits_NC.stride(0), inv_temp,
-                v_start, count, HAS_GRAD_ENTROPY=has_grad_entropy, BLOCK_T=BLOCK_T,
-                BLOCK_V=BLOCK_V, BLOCK_H=BLOCK_H, **_dot_options(hidden_NH.dtype),
+                hidden_NH,
+                weight_VH,
+                lse_N,
+                entropy_N,
+                grad_logp_N.contiguous(),
+                grad_entropy_N,
+                dlogits_NC,
+                num_tokens,
+                hidden_size,
+                hidden_NH.stride(0),
+                weight_VH.stride(0),
+                dlogits_NC.stride(0),
+                inv_temp,
+                v_start,
+                count,
+                HAS_GRAD_ENTROPY=has_grad_entropy,
+                BLOCK_T=BLOCK_T,
+                BLOCK_V=BLOCK_V,
+                BLOCK_H=BLOCK_H,
+                **_dot_options(hidden_NH.dtype),
             )
         block_NC = dlogits_NC[:, :count]
         if grad_weight_VH is not None:
-            torch.mm(block_NC.T, hidden_NH, out=grad_weight_VH[v_start:v_start + count])
+            torch.mm(block_NC.T, hidden_NH, out=grad_weight_VH[v_start : v_start + count])
         if grad_hidden32_NH is not None:
-            grad_hidden32_NH += block_NC @ weight_VH[v_start:v_start + count]
-    _add_onehot_term(hidden_NH, weight_VH, targets_N, grad_logp_N * inv_temp,
-                     grad_hidden32_NH, grad_weight_VH)
+            grad_hidden32_NH += block_NC @ weight_VH[v_start : v_start + count]
+    _add_onehot_term(
+        hidden_NH, weight_VH, targets_N, grad_logp_N * inv_temp, grad_hidden32_NH, grad_weight_VH
+    )
     grad_hidden_NH = None if grad_hidden32_NH is None else grad_hidden32_NH.to(hidden_NH.dtype)
     return grad_hidden_NH, grad_weight_VH
 
 
-def _add_onehot_term(hidden_NH, weight_VH, targets_N, scaled_grad_logp_N, grad_hidden32_NH,
-                     grad_weight_VH):
+def _add_onehot_term(
+    hidden_NH, weight_VH, targets_N, scaled_grad_logp_N, grad_hidden32_NH, grad_weight_VH
+):
     """Add d(loss)/d(logits) = a / T at (t, targets[t]) to both gradients, in fp32."""
     if grad_hidden32_NH is not None:
         grad_hidden32_NH += scaled_grad_logp_N[:, None] * weight_VH[targets_N].float()

@@ -19,7 +19,9 @@ POLL_S = 2.0
 
 def gpus_seen(ray) -> tuple[float, list[str]]:
     nodes = [n for n in ray.nodes() if n.get("Alive")]
-    described = [f"{n.get('NodeManagerAddress', '?')}: {n['Resources'].get('GPU', 0):g} GPU" for n in nodes]
+    described = [
+        f"{n.get('NodeManagerAddress', '?')}: {n['Resources'].get('GPU', 0):g} GPU" for n in nodes
+    ]
     return ray.cluster_resources().get("GPU", 0.0), described
 
 
@@ -43,8 +45,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"ray cluster ready: {have:g} GPUs on {len(nodes)} node(s)")
             return 0
         if time.monotonic() > deadline:
-            print(f"ray cluster not ready after {args.timeout:g} s: {have:g} of {args.gpus:g} GPUs, "
-                  f"{args.gpus - have:g} missing; nodes: {'; '.join(nodes) or 'none'}", file=sys.stderr)
+            print(
+                f"ray cluster not ready after {args.timeout:g} s: {have:g} of {args.gpus:g} GPUs, "
+                f"{args.gpus - have:g} missing; nodes: {'; '.join(nodes) or 'none'}",
+                file=sys.stderr,
+            )
             return 1
         time.sleep(POLL_S)  # between polls of the real state, not in place of them
 

@@ -59,7 +59,9 @@ def checked(result: object) -> Outcome:
     if not isinstance(result, Outcome):
         return Outcome.error(f"verifier returned {type(result).__name__}, not Outcome")
     if result.status not in (CORRECT, INCORRECT, ERROR):
-        return Outcome.error(f"verifier returned unknown status {result.status!r}"[:MAX_REASON_CHARS])
+        return Outcome.error(
+            f"verifier returned unknown status {result.status!r}"[:MAX_REASON_CHARS]
+        )
     if result.status != ERROR and not math.isfinite(result.score):
         return Outcome.error(f"verifier returned a non-finite score for {result.status}")
     if not isinstance(result.reason, str) or len(result.reason) > MAX_REASON_CHARS:
@@ -82,5 +84,3 @@ def call_verifier(fn: Verifier, completion: str, gold: str, row: Mapping[str, An
         return checked(fn(completion, gold, row))
     except Exception as e:  # the contract: bad input or a plug-in bug never stops the batch
         return Outcome.error(describe(e))
-
-

@@ -112,8 +112,9 @@ def last_number(text: str) -> str | None:
 FALLBACKS = {"answer_is": answer_is, "last_number": last_number}
 
 
-def extract_answer(text: str, fallbacks: tuple[str, ...] = ("answer_is", "last_number")
-                   ) -> tuple[str, str] | None:
+def extract_answer(
+    text: str, fallbacks: tuple[str, ...] = ("answer_is", "last_number")
+) -> tuple[str, str] | None:
     """(how, answer): the last box ("boxed", its content), else the first of `fallbacks` that
     finds something ("answer_is" gives the whole phrase, "last_number" the number)."""
     boxed = last_boxed(text)

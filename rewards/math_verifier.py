@@ -47,8 +47,7 @@ def _parse(text: str, configs: list, timeout_s: int) -> list:
     from math_verify.errors import TimeoutException
 
     try:
-        return parse(text, configs, parsing_timeout=_alarm_seconds(timeout_s),
-                     raise_on_error=True)
+        return parse(text, configs, parsing_timeout=_alarm_seconds(timeout_s), raise_on_error=True)
     except TimeoutException:
         raise _Undecided("math-verify timeout while parsing") from None
     except Exception:  # malformed LaTeX is an unparsable answer, not a verifier failure
@@ -110,8 +109,9 @@ def equivalent(gold: list | tuple, pred: list, timeout_s: int = TIMEOUT_S) -> bo
         if not isinstance(g, str) and not isinstance(p, str) and g == p:
             return True  # the same expression tree: equal, and SymPy need not simplify g - p
         try:
-            if (verify(g, p, timeout_seconds=_alarm_seconds(timeout_s), raise_on_error=True)
-                    and not _tiny_numbers_differ(g, p)):
+            if verify(
+                g, p, timeout_seconds=_alarm_seconds(timeout_s), raise_on_error=True
+            ) and not _tiny_numbers_differ(g, p):
                 return True
         except TimeoutException:
             raise _Undecided("math-verify timeout while comparing") from None
@@ -139,8 +139,12 @@ def _tiny_numbers_differ(gold: object, pred: object) -> bool:
         return False
 
 
-def make_math_verifier(fallbacks: tuple[str, ...] = ("answer_is", "last_number"), *,
-                       timeout_s: int = TIMEOUT_S, shortcut: bool = True) -> Verifier:
+def make_math_verifier(
+    fallbacks: tuple[str, ...] = ("answer_is", "last_number"),
+    *,
+    timeout_s: int = TIMEOUT_S,
+    shortcut: bool = True,
+) -> Verifier:
     """A math verifier whose answer is the last box, else the first of `fallbacks` that finds
     one (names from rewards.extract.FALLBACKS, tried in order). `timeout_s` bounds each
     math-verify parse and comparison; `shortcut=False` sends even an answer written exactly
@@ -173,7 +177,8 @@ def make_math_verifier(fallbacks: tuple[str, ...] = ("answer_is", "last_number")
             return Outcome.error(str(e))
 
     verify_math.__qualname__ = verify_math.__name__ = (
-        "verify_math" if fallbacks else "verify_math_boxed")
+        "verify_math" if fallbacks else "verify_math_boxed"
+    )
     return verify_math
 
 

@@ -100,7 +100,11 @@ class _ForkServer:
         try:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "rewards.worker", str(theirs.fileno()), str(os.getpid())],
-                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=2, env=env)
+                pass_fds=(theirs.fileno(),),
+                stdin=subprocess.DEVNULL,
+                stdout=2,
+                env=env,
+            )
         finally:
             theirs.close()
         self.sock = ours
@@ -240,11 +244,18 @@ class VerifierPool:
     One caller at a time: the pool is not thread-safe.
     """
 
-    def __init__(self, num_workers: int = 2, timeout_s: float = 10.0,
-                 memory_mb: int | None = 2048, plugins: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        num_workers: int = 2,
+        timeout_s: float = 10.0,
+        memory_mb: int | None = 2048,
+        plugins: Sequence[str] = (),
+    ) -> None:
         if num_workers < 0 or timeout_s <= 0 or (memory_mb is not None and memory_mb <= 0):
-            raise ValueError(f"need num_workers >= 0, timeout_s > 0, memory_mb > 0 or None; got "
-                             f"{num_workers}, {timeout_s}, {memory_mb}")
+            raise ValueError(
+                f"need num_workers >= 0, timeout_s > 0, memory_mb > 0 or None; got "
+                f"{num_workers}, {timeout_s}, {memory_mb}"
+            )
         self.num_workers, self.timeout_s, self.memory_mb = num_workers, timeout_s, memory_mb
         self._config = {"memory_mb": memory_mb, "plugins": list(plugins)}
         for spec in plugins:
@@ -348,8 +359,9 @@ class VerifierPool:
             try:
                 message = pickle.dumps((w.seq + 1, r.verifier, r.completion, r.gold, dict(r.row)))
             except Exception as e:  # e.g. a row holding a lock: this request fails, not the batch
-                batch.finish(index, Outcome.error(f"request cannot be sent to a worker: "
-                                                  f"{describe(e)}"), 0.0)
+                batch.finish(
+                    index, Outcome.error(f"request cannot be sent to a worker: {describe(e)}"), 0.0
+                )
                 continue
             if w.jobs and len(message) > PIPELINE_MAX_BYTES:
                 batch.give_back(slot, index)  # sent when the worker is idle and reading
@@ -380,8 +392,9 @@ class VerifierPool:
         now = time.monotonic()
         for slot, w in enumerate(self._workers):
             if w.jobs and now >= w.head_since + self.timeout_s:
-                self._fail(slot, w, batch, Outcome.error(f"timeout after {self.timeout_s:g} s"),
-                           "timeouts")
+                self._fail(
+                    slot, w, batch, Outcome.error(f"timeout after {self.timeout_s:g} s"), "timeouts"
+                )
             elif not w.ready and now >= w.started + STARTUP_TIMEOUT_S:
                 raise RuntimeError(f"verifier worker did not start within {STARTUP_TIMEOUT_S} s")
 
@@ -394,8 +407,9 @@ class VerifierPool:
                 return
             code = self._server[0].exit_code(w.pid) if w.pid else None
             w.pid = None  # gone: never signal that pid again
-            self._fail(slot, w, batch, Outcome.error(f"{_describe_exit(code)} (crashed)"),
-                       "crashes")
+            self._fail(
+                slot, w, batch, Outcome.error(f"{_describe_exit(code)} (crashed)"), "crashes"
+            )
             return
         if message[0] == "ready":
             w.ready, w.pid = True, message[1]
@@ -411,8 +425,9 @@ class VerifierPool:
                 w.pid = None
                 self._fail(slot, w, batch, None, "")
 
-    def _fail(self, slot: int, w: _Worker, batch: _Batch | None, outcome: Outcome | None,
-              kind: str) -> None:
+    def _fail(
+        self, slot: int, w: _Worker, batch: _Batch | None, outcome: Outcome | None, kind: str
+    ) -> None:
         """Replace `w`. Its running job gets `outcome` (unless None); queued ones run elsewhere."""
         if w.jobs and outcome is not None:
             batch.finish(w.jobs.popleft()[0], outcome, time.monotonic() - w.head_since, kind)

@@ -29,8 +29,10 @@ def register(name: str) -> Callable[[Verifier], Verifier]:
             raise TypeError(f"verifier {name!r} must be callable, got {type(fn).__name__}")
         old = _REGISTRY.get(name)
         if old is not None and old is not fn:
-            raise ValueError(f"verifier {name!r} is already registered by {_origin(old)}; "
-                             f"cannot register {_origin(fn)} under the same name")
+            raise ValueError(
+                f"verifier {name!r} is already registered by {_origin(old)}; "
+                f"cannot register {_origin(fn)} under the same name"
+            )
         _REGISTRY[name] = fn
         return fn
 
@@ -47,8 +49,10 @@ def get_verifier(name: str) -> Verifier:
         try:
             fn = points[name].load()
         except Exception as e:
-            raise ImportError(f"verifier plug-in {name!r} ({points[name].value}) failed to load: "
-                              f"{type(e).__name__}: {e}") from e
+            raise ImportError(
+                f"verifier plug-in {name!r} ({points[name].value}) failed to load: "
+                f"{type(e).__name__}: {e}"
+            ) from e
         register(name)(fn)
     return _REGISTRY[name]
 
@@ -67,8 +71,9 @@ def load_plugin(spec: str) -> str:
         name, path = "", spec
     module_name, colon, attr = path.strip().partition(":")
     if not colon or not module_name or not attr or (sep and not name.strip()):
-        raise ValueError(f"verifier plug-in {spec!r} must look like 'module:function' "
-                         "or 'name=module:function'")
+        raise ValueError(
+            f"verifier plug-in {spec!r} must look like 'module:function' or 'name=module:function'"
+        )
     obj = importlib.import_module(module_name)
     for part in attr.split("."):
         obj = getattr(obj, part)
@@ -86,12 +91,16 @@ def _entry_points() -> dict[str, importlib.metadata.EntryPoint]:
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         other = points.get(ep.name)
         if other is not None and other.value != ep.value:
-            raise ValueError(f"verifier {ep.name!r} is declared by two installed plug-ins: "
-                             f"{other.value} and {ep.value}")
+            raise ValueError(
+                f"verifier {ep.name!r} is declared by two installed plug-ins: "
+                f"{other.value} and {ep.value}"
+            )
         builtin = _REGISTRY.get(ep.name)
         if builtin is not None and builtin.__module__ in BUILTIN_MODULES:
-            raise ValueError(f"installed plug-in {ep.value} uses the built-in verifier name "
-                             f"{ep.name!r}; rename its entry point")
+            raise ValueError(
+                f"installed plug-in {ep.value} uses the built-in verifier name "
+                f"{ep.name!r}; rename its entry point"
+            )
         points[ep.name] = ep
     return points
 

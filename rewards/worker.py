@@ -73,8 +73,10 @@ def _limit_memory(memory_mb: int | None) -> None:
     try:
         bytearray(4 * 1024 * 1024)
     except MemoryError:
-        raise MemoryError(f"memory_mb={memory_mb} leaves no room: a worker already uses "
-                          f"{_vm_size_mb()} MB of address space") from None
+        raise MemoryError(
+            f"memory_mb={memory_mb} leaves no room: a worker already uses "
+            f"{_vm_size_mb()} MB of address space"
+        ) from None
 
 
 def _verify(name: str, completion: str, gold: str, row: dict) -> tuple[Outcome, bool]:
@@ -113,8 +115,9 @@ def serve(req_fd: int, res_fd: int, memory_mb: int | None) -> int:
             return 2
 
 
-def _fork_worker(ctrl: socket.socket, wakeup: tuple[int, int], fds: list[int],
-                 memory_mb: int | None) -> None:
+def _fork_worker(
+    ctrl: socket.socket, wakeup: tuple[int, int], fds: list[int], memory_mb: int | None
+) -> None:
     server_pid = os.getpid()
     pid = os.fork()
     if pid:

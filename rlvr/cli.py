@@ -1,4 +1,7 @@
-"""The `rlvr` command: train, plan, sft, eval. Bad input exits with status 2 and one line, no traceback."""
+"""The `rlvr` command: train, plan, sft, eval.
+
+Bad input exits with status 2 and one line, no traceback.
+"""
 
 from __future__ import annotations
 
@@ -24,11 +27,17 @@ def main(argv: list[str] | None = None) -> int:
     except PipelineError as exc:
         if os.environ.get("RLVR_DEBUG"):
             raise
-        print(f"rlvr: error: {exc}\nrlvr: the run keeps its last checkpoint; continue it with "
-              "trainer.resume=auto (RLVR_DEBUG=1 shows the traceback)", file=sys.stderr)
+        print(
+            f"rlvr: error: {exc}\nrlvr: the run keeps its last checkpoint; continue it with "
+            "trainer.resume=auto (RLVR_DEBUG=1 shows the traceback)",
+            file=sys.stderr,
+        )
         return 1
     except KeyboardInterrupt:
-        print("rlvr: interrupted; resume with trainer.resume=auto from the last checkpoint", file=sys.stderr)
+        print(
+            "rlvr: interrupted; resume with trainer.resume=auto from the last checkpoint",
+            file=sys.stderr,
+        )
         return 130
 
 
@@ -37,48 +46,71 @@ def quiet_threads() -> None:
 
     With spinning (the default), a 2-thread torch process sharing its cores with any other busy
     process ran 8-13x slower here (an SFT step: 2.5 s instead of 0.3 s); sleeping threads cost
-    little when the machine is quiet. Ray actors get the same setting (rlvr.cluster.ray_cluster.init_ray).
+    little when the machine is quiet. Ray actors get the same setting
+    (rlvr.cluster.ray_cluster.init_ray).
     """
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rlvr", description="RLVR post-training for reasoning LLMs.")
+    parser = argparse.ArgumentParser(
+        prog="rlvr", description="RLVR post-training for reasoning LLMs."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="run RL training from a recipe",
-                       description="Run RL (GRPO / DARS / MoPPS ...) as the recipe says. Writes "
-                       "runs/<recipe>-<time>/ with config, metrics.jsonl, TensorBoard, plots, checkpoints.")
+    p = sub.add_parser(
+        "train",
+        help="run RL training from a recipe",
+        description="Run RL (GRPO / DARS / MoPPS ...) as the recipe says. Writes "
+        "runs/<recipe>-<time>/ with config, metrics.jsonl, TensorBoard, plots, checkpoints.",
+    )
     add_recipe_args(p)
-    p.add_argument("--force", action="store_true",
-                   help="start even if the memory plan says the recipe does not fit (see rlvr plan)")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="start even if the memory plan says the recipe does not fit (see rlvr plan)",
+    )
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("plan", help="estimate per-GPU memory and placement before launching",
-                       description="Print per-GPU memory estimates for the learner (weights, gradients, "
-                       "optimizer state under the ZeRO stage, activations, logits with and without the "
-                       "fused kernel) and for vLLM (weights, KV cache), and where engines and learners go. "
-                       "Exits 1 if the recipe does not fit.")
+    p = sub.add_parser(
+        "plan",
+        help="estimate per-GPU memory and placement before launching",
+        description="Print per-GPU memory estimates for the learner (weights, gradients, "
+        "optimizer state under the ZeRO stage, activations, logits with and without the "
+        "fused kernel) and for vLLM (weights, KV cache), and where engines and learners go. "
+        "Exits 1 if the recipe does not fit.",
+    )
     add_recipe_args(p)
-    p.add_argument("--model-config", help="a model's config.json (for hub models not shipped in "
-                   "rlvr/plan/model_configs/ when offline)")
+    p.add_argument(
+        "--model-config",
+        help="a model's config.json (for hub models not shipped in "
+        "rlvr/plan/model_configs/ when offline)",
+    )
     p.add_argument("--nodes", type=int, help="check placement on this many nodes ...")
     p.add_argument("--gpus-per-node", type=int, help="... with this many GPUs each")
     p.set_defaults(func=cmd_plan)
 
-    p = sub.add_parser("sft", help="warm-start the built-in model (supervised)",
-                       description="Train the built-in tiny model on demonstrations (the sft section) "
-                       "into the cache that model.path=builtin:... uses, then evaluate it on held-out problems.")
+    p = sub.add_parser(
+        "sft",
+        help="warm-start the built-in model (supervised)",
+        description="Train the built-in tiny model on demonstrations (the sft section) "
+        "into the cache that model.path=builtin:... uses, then evaluate it on held-out problems.",
+    )
     add_recipe_args(p)
     p.add_argument("--out", help="write the model here instead of the cache")
     p.set_defaults(func=cmd_sft)
 
-    p = sub.add_parser("eval", help="evaluate a model on the held-out problems",
-                       description="Sample eval.n completions per held-out problem and report pass@k "
-                       "with 95%% bootstrap intervals.")
+    p = sub.add_parser(
+        "eval",
+        help="evaluate a model on the held-out problems",
+        description="Sample eval.n completions per held-out problem and report pass@k "
+        "with 95%% bootstrap intervals.",
+    )
     add_recipe_args(p)
-    p.add_argument("--model", help="HF model directory or checkpoint (default: the recipe's model.path)")
+    p.add_argument(
+        "--model", help="HF model directory or checkpoint (default: the recipe's model.path)"
+    )
     p.set_defaults(func=cmd_eval)
     return parser
 
@@ -128,9 +160,11 @@ def refuse_if_too_big(cfg) -> None:
         return
     report = plan_config(cfg, shape)
     if not report.fits:
-        raise ConfigError("the recipe does not fit its GPUs (rlvr plan shows the figures): "
-                          + "; ".join(report.problems)
-                          + ". Start it anyway with --force or placement.check_fit=false")
+        raise ConfigError(
+            "the recipe does not fit its GPUs (rlvr plan shows the figures): "
+            + "; ".join(report.problems)
+            + ". Start it anyway with --force or placement.check_fit=false"
+        )
 
 
 def cmd_sft(args) -> int:
@@ -138,7 +172,9 @@ def cmd_sft(args) -> int:
     from rlvr.tasks.tiny_model import builtin_model_dir
 
     if not cfg.model.path.startswith("builtin:"):
-        raise ConfigError(f"model.path={cfg.model.path!r}: rlvr sft warm-starts the built-in model only")
+        raise ConfigError(
+            f"model.path={cfg.model.path!r}: rlvr sft warm-starts the built-in model only"
+        )
     if args.out:
         from rlvr.tasks.sft import run_sft
 
@@ -180,15 +216,31 @@ def report_eval(cfg, model_path: str) -> dict:
     rows = load_task(cfg)[1]
     engine = HFEngine(model_path, dtype=cfg.model.dtype, batch_size=cfg.rollout.batch_size)
     vc = cfg.verifier
-    with VerifierPool(num_workers=vc.num_workers, timeout_s=vc.timeout_s, memory_mb=vc.memory_mb,
-                      plugins=vc.plugins) as pool:
-        metrics = evaluate(engine.generate, pool, tokenizer, rows, encode(cfg, tokenizer, rows), n=cfg.eval.n,
-                           ks=cfg.eval.k, temperature=cfg.eval.temperature,
-                           max_new_tokens=cfg.rollout.max_new_tokens, seed=cfg.trainer.seed + 3)
+    with VerifierPool(
+        num_workers=vc.num_workers,
+        timeout_s=vc.timeout_s,
+        memory_mb=vc.memory_mb,
+        plugins=vc.plugins,
+    ) as pool:
+        metrics = evaluate(
+            engine.generate,
+            pool,
+            tokenizer,
+            rows,
+            encode(cfg, tokenizer, rows),
+            n=cfg.eval.n,
+            ks=cfg.eval.k,
+            temperature=cfg.eval.temperature,
+            max_new_tokens=cfg.rollout.max_new_tokens,
+            seed=cfg.trainer.seed + 3,
+        )
     print(f"held-out: {len(rows)} problems x {cfg.eval.n} samples at T={cfg.eval.temperature}")
     for key, value in metrics.items():
         if key.startswith("pass@") and "_ci" not in key:
-            print(f"  {key:<10} {value:.3f}  (95% CI {metrics[key + '_ci_lo']:.3f}-{metrics[key + '_ci_hi']:.3f})")
+            print(
+                f"  {key:<10} {value:.3f}  (95% CI {metrics[key + '_ci_lo']:.3f}-"
+                f"{metrics[key + '_ci_hi']:.3f})"
+            )
         elif key.startswith("level/"):
             print(f"  {key:<24} {value:.3f}")
     return metrics

@@ -7,7 +7,7 @@ that (N + dN) S(acc) reaches a target, then merges them into its group:
 
 | mode | target | dN (mean-centred, S = 2a(1-a)) | dN (std-normalised, S = 2 sqrt(a(1-a))) |
 |---|---|---|---|
-| `et` equal treatment | the peak, S(0.5) N | ceil(N / (4a(1-a)) - N) | ceil(N / (2 sqrt(a(1-a))) - N) |
+| `et` equal treatment | peak S(0.5) N | ceil(N / (4a(1-a)) - N) | ceil(N / (2 sqrt(a(1-a))) - N) |
 | `hw` hardness weighted | 2 (1 - a) S(0.5) N | ceil(N / (2a) - N) | ceil(N sqrt((1 - a) / a) - N) |
 
 a = acc, or 0.5 / N when acc = 0 (no finite dN otherwise). dN = 0 for acc >= 0.5 and for NaN
@@ -33,9 +33,16 @@ DEFAULT_N_MAX = {"et": 32, "hw": 64}
 CEIL_TOL = 1e-4
 
 
-def dars_extra(acc_P: torch.Tensor, n: int, *, mode: str = "hw", n_max: int | None = None,
-               std_normalized: bool = False) -> torch.Tensor:
-    """dN_P (long [P]): extra completions per prompt from first-stage accuracies acc_P (NaN allowed)."""
+def dars_extra(
+    acc_P: torch.Tensor,
+    n: int,
+    *,
+    mode: str = "hw",
+    n_max: int | None = None,
+    std_normalized: bool = False,
+) -> torch.Tensor:
+    """dN_P (long [P]): extra completions per prompt from first-stage accuracies acc_P (NaN
+    allowed)."""
     if mode not in MODES:
         raise ValueError(f"unknown DARS mode {mode!r}; valid: {', '.join(MODES)}")
     if n < 1:
@@ -68,7 +75,9 @@ class DARSSchedule:
         return cls(cfg.mode, cfg.n_max, cfg.std_normalized)
 
     def extra(self, acc_P: torch.Tensor, n: int) -> torch.Tensor:
-        extra_P = dars_extra(acc_P, n, mode=self.mode, n_max=self.n_max, std_normalized=self.std_normalized)
+        extra_P = dars_extra(
+            acc_P, n, mode=self.mode, n_max=self.n_max, std_normalized=self.std_normalized
+        )
         expanded = extra_P > 0
         self._metrics = {
             "dars/extra_completions": float(extra_P.sum()),
@@ -81,12 +90,14 @@ class DARSSchedule:
         """Record what stage 2 achieved: accuracies before and after merging (NaN = no verdict)."""
         zero = acc_stage1_P == 0
         known = acc_stage1_P[~acc_stage1_P.isnan()]
-        self._metrics.update({
-            "dars/rescued_frac": _mean(acc_merged_P[zero] > 0),
-            "dars/stage1_solved_none": _mean(known == 0),
-            "dars/stage1_solved_partly": _mean((known > 0) & (known < 1)),
-            "dars/stage1_solved_all": _mean(known == 1),
-        })
+        self._metrics.update(
+            {
+                "dars/rescued_frac": _mean(acc_merged_P[zero] > 0),
+                "dars/stage1_solved_none": _mean(known == 0),
+                "dars/stage1_solved_partly": _mean((known > 0) & (known < 1)),
+                "dars/stage1_solved_all": _mean(known == 1),
+            }
+        )
 
     def metrics(self) -> dict[str, float]:
         return dict(self._metrics)

@@ -11,7 +11,9 @@ import math
 import torch
 
 
-def zero_variance_admit(reward_N: torch.Tensor, group_N: torch.Tensor, num_groups: int) -> torch.Tensor:
+def zero_variance_admit(
+    reward_N: torch.Tensor, group_N: torch.Tensor, num_groups: int
+) -> torch.Tensor:
     """admit_P: True for groups whose verified rewards are not all equal.
 
     Such groups have zero advantage for every member and only dilute the loss normalisation
@@ -41,8 +43,10 @@ class DynamicSampling:
 
     def __init__(self, target: int, max_gen_batches: int = 10, refill: bool = True):
         if target < 1 or max_gen_batches < 1:
-            raise ValueError(f"DynamicSampling needs target >= 1 and max_gen_batches >= 1, "
-                             f"got {target} and {max_gen_batches}")
+            raise ValueError(
+                f"DynamicSampling needs target >= 1 and max_gen_batches >= 1, "
+                f"got {target} and {max_gen_batches}"
+            )
         self.target, self.max_gen_batches, self.refill = target, max_gen_batches, refill
         self.begin()
 
@@ -77,7 +81,9 @@ class DynamicSampling:
         return {
             "gate/gen_batches": float(self.rounds),
             "gate/generated_groups": float(self.generated),
-            "gate/informative_frac": self.informative / self.generated if self.generated else math.nan,
+            "gate/informative_frac": self.informative / self.generated
+            if self.generated
+            else math.nan,
             "gate/kept_groups": float(self.kept),
             "gate/short_groups": float(max(self.target - self.kept, 0)) if self.refill else 0.0,
         }

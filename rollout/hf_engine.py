@@ -21,13 +21,25 @@ class HFEngine:
     """Engine contract: `generate(prompts_token_ids, sampling) -> Completions`,
     `load_weights(named_tensors)`, `named_parameters()`."""
 
-    def __init__(self, model_path: str, *, dtype: str = "float32", device: str = "cpu",
-                 batch_size: int = 512, trust_remote_code: bool = False):
+    def __init__(
+        self,
+        model_path: str,
+        *,
+        dtype: str = "float32",
+        device: str = "cpu",
+        batch_size: int = 512,
+        trust_remote_code: bool = False,
+    ):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.device = torch.device(device)
-        self.model = AutoModelForCausalLM.from_pretrained(
-            model_path, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code).to(self.device).eval()
+        self.model = (
+            AutoModelForCausalLM.from_pretrained(
+                model_path, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code
+            )
+            .to(self.device)
+            .eval()
+        )
         tok = AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust_remote_code)
         self.eos_id = tok.eos_token_id
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
@@ -40,8 +52,10 @@ class HFEngine:
             raise ValueError("generate() needs at least one prompt")
         torch.manual_seed(sampling.seed)
         order = [i for i in range(len(prompts)) for _ in range(sampling.n)]
-        parts = [self._generate_chunk([prompts[i] for i in order[s: s + self.batch_size]], sampling)
-                 for s in range(0, len(order), self.batch_size)]
+        parts = [
+            self._generate_chunk([prompts[i] for i in order[s : s + self.batch_size]], sampling)
+            for s in range(0, len(order), self.batch_size)
+        ]
         done = Completions.concat(parts, [0] * len(parts))
         done.prompt_index_N = torch.tensor(order, dtype=torch.long)
         return done
@@ -51,13 +65,21 @@ class HFEngine:
         ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
         attn = torch.zeros((len(seqs), width), dtype=torch.long)
         for row, s in enumerate(seqs):  # left padding: every prompt ends at column `width`
-            ids[row, width - len(s):] = torch.tensor(s)
-            attn[row, width - len(s):] = 1
+            ids[row, width - len(s) :] = torch.tensor(s)
+            attn[row, width - len(s) :] = 1
         out = self.model.generate(
-            input_ids=ids.to(self.device), attention_mask=attn.to(self.device), do_sample=True,
-            temperature=sampling.temperature, top_p=sampling.top_p, top_k=0,
-            max_new_tokens=sampling.max_new_tokens, eos_token_id=self.eos_id, pad_token_id=self.pad_id,
-            output_scores=True, return_dict_in_generate=True)
+            input_ids=ids.to(self.device),
+            attention_mask=attn.to(self.device),
+            do_sample=True,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            top_k=0,
+            max_new_tokens=sampling.max_new_tokens,
+            eos_token_id=self.eos_id,
+            pad_token_id=self.pad_id,
+            output_scores=True,
+            return_dict_in_generate=True,
+        )
         new_NL = out.sequences[:, width:].cpu()
         scores_NLV = torch.stack(out.scores, dim=1).float().cpu()
         logp_NL = torch.log_softmax(scores_NLV, dim=-1).gather(-1, new_NL[..., None]).squeeze(-1)

@@ -41,9 +41,19 @@ STEP_METRICS = ("sampler/rank_corr", "sampler/selected_posterior_mean", "sampler
 class MoPPSSampler:
     """Thompson-sampling prompt selection from Beta posteriors; see the module docstring."""
 
-    def __init__(self, num_prompts: int, seed: int, *, decay: float = 1.0, ts_ratio: float = 8.0,
-                 target: float = 0.5, mode: str = "topk", low: float = 0.3, high: float = 0.7,
-                 prior: tuple[np.ndarray, np.ndarray] | None = None):
+    def __init__(
+        self,
+        num_prompts: int,
+        seed: int,
+        *,
+        decay: float = 1.0,
+        ts_ratio: float = 8.0,
+        target: float = 0.5,
+        mode: str = "topk",
+        low: float = 0.3,
+        high: float = 0.7,
+        prior: tuple[np.ndarray, np.ndarray] | None = None,
+    ):
         if num_prompts < 1:
             raise ValueError("MoPPSSampler needs at least one prompt")
         if not 0.0 < decay <= 1.0:
@@ -64,18 +74,30 @@ class MoPPSSampler:
         self.seen_P = np.zeros(num_prompts, dtype=bool)
         self.num_seen = 0
         self.rng = np.random.default_rng(seed)
-        self._pending: list[tuple[np.ndarray, np.ndarray]] = []  # (indices, g) selected since observe
+        self._pending: list[
+            tuple[np.ndarray, np.ndarray]
+        ] = []  # (indices, g) selected since observe
         self._metrics = dict.fromkeys(STEP_METRICS, math.nan)
 
     @classmethod
-    def from_config(cls, cfg: Any, num_prompts: int, seed: int,
-                    prompts: Sequence[str] | None = None) -> MoPPSSampler:
+    def from_config(
+        cls, cfg: Any, num_prompts: int, seed: int, prompts: Sequence[str] | None = None
+    ) -> MoPPSSampler:
         """From an object with the `sampler` config section's attributes (rlvr SamplerConfig)."""
         prior = None
         if cfg.prior_file:
             prior = load_prior(cfg.prior_file, num_prompts, prompts, cfg.prior_strength)
-        return cls(num_prompts, seed, decay=cfg.decay, ts_ratio=cfg.ts_ratio, target=cfg.target,
-                   mode=cfg.mode, low=cfg.low, high=cfg.high, prior=prior)
+        return cls(
+            num_prompts,
+            seed,
+            decay=cfg.decay,
+            ts_ratio=cfg.ts_ratio,
+            target=cfg.target,
+            mode=cfg.mode,
+            low=cfg.low,
+            high=cfg.high,
+            prior=prior,
+        )
 
     def next_batch(self, size: int) -> list[int]:
         """B distinct prompt indices chosen by Thompson sampling from a uniform candidate pool."""
@@ -105,14 +127,18 @@ class MoPPSSampler:
         gap = np.maximum(self.low - g[out], g[out] - self.high)
         return np.concatenate([ins, out[np.argsort(gap, kind="stable")[: size - ins.size]]])
 
-    def observe(self, indices: Sequence[int], successes: Sequence[float], counts: Sequence[int]) -> None:
-        """Decayed Beta update of the rolled-out prompts (successes of counts verified completions)."""
+    def observe(
+        self, indices: Sequence[int], successes: Sequence[float], counts: Sequence[int]
+    ) -> None:
+        """Decayed Beta update of rolled-out prompts (successes of counts verified completions)."""
         idx = np.asarray(indices, dtype=np.int64)
         s = np.asarray(successes, dtype=np.float64)
         k = np.asarray(counts, dtype=np.float64)
         if not idx.shape == s.shape == k.shape or idx.ndim != 1:
-            raise ValueError(f"observe: indices, successes, counts differ in length "
-                             f"({idx.shape}, {s.shape}, {k.shape})")
+            raise ValueError(
+                f"observe: indices, successes, counts differ in length "
+                f"({idx.shape}, {s.shape}, {k.shape})"
+            )
         if idx.size and (idx.min() < 0 or idx.max() >= self.num_prompts):
             raise ValueError(f"observe: prompt index out of range [0, {self.num_prompts})")
         if np.any(s < 0) or np.any(s > k + 1e-6):
@@ -142,18 +168,26 @@ class MoPPSSampler:
         return spearman(sel_g[pos[ok]], s[ok] / k[ok])
 
     def state_dict(self) -> dict[str, Any]:
-        """Posteriors as tensors and the RNG state as plain ints: safe for torch.load(weights_only=True)."""
-        return {"kind": "mopps", "alpha": torch.from_numpy(self.alpha_P.copy()),
-                "beta": torch.from_numpy(self.beta_P.copy()), "seen": torch.from_numpy(self.seen_P.copy()),
-                "rng": self.rng.bit_generator.state}
+        """Posteriors as tensors, RNG state as plain ints; safe to torch.load(weights_only=True)."""
+        return {
+            "kind": "mopps",
+            "alpha": torch.from_numpy(self.alpha_P.copy()),
+            "beta": torch.from_numpy(self.beta_P.copy()),
+            "seen": torch.from_numpy(self.seen_P.copy()),
+            "rng": self.rng.bit_generator.state,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("kind") != "mopps":
-            raise ValueError(f"sampler state is not MoPPS state (keys {sorted(state)}); was the run "
-                             "started with another sampler.name?")
+            raise ValueError(
+                f"sampler state is not MoPPS state (keys {sorted(state)}); was the run "
+                "started with another sampler.name?"
+            )
         alpha = np.asarray(state["alpha"], dtype=np.float64)
         if alpha.shape != (self.num_prompts,):
-            raise ValueError(f"sampler state covers {alpha.shape[0]} prompts, the data has {self.num_prompts}")
+            raise ValueError(
+                f"sampler state covers {alpha.shape[0]} prompts, the data has {self.num_prompts}"
+            )
         self.alpha_P = alpha.copy()
         self.beta_P = np.asarray(state["beta"], dtype=np.float64).copy()
         self.seen_P = np.asarray(state["seen"], dtype=bool).copy()
@@ -183,8 +217,9 @@ def average_ranks(x: np.ndarray) -> np.ndarray:
     return (first + (counts + 1) / 2.0)[inv.reshape(-1)]
 
 
-def load_prior(path: str | Path, num_prompts: int, prompts: Sequence[str] | None = None,
-               strength: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+def load_prior(
+    path: str | Path, num_prompts: int, prompts: Sequence[str] | None = None, strength: float = 1.0
+) -> tuple[np.ndarray, np.ndarray]:
     """Beta pseudo-counts from an offline evaluation, as (alpha_P, beta_P).
 
     JSONL, one evaluated prompt per line: `index` (0-based row of the training data) or `prompt`
@@ -218,20 +253,26 @@ def load_prior(path: str | Path, num_prompts: int, prompts: Sequence[str] | None
 
 def _text_index(prompts: Sequence[str] | None, where: str) -> dict[str, list[int]]:
     if prompts is None:
-        raise ValueError(f"{where}: the prior names prompts by text, but no prompt texts were given")
+        raise ValueError(
+            f"{where}: the prior names prompts by text, but no prompt texts were given"
+        )
     out: dict[str, list[int]] = {}
     for i, text in enumerate(prompts):
         out.setdefault(text, []).append(i)
     return out
 
 
-def _rows_of(rec: dict, num_prompts: int, by_text: dict[str, list[int]] | None, where: str) -> list[int]:
+def _rows_of(
+    rec: dict, num_prompts: int, by_text: dict[str, list[int]] | None, where: str
+) -> list[int]:
     if ("index" in rec) == ("prompt" in rec):
         raise ValueError(f"{where}: give exactly one of 'index' and 'prompt'")
     if "index" in rec:
         i = rec["index"]
         if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < num_prompts:
-            raise ValueError(f"{where}: index={i!r} is not a row of the {num_prompts} training prompts")
+            raise ValueError(
+                f"{where}: index={i!r} is not a row of the {num_prompts} training prompts"
+            )
         return [i]
     rows = by_text.get(rec["prompt"]) if by_text is not None else None
     if not rows:

@@ -41,7 +41,7 @@ class UniformSampler:
                 self.epoch, self.cursor = self.epoch + 1, 0
                 self.order = self._permutation()
             take = min(size - len(out), len(self.order) - self.cursor)
-            out.extend(self.order[self.cursor: self.cursor + take])
+            out.extend(self.order[self.cursor : self.cursor + take])
             self.cursor += take
         return out
 
@@ -49,12 +49,19 @@ class UniformSampler:
         """Uniform selection learns nothing from outcomes."""
 
     def state_dict(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "cursor": self.cursor, "order": list(self.order),
-                "rng": self.rng.getstate()}
+        return {
+            "epoch": self.epoch,
+            "cursor": self.cursor,
+            "order": list(self.order),
+            "rng": self.rng.getstate(),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if len(state["order"]) != self.num_prompts:
-            raise ValueError(f"sampler state covers {len(state['order'])} prompts, the data has {self.num_prompts}")
+            raise ValueError(
+                f"sampler state covers {len(state['order'])} prompts, "
+                f"the data has {self.num_prompts}"
+            )
         self.epoch, self.cursor, self.order = state["epoch"], state["cursor"], list(state["order"])
         self.rng.setstate(tuple(_tuplify(state["rng"])))
 
@@ -70,8 +77,9 @@ def _tuplify(x):
 SAMPLERS = {"uniform": UniformSampler, "mopps": MoPPSSampler}
 
 
-def make_sampler(config: Any, num_prompts: int, seed: int, prompts: Sequence[str] | None = None,
-                 **options):
+def make_sampler(
+    config: Any, num_prompts: int, seed: int, prompts: Sequence[str] | None = None, **options
+):
     """A sampler from a name (plus keyword `options`) or from the `sampler` config section.
 
     `prompts` (the training rows' texts) is only read by a MoPPS prior file that names prompts
@@ -81,7 +89,9 @@ def make_sampler(config: Any, num_prompts: int, seed: int, prompts: Sequence[str
     try:
         cls = SAMPLERS[name]
     except KeyError:
-        raise ValueError(f"unknown prompt sampler {name!r}; valid: {', '.join(sorted(SAMPLERS))}") from None
+        raise ValueError(
+            f"unknown prompt sampler {name!r}; valid: {', '.join(sorted(SAMPLERS))}"
+        ) from None
     if isinstance(config, str) or not hasattr(cls, "from_config"):
         return cls(num_prompts, seed, **options)
     return cls.from_config(config, num_prompts, seed, prompts=prompts)

@@ -41,7 +41,9 @@ def make_schedule(config: Any, **options):
     try:
         cls = SCHEDULES[name]
     except KeyError:
-        raise ValueError(f"unknown rollout schedule {name!r}; valid: {', '.join(sorted(SCHEDULES))}") from None
+        raise ValueError(
+            f"unknown rollout schedule {name!r}; valid: {', '.join(sorted(SCHEDULES))}"
+        ) from None
     if isinstance(config, str) or not hasattr(cls, "from_config"):
         return cls(**options)
     return cls.from_config(config)

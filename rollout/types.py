@@ -29,10 +29,10 @@ class Completions:
     """An engine's output for P prompts x n samples.
 
     prompt_index_N: long [N], which input prompt each completion continues.
-    token_ids_NL:   long [N, L], generated tokens (EOS included when the model stopped), right-padded
-                    with `pad_id`.
-    logprobs_NL:    float32 [N, L], the engine's log-prob of each generated token under the processed
-                    (temperature-scaled) distribution; 0 on padding.
+    token_ids_NL:   long [N, L], generated tokens (EOS included when the model stopped),
+                    right-padded with `pad_id`.
+    logprobs_NL:    float32 [N, L], the engine's log-prob of each generated token under the
+                    processed (temperature-scaled) distribution; 0 on padding.
     length_N:       long [N], number of generated tokens.
     finish_reason:  list of N strings, "stop" (EOS) or "length" (hit max_new_tokens).
     """
@@ -63,7 +63,9 @@ class Completions:
             return torch.nn.functional.pad(t, (0, width - t.shape[1]), value=value)
 
         return Completions(
-            prompt_index_N=torch.cat([p.prompt_index_N + off for p, off in zip(parts, prompt_offsets)]),
+            prompt_index_N=torch.cat(
+                [p.prompt_index_N + off for p, off in zip(parts, prompt_offsets)]
+            ),
             token_ids_NL=torch.cat([pad(p.token_ids_NL, p.pad_id) for p in parts]),
             logprobs_NL=torch.cat([pad(p.logprobs_NL, 0.0) for p in parts]),
             length_N=torch.cat([p.length_N for p in parts]),

@@ -45,7 +45,9 @@ class VLLMOptions:
     load_format: str = "dummy"
     seed: int = 0
     dtype: str = "bfloat16"
-    transfer_backend: str | None = "nccl"  # nccl (disaggregated), ipc (colocated), None: load_weights only
+    transfer_backend: str | None = (
+        "nccl"  # nccl (disaggregated), ipc (colocated), None: load_weights only
+    )
     enable_sleep_mode: bool = False
     trust_remote_code: bool = False
 
@@ -54,14 +56,23 @@ def engine_kwargs(model_path: str, options: VLLMOptions, engine_index: int = 0) 
     """Keyword arguments of `vllm.LLM(...)` (each one an `EngineArgs` field)."""
     o = options
     if o.transfer_backend not in (*TRANSFER_BACKENDS, None):
-        raise ValueError(f"unknown weight transfer backend {o.transfer_backend!r}; valid: nccl, ipc")
+        raise ValueError(
+            f"unknown weight transfer backend {o.transfer_backend!r}; valid: nccl, ipc"
+        )
     kwargs = dict(
-        model=model_path, tensor_parallel_size=o.tensor_parallel_size, dtype=o.dtype,
-        seed=o.seed + engine_index, gpu_memory_utilization=o.gpu_memory_utilization,
-        max_num_seqs=o.max_num_seqs, enable_prefix_caching=o.enable_prefix_caching,
-        enforce_eager=o.enforce_eager, load_format=o.load_format,
-        logprobs_mode="processed_logprobs", worker_extension_cls=WORKER_EXTENSION,
-        enable_sleep_mode=o.enable_sleep_mode, trust_remote_code=o.trust_remote_code,
+        model=model_path,
+        tensor_parallel_size=o.tensor_parallel_size,
+        dtype=o.dtype,
+        seed=o.seed + engine_index,
+        gpu_memory_utilization=o.gpu_memory_utilization,
+        max_num_seqs=o.max_num_seqs,
+        enable_prefix_caching=o.enable_prefix_caching,
+        enforce_eager=o.enforce_eager,
+        load_format=o.load_format,
+        logprobs_mode="processed_logprobs",
+        worker_extension_cls=WORKER_EXTENSION,
+        enable_sleep_mode=o.enable_sleep_mode,
+        trust_remote_code=o.trust_remote_code,
         # Workers as local processes of this actor: it owns the node's GPUs Ray gave it.
         distributed_executor_backend="mp" if o.tensor_parallel_size > 1 else "uni",
     )
@@ -79,9 +90,17 @@ def request_seed(seed: int, prompt: int, n: int) -> int:
 
 def sampling_kwargs(sampling: SamplingSettings, seed: int) -> dict:
     """Keyword arguments of `vllm.SamplingParams(...)` for one request."""
-    return dict(n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p, top_k=0,
-                max_tokens=sampling.max_new_tokens, seed=seed, logprobs=0, flat_logprobs=True,
-                detokenize=False)
+    return dict(
+        n=sampling.n,
+        temperature=sampling.temperature,
+        top_p=sampling.top_p,
+        top_k=0,
+        max_tokens=sampling.max_new_tokens,
+        seed=seed,
+        logprobs=0,
+        flat_logprobs=True,
+        detokenize=False,
+    )
 
 
 def sampled_logprobs(logprobs, token_ids: Sequence[int]) -> list[float]:
@@ -94,8 +113,10 @@ def sampled_logprobs(logprobs, token_ids: Sequence[int]) -> list[float]:
         out = [position[tok].logprob for position, tok in zip(logprobs, token_ids)]
         wrong = []
     if len(out) != len(token_ids) or wrong:
-        raise RuntimeError(f"vLLM log-probs do not line up with the sampled tokens "
-                           f"({len(out)} for {len(token_ids)} tokens; mismatches at {wrong[:3]})")
+        raise RuntimeError(
+            f"vLLM log-probs do not line up with the sampled tokens "
+            f"({len(out)} for {len(token_ids)} tokens; mismatches at {wrong[:3]})"
+        )
     return out
 
 
@@ -119,9 +140,14 @@ def completions_from_outputs(outputs, n: int, pad_id: int) -> Completions:
     for i, (r, lp) in enumerate(zip(rows, logps)):
         token_ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
         logprobs[i, : len(lp)] = torch.tensor(lp, dtype=torch.float32)
-    return Completions(prompt_index_N=torch.tensor(index, dtype=torch.long), token_ids_NL=token_ids,
-                       logprobs_NL=logprobs, length_N=torch.tensor([len(r) for r in rows], dtype=torch.long),
-                       finish_reason=reasons, pad_id=pad_id)
+    return Completions(
+        prompt_index_N=torch.tensor(index, dtype=torch.long),
+        token_ids_NL=token_ids,
+        logprobs_NL=logprobs,
+        length_N=torch.tensor([len(r) for r in rows], dtype=torch.long),
+        finish_reason=reasons,
+        pad_id=pad_id,
+    )
 
 
 class VLLMEngine:
@@ -138,7 +164,9 @@ class VLLMEngine:
         self.options, self.engine_index = options, engine_index
         self.llm = LLM(**engine_kwargs(model_path, options, engine_index))
         tokenizer = self.llm.get_tokenizer()
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.pad_id = (
+            tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        )
         self.llm.collective_rpc("rlvr_install_digest_hook")
         self.asleep = False
 
@@ -150,10 +178,13 @@ class VLLMEngine:
             raise ValueError("generate() needs at least one prompt")
         if self.asleep:
             raise RuntimeError("generate() on a sleeping vLLM engine; wake it up first")
-        params = [SamplingParams(**sampling_kwargs(sampling, request_seed(sampling.seed, p, sampling.n)))
-                  for p in range(len(prompts))]
-        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=list(p)) for p in prompts], params,
-                                    use_tqdm=False)
+        params = [
+            SamplingParams(**sampling_kwargs(sampling, request_seed(sampling.seed, p, sampling.n)))
+            for p in range(len(prompts))
+        ]
+        outputs = self.llm.generate(
+            [TokensPrompt(prompt_token_ids=list(p)) for p in prompts], params, use_tqdm=False
+        )
         return completions_from_outputs(outputs, sampling.n, self.pad_id)
 
     # ---- weights -------------------------------------------------------------------------
@@ -164,8 +195,10 @@ class VLLMEngine:
         self.llm.collective_rpc("rlvr_load_weights", args=(named,))
 
     def named_parameters(self):
-        raise NotImplementedError("vLLM keeps fused, sharded parameters in its workers; compare "
-                                  "weights with received_fingerprints() instead")
+        raise NotImplementedError(
+            "vLLM keeps fused, sharded parameters in its workers; compare "
+            "weights with received_fingerprints() instead"
+        )
 
     def init_weight_transfer_engine(self, init_info: dict) -> None:
         self.llm.init_weight_transfer_engine({"init_info": init_info})
@@ -190,8 +223,10 @@ class VLLMEngine:
         if self.asleep:
             self.wake_up(["kv_cache"])
         if not self.llm.reset_prefix_cache():
-            raise RuntimeError(f"vLLM engine {self.engine_index}: reset_prefix_cache() returned False; "
-                               "rollouts would reuse KV from the old weights")
+            raise RuntimeError(
+                f"vLLM engine {self.engine_index}: reset_prefix_cache() returned False; "
+                "rollouts would reuse KV from the old weights"
+            )
         return self.received_fingerprints()
 
     # ---- colocated: free the GPU for the learner -------------------------------------------

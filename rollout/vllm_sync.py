@@ -41,8 +41,13 @@ class MultiEngineClient:
     module needs no Ray import at module level and tests can pass a fake).
     """
 
-    def __init__(self, handles: list, world_sizes: Sequence[int], get: Callable | None = None,
-                 timeout_s: float = 900.0):
+    def __init__(
+        self,
+        handles: list,
+        world_sizes: Sequence[int],
+        get: Callable | None = None,
+        timeout_s: float = 900.0,
+    ):
         if len(handles) != len(world_sizes):
             raise ValueError(f"{len(handles)} engines but {len(world_sizes)} world sizes")
         self.handles, self.world_sizes = list(handles), list(world_sizes)
@@ -57,12 +62,17 @@ class MultiEngineClient:
             return [dict(init_info) for _ in self.handles]
         world = transfer_world_size(self.world_sizes)
         if init_info.get("world_size") != world:
-            raise ValueError(f"NCCL init payload has world_size={init_info.get('world_size')}; the "
-                             f"trainer and {len(self.handles)} engine(s) of sizes {self.world_sizes} make {world}")
+            raise ValueError(
+                f"NCCL init payload has world_size={init_info.get('world_size')}; the "
+                f"trainer and {len(self.handles)} engine(s) of sizes {self.world_sizes} "
+                f"make {world}"
+            )
         return [{**init_info, "rank_offset": offset} for offset in self.offsets]
 
     def _call(self, method: str, args_per_engine: list[tuple]) -> None:
-        refs = [h.engine_call.remote(method, *args) for h, args in zip(self.handles, args_per_engine)]
+        refs = [
+            h.engine_call.remote(method, *args) for h, args in zip(self.handles, args_per_engine)
+        ]
         self._get(refs, self.timeout_s)
 
     def init_weight_transfer_engine(self, init_info: dict) -> None:

@@ -42,8 +42,13 @@ class ParamSpec:
         return self.numel * torch.empty((), dtype=self.torch_dtype).element_size()
 
 
-def make_manifest(named_shapes: Iterable[tuple[str, tuple[int, ...], torch.dtype]]) -> list[ParamSpec]:
-    return [ParamSpec(name, tuple(shape), str(dtype).removeprefix("torch.")) for name, shape, dtype in named_shapes]
+def make_manifest(
+    named_shapes: Iterable[tuple[str, tuple[int, ...], torch.dtype]],
+) -> list[ParamSpec]:
+    return [
+        ParamSpec(name, tuple(shape), str(dtype).removeprefix("torch."))
+        for name, shape, dtype in named_shapes
+    ]
 
 
 def plan_buckets(manifest: list[ParamSpec], bucket_bytes: int) -> list[list[int]]:
@@ -75,7 +80,7 @@ def tensor_digest(name: str, tensor: torch.Tensor) -> tuple:
     words = flat.view(torch.uint8) if flat.element_size() == 1 else flat.view(torch.int16)
     plain = weighted = 0
     for start in range(0, words.numel(), DIGEST_CHUNK):
-        part = words[start: start + DIGEST_CHUNK].to(torch.int64) & 0xFFFF
+        part = words[start : start + DIGEST_CHUNK].to(torch.int64) & 0xFFFF
         weights = torch.arange(start, start + part.numel(), device=part.device) % 251 + 1
         plain += int(part.sum())
         weighted += int((part * weights).sum())
@@ -101,8 +106,16 @@ class SyncGroup:
     constructs its SyncGroup concurrently (construction blocks until all have joined).
     """
 
-    def __init__(self, host: str, port: int, rank: int, world_size: int, backend: str = "gloo",
-                 timeout_s: float = 600.0, store: dist.TCPStore | None = None):
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        rank: int,
+        world_size: int,
+        backend: str = "gloo",
+        timeout_s: float = 600.0,
+        store: dist.TCPStore | None = None,
+    ):
         timeout = datetime.timedelta(seconds=timeout_s)
         if store is None:
             store = dist.TCPStore(host, port, world_size, is_master=False, timeout=timeout)
@@ -118,8 +131,14 @@ class SyncGroup:
     @staticmethod
     def create_store(host: str, world_size: int, timeout_s: float = 600.0) -> dist.TCPStore:
         """The master store on rank 0's host; the OS picks the port (read `.port`)."""
-        return dist.TCPStore(host, 0, world_size, is_master=True, wait_for_workers=False,
-                             timeout=datetime.timedelta(seconds=timeout_s))
+        return dist.TCPStore(
+            host,
+            0,
+            world_size,
+            is_master=True,
+            wait_for_workers=False,
+            timeout=datetime.timedelta(seconds=timeout_s),
+        )
 
     def broadcast(self, tensor: torch.Tensor):
         opts = dist.BroadcastOptions()
@@ -127,8 +146,13 @@ class SyncGroup:
         return self.pg.broadcast([tensor], opts)
 
 
-def send_buckets(group: SyncGroup, manifest: list[ParamSpec], plan: list[list[int]],
-                 tensors: Iterator[torch.Tensor], device: torch.device) -> tuple[int, str]:
+def send_buckets(
+    group: SyncGroup,
+    manifest: list[ParamSpec],
+    plan: list[list[int]],
+    tensors: Iterator[torch.Tensor],
+    device: torch.device,
+) -> tuple[int, str]:
     """Rank 0: pack the tensors (in manifest order) into buckets and broadcast.
 
     Returns (bytes sent, fingerprint of what was sent). `tensors` must yield exactly the
@@ -141,8 +165,10 @@ def send_buckets(group: SyncGroup, manifest: list[ParamSpec], plan: list[list[in
         for i in bucket:
             part = next(tensors).detach()
             if part.numel() != manifest[i].numel:
-                raise RuntimeError(f"weight sync: {manifest[i].name} has {part.numel()} elements, "
-                                   f"manifest says {manifest[i].numel}")
+                raise RuntimeError(
+                    f"weight sync: {manifest[i].name} has {part.numel()} elements, "
+                    f"manifest says {manifest[i].numel}"
+                )
             digests.append(tensor_digest(manifest[i].name, part.reshape(manifest[i].shape)))
             parts.append(part.reshape(-1))
         flat = torch.cat(parts).to(device=device, dtype=manifest[bucket[0]].torch_dtype)
@@ -155,9 +181,14 @@ def send_buckets(group: SyncGroup, manifest: list[ParamSpec], plan: list[list[in
     return sent, combine_digests(digests)
 
 
-def receive_buckets(group: SyncGroup, manifest: list[ParamSpec], plan: list[list[int]],
-                    device: torch.device, load: Callable[[list[tuple[str, torch.Tensor]]], None],
-                    corrupt: Callable[[int, torch.Tensor], None] | None = None) -> int:
+def receive_buckets(
+    group: SyncGroup,
+    manifest: list[ParamSpec],
+    plan: list[list[int]],
+    device: torch.device,
+    load: Callable[[list[tuple[str, torch.Tensor]]], None],
+    corrupt: Callable[[int, torch.Tensor], None] | None = None,
+) -> int:
     """Ranks 1..W: receive each bucket and hand its (name, tensor) views to `load`.
 
     `corrupt` is a test hook called with (bucket index, flat buffer) before loading.
@@ -173,7 +204,7 @@ def receive_buckets(group: SyncGroup, manifest: list[ParamSpec], plan: list[list
         views, offset = [], 0
         for i in bucket:
             spec = manifest[i]
-            views.append((spec.name, flat[offset: offset + spec.numel].view(spec.shape)))
+            views.append((spec.name, flat[offset : offset + spec.numel].view(spec.shape)))
             offset += spec.numel
         load(views)
     return received

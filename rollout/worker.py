@@ -15,9 +15,18 @@ from rollout.weight_sync import ParamSpec, SyncGroup, fingerprint, plan_buckets,
 
 
 class RolloutWorker:
-    def __init__(self, index: int, engine: str, model_path: str, *, dtype: str = "float32",
-                 batch_size: int = 512, threads: int = 1, trust_remote_code: bool = False,
-                 engine_options: dict | None = None):
+    def __init__(
+        self,
+        index: int,
+        engine: str,
+        model_path: str,
+        *,
+        dtype: str = "float32",
+        batch_size: int = 512,
+        threads: int = 1,
+        trust_remote_code: bool = False,
+        engine_options: dict | None = None,
+    ):
         torch.set_num_threads(max(1, threads))
         self.index = index
         if engine == "vllm":
@@ -32,8 +41,13 @@ class RolloutWorker:
         transformers.logging.disable_progress_bar()
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.engine = HFEngine(model_path, dtype=dtype, device=device, batch_size=batch_size,
-                               trust_remote_code=trust_remote_code)
+        self.engine = HFEngine(
+            model_path,
+            dtype=dtype,
+            device=device,
+            batch_size=batch_size,
+            trust_remote_code=trust_remote_code,
+        )
         self.device = torch.device(device)
         self.group: SyncGroup | None = None
         self._corrupt_bucket: int | None = None
@@ -51,7 +65,8 @@ class RolloutWorker:
 
     def engine_call(self, method: str, *args):
         """vLLM engine controls by name (weight transfer, prefix cache, sleep/wake), for the
-        controller (rlvr.cluster.vllm_cluster) and the learners' transfer client (rollout.vllm_sync)."""
+        controller (rlvr.cluster.vllm_cluster) and the learners' transfer client
+        (rollout.vllm_sync)."""
         return getattr(self.engine, method)(*args)
 
     def ready(self) -> int:
@@ -60,20 +75,31 @@ class RolloutWorker:
     def generate(self, prompts: list[list[int]], sampling: SamplingSettings) -> Completions:
         return self.engine.generate(prompts, sampling)
 
-    def join_sync(self, host: str, port: int, rank: int, world_size: int, backend: str,
-                  manifest: list[ParamSpec], bucket_bytes: int, timeout_s: float) -> None:
+    def join_sync(
+        self,
+        host: str,
+        port: int,
+        rank: int,
+        world_size: int,
+        backend: str,
+        manifest: list[ParamSpec],
+        bucket_bytes: int,
+        timeout_s: float,
+    ) -> None:
         """Join the weight-sync group (blocks until learner rank 0 and every worker have joined)."""
         self.manifest, self.plan = manifest, plan_buckets(manifest, bucket_bytes)
         own = {n: tuple(p.shape) for n, p in self.engine.named_parameters()}
         theirs = {s.name: s.shape for s in manifest}
         if own != theirs:
             missing = sorted(set(theirs) ^ set(own)) or [n for n in own if own[n] != theirs.get(n)]
-            raise RuntimeError(f"rollout worker {self.index}: model does not match the learner's "
-                               f"manifest (first differences: {missing[:3]})")
+            raise RuntimeError(
+                f"rollout worker {self.index}: model does not match the learner's "
+                f"manifest (first differences: {missing[:3]})"
+            )
         self.group = SyncGroup(host, port, rank, world_size, backend, timeout_s)
 
     def receive_weights(self) -> dict:
-        """Receive one full sync; returns bytes received and the fingerprint of the loaded weights."""
+        """Receive one full sync; returns bytes received and the loaded weights' fingerprint."""
         corrupt = None
         if self._corrupt_bucket is not None:
             target, self._corrupt_bucket = self._corrupt_bucket, None
@@ -81,8 +107,10 @@ class RolloutWorker:
             def corrupt(b: int, flat: torch.Tensor) -> None:
                 if b == target:
                     flat[0] += 1.0
-        received = receive_buckets(self.group, self.manifest, self.plan, self.device,
-                                   self.engine.load_weights, corrupt)
+
+        received = receive_buckets(
+            self.group, self.manifest, self.plan, self.device, self.engine.load_weights, corrupt
+        )
         return {"bytes": received, "fingerprint": self.fingerprint()}
 
     def fingerprint(self) -> str:

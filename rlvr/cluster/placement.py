@@ -20,7 +20,7 @@ MODES = ("disaggregated", "colocated")
 
 
 class PlacementError(ConfigError):
-    """The requested engines and learners do not fit the cluster; the message says what is missing."""
+    """Requested engines and learners do not fit the cluster; the message says what is missing."""
 
 
 @dataclass(frozen=True)
@@ -43,48 +43,68 @@ class PlacementPlan:
     def describe(self) -> str:
         tp = len(self.engines[0]) if self.engines else 0
         nodes = sorted({s.node for s in self.learners} | {s.node for e in self.engines for s in e})
-        return (f"{self.mode}: {len(self.engines)} vLLM engine(s) x TP {tp} + {len(self.learners)} "
-                f"learner rank(s) on {self.gpus_used} GPU(s) of {len(nodes)} node(s)")
+        return (
+            f"{self.mode}: {len(self.engines)} vLLM engine(s) x TP {tp} + {len(self.learners)} "
+            f"learner rank(s) on {self.gpus_used} GPU(s) of {len(nodes)} node(s)"
+        )
 
 
 def required_gpus(mode: str, engines: int, tp: int, learners: int) -> int:
     return engines * tp + learners if mode == "disaggregated" else learners
 
 
-def plan_placement(mode: str, engines: int, tp: int, learners: int, node_gpus: list[int]) -> PlacementPlan:
+def plan_placement(
+    mode: str, engines: int, tp: int, learners: int, node_gpus: list[int]
+) -> PlacementPlan:
     """Assign GPUs, or raise PlacementError naming what is missing.
 
     node_gpus: GPUs of each node of the cluster (a CPU-only head node counts 0).
     """
     if mode not in MODES:
-        raise PlacementError(f"placement.mode={mode!r} is not allowed; choose one of: {', '.join(MODES)}")
+        raise PlacementError(
+            f"placement.mode={mode!r} is not allowed; choose one of: {', '.join(MODES)}"
+        )
     if min(engines, tp, learners) < 1:
-        raise PlacementError(f"need at least one engine, TP >= 1 and one learner rank "
-                             f"(got {engines}, {tp}, {learners})")
+        raise PlacementError(
+            f"need at least one engine, TP >= 1 and one learner rank "
+            f"(got {engines}, {tp}, {learners})"
+        )
     if mode == "colocated" and learners != engines * tp:
         raise PlacementError(
             f"placement.mode=colocated puts one learner rank on each vLLM GPU: learner.num_workers="
             f"{learners} must equal rollout.num_workers x rollout.vllm.tensor_parallel_size = "
-            f"{engines} x {tp} = {engines * tp}")
+            f"{engines} x {tp} = {engines * tp}"
+        )
     need, have = required_gpus(mode, engines, tp, learners), sum(node_gpus)
     if need > have:
-        what = (f"{engines} engine(s) x TP {tp} + {learners} learner rank(s)" if mode == "disaggregated"
-                else f"{learners} GPUs shared by learner ranks and {engines} engine(s) x TP {tp}")
-        raise PlacementError(f"{mode} placement needs {need} GPUs ({what}); the Ray cluster has {have} "
-                             f"on {len(node_gpus)} node(s) {node_gpus}: {need - have} missing")
+        what = (
+            f"{engines} engine(s) x TP {tp} + {learners} learner rank(s)"
+            if mode == "disaggregated"
+            else f"{learners} GPUs shared by learner ranks and {engines} engine(s) x TP {tp}"
+        )
+        raise PlacementError(
+            f"{mode} placement needs {need} GPUs ({what}); the Ray cluster has {have} "
+            f"on {len(node_gpus)} node(s) {node_gpus}: {need - have} missing"
+        )
     if tp > max(node_gpus):
-        raise PlacementError(f"rollout.vllm.tensor_parallel_size={tp} needs {tp} GPUs on one node; the "
-                             f"largest node has {max(node_gpus)}")
+        raise PlacementError(
+            f"rollout.vllm.tensor_parallel_size={tp} needs {tp} GPUs on one node; the "
+            f"largest node has {max(node_gpus)}"
+        )
     free = [list(range(n)) for n in node_gpus]
     engine_slots = _place_engines(engines, tp, free, node_gpus)
     if mode == "colocated":  # learner rank r shares the GPU of engine r // tp's worker r % tp
         learner_slots = [s for e in engine_slots for s in e]
     else:  # the engines took engines x tp GPUs, so at least `learners` are left
-        learner_slots = [Slot(node, gpu) for node, gpus in enumerate(free) for gpu in gpus][:learners]
+        learner_slots = [Slot(node, gpu) for node, gpus in enumerate(free) for gpu in gpus][
+            :learners
+        ]
     return PlacementPlan(mode, engine_slots, learner_slots)
 
 
-def _place_engines(engines: int, tp: int, free: list[list[int]], node_gpus: list[int]) -> list[list[Slot]]:
+def _place_engines(
+    engines: int, tp: int, free: list[list[int]], node_gpus: list[int]
+) -> list[list[Slot]]:
     """Each engine on the node with the fewest free GPUs that still hold its TP group (best fit:
     keeps whole nodes free for later engines). Mutates `free`."""
     placed = []
@@ -93,8 +113,10 @@ def _place_engines(engines: int, tp: int, free: list[list[int]], node_gpus: list
         if not fitting:
             raise PlacementError(
                 f"engine {i} of {engines} needs {tp} free GPUs on one node; free per node after "
-                f"{i} engine(s): {[len(f) for f in free]} (nodes have {node_gpus}): use fewer engines, "
-                "a TP size that divides the GPUs per node, or more nodes")
+                f"{i} engine(s): {[len(f) for f in free]} (nodes have {node_gpus}): "
+                "use fewer engines, "
+                "a TP size that divides the GPUs per node, or more nodes"
+            )
         node = min(fitting, key=lambda n: (len(free[n]), n))
         placed.append([Slot(node, free[node].pop(0)) for _ in range(tp)])
     return placed
@@ -102,5 +124,10 @@ def _place_engines(engines: int, tp: int, free: list[list[int]], node_gpus: list
 
 def plan_for_config(cfg, node_gpus: list[int]) -> PlacementPlan:
     rc = cfg.rollout
-    return plan_placement(cfg.placement.mode, rc.num_workers, rc.vllm.tensor_parallel_size,
-                          cfg.learner.num_workers, node_gpus)
+    return plan_placement(
+        cfg.placement.mode,
+        rc.num_workers,
+        rc.vllm.tensor_parallel_size,
+        cfg.learner.num_workers,
+        node_gpus,
+    )

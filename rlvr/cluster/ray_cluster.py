@@ -1,7 +1,8 @@
 """The Ray side of a run: start or join Ray, create the actors, and talk to them.
 
-Actor classes are plain classes (`rlvr.learner.deepspeed_learner.Learner`, `rollout.worker.RolloutWorker`)
-wrapped with `ray.remote` here. Every wait has a timeout and names what it waited for.
+Actor classes are plain classes (`rlvr.learner.deepspeed_learner.Learner`,
+`rollout.worker.RolloutWorker`) wrapped with `ray.remote` here. Every wait has a timeout and names
+what it waited for.
 """
 
 from __future__ import annotations
@@ -26,20 +27,33 @@ def init_ray(cfg, log=print) -> None:
     """Join $RAY_ADDRESS / ray.address, or start a local Ray sized to fit the actors."""
     import ray
 
-    env = {"TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore::FutureWarning",
-           "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}  # see rlvr.cli.quiet_threads
+    env = {
+        "TOKENIZERS_PARALLELISM": "false",
+        "PYTHONWARNINGS": "ignore::FutureWarning",
+        "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
+    }  # see rlvr.cli.quiet_threads
     address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=True)
         return
-    need = cfg.learner.num_workers * cfg.learner.cpus_per_worker + cfg.rollout.num_workers * cfg.rollout.cpus_per_worker
+    need = (
+        cfg.learner.num_workers * cfg.learner.cpus_per_worker
+        + cfg.rollout.num_workers * cfg.rollout.cpus_per_worker
+    )
     cores = os.cpu_count() or 1
     num_cpus = cfg.ray.num_cpus or max(cores, math.ceil(need))
     if num_cpus > cores:
-        log(f"local Ray: the actors reserve {need:g} CPUs on {cores} cores; oversubscribing "
-            "(phases alternate, so they rarely compute at once)")
-    ray.init(num_cpus=num_cpus, include_dashboard=False, runtime_env={"env_vars": env},
-             log_to_driver=True, configure_logging=False)
+        log(
+            f"local Ray: the actors reserve {need:g} CPUs on {cores} cores; oversubscribing "
+            "(phases alternate, so they rarely compute at once)"
+        )
+    ray.init(
+        num_cpus=num_cpus,
+        include_dashboard=False,
+        runtime_env={"env_vars": env},
+        log_to_driver=True,
+        configure_logging=False,
+    )
 
 
 class Cluster:
@@ -68,43 +82,79 @@ class Cluster:
         rc, lc = cfg.rollout, cfg.learner
         local = not (cfg.ray.address or os.environ.get("RAY_ADDRESS"))
         cores = os.cpu_count() or 1
-        worker_cls = ray.remote(num_cpus=rc.cpus_per_worker, num_gpus=rc.gpus_per_worker)(RolloutWorker)
-        self.workers = [worker_cls.remote(
-            i, rc.engine, model_path, dtype=cfg.model.dtype, batch_size=rc.batch_size,
-            threads=threads(local, cores, rc.num_workers, rc.cpus_per_worker),
-            trust_remote_code=cfg.model.trust_remote_code) for i in range(rc.num_workers)]
+        worker_cls = ray.remote(num_cpus=rc.cpus_per_worker, num_gpus=rc.gpus_per_worker)(
+            RolloutWorker
+        )
+        self.workers = [
+            worker_cls.remote(
+                i,
+                rc.engine,
+                model_path,
+                dtype=cfg.model.dtype,
+                batch_size=rc.batch_size,
+                threads=threads(local, cores, rc.num_workers, rc.cpus_per_worker),
+                trust_remote_code=cfg.model.trust_remote_code,
+            )
+            for i in range(rc.num_workers)
+        ]
         learner_cls = ray.remote(num_cpus=lc.cpus_per_worker, num_gpus=lc.gpus_per_worker)(Learner)
-        self.learners = [learner_cls.remote(
-            r, lc.num_workers, cfg, model_path, threads=threads(local, cores, lc.num_workers, lc.cpus_per_worker))
-            for r in range(lc.num_workers)]
+        self.learners = [
+            learner_cls.remote(
+                r,
+                lc.num_workers,
+                cfg,
+                model_path,
+                threads=threads(local, cores, lc.num_workers, lc.cpus_per_worker),
+            )
+            for r in range(lc.num_workers)
+        ]
         self.host, port = self.get(self.learners[0].address.remote(), "starting learner rank 0")
-        self.get([lr.setup.remote(self.host, port) for lr in self.learners]
-                 + [w.ready.remote() for w in self.workers], "starting DeepSpeed and the rollout engines")
+        self.get(
+            [lr.setup.remote(self.host, port) for lr in self.learners]
+            + [w.ready.remote() for w in self.workers],
+            "starting DeepSpeed and the rollout engines",
+        )
         self._init_sync()
-        log(f"cluster: {rc.num_workers} rollout worker(s), {lc.num_workers} learner rank(s), "
-            f"ZeRO-{lc.zero_stage}, sync over {self.backend}")
+        log(
+            f"cluster: {rc.num_workers} rollout worker(s), {lc.num_workers} learner rank(s), "
+            f"ZeRO-{lc.zero_stage}, sync over {self.backend}"
+        )
 
     def _start_vllm(self, ray, model_path: str, log) -> None:
-        """GPU run with vLLM engines: placement is checked before any actor starts (rlvr.cluster.placement)."""
+        """GPU run with vLLM engines: placement is checked before any actor starts
+        (rlvr.cluster.placement)."""
         from rlvr.cluster.vllm_cluster import VLLMCluster
         from rlvr.learner.gpu_learner import GPULearner
         from rollout.worker import RolloutWorker
 
         self.vllm = VLLMCluster(self.cfg, model_path, ray, self.get, log)
-        self.workers, self.learners = self.vllm.start(ray.remote(RolloutWorker), ray.remote(GPULearner))
+        self.workers, self.learners = self.vllm.start(
+            ray.remote(RolloutWorker), ray.remote(GPULearner)
+        )
         self.host, port = self.get(self.learners[0].address.remote(), "starting learner rank 0")
         self.get([lr.setup.remote(self.host, port) for lr in self.learners], "starting DeepSpeed")
-        self.vllm.init_sync(self.workers, self.learners, *self.get(self.learners[0].address.remote(),
-                                                                     "choosing the transfer port"))
+        self.vllm.init_sync(
+            self.workers,
+            self.learners,
+            *self.get(self.learners[0].address.remote(), "choosing the transfer port"),
+        )
         self.backend = "ipc" if self.vllm.colocated else "nccl"
-        log(f"cluster: {self.vllm.plan.describe()}, ZeRO-{self.cfg.learner.zero_stage}, sync over {self.backend}")
+        log(
+            f"cluster: {self.vllm.plan.describe()}, ZeRO-{self.cfg.learner.zero_stage}, "
+            f"sync over {self.backend}"
+        )
 
     def _check_resources(self, ray) -> None:
         cfg, have = self.cfg, ray.cluster_resources()
-        gpus = cfg.learner.num_workers * cfg.learner.gpus_per_worker + cfg.rollout.num_workers * cfg.rollout.gpus_per_worker
+        gpus = (
+            cfg.learner.num_workers * cfg.learner.gpus_per_worker
+            + cfg.rollout.num_workers * cfg.rollout.gpus_per_worker
+        )
         if gpus > have.get("GPU", 0):
-            raise ConfigError(f"the run needs {gpus:g} GPUs (learner + rollout gpus_per_worker x num_workers); "
-                              f"the Ray cluster has {have.get('GPU', 0):g}")
+            raise ConfigError(
+                f"the run needs {gpus:g} GPUs (learner + rollout gpus_per_worker x num_workers); "
+                f"the Ray cluster has {have.get('GPU', 0):g}"
+            )
 
     def get(self, refs, what: str):
         import ray
@@ -112,7 +162,9 @@ class Cluster:
         try:
             return ray.get(refs, timeout=self.timeout)
         except ray.exceptions.GetTimeoutError:
-            raise PipelineError(f"{what}: no answer within trainer.actor_timeout_s={self.timeout:g} s") from None
+            raise PipelineError(
+                f"{what}: no answer within trainer.actor_timeout_s={self.timeout:g} s"
+            ) from None
         except ray.exceptions.RayActorError as exc:
             raise PipelineError(f"{what}: an actor died ({first_line(exc)})") from exc
         except ray.exceptions.RayTaskError as exc:
@@ -121,39 +173,68 @@ class Cluster:
 
     def _init_sync(self) -> None:
         cfg = self.cfg
-        self.backend = "nccl" if cfg.rollout.gpus_per_worker > 0 and cfg.learner.gpus_per_worker > 0 else "gloo"
+        self.backend = (
+            "nccl"
+            if cfg.rollout.gpus_per_worker > 0 and cfg.learner.gpus_per_worker > 0
+            else "gloo"
+        )
         world, lead = 1 + len(self.workers), self.learners[0]
-        port = self.get(lead.create_sync_store.remote(self.host, world, self.timeout), "creating the sync store")
+        port = self.get(
+            lead.create_sync_store.remote(self.host, world, self.timeout), "creating the sync store"
+        )
         manifest = self.get(lead.manifest.remote(), "reading the parameter manifest")
         bucket_bytes = int(cfg.sync.bucket_mb * 2**20)
         joins = [lead.join_sync.remote(self.host, world, self.backend, bucket_bytes, self.timeout)]
-        joins += [w.join_sync.remote(self.host, port, i + 1, world, self.backend, manifest, bucket_bytes,
-                                     self.timeout) for i, w in enumerate(self.workers)]
+        joins += [
+            w.join_sync.remote(
+                self.host, port, i + 1, world, self.backend, manifest, bucket_bytes, self.timeout
+            )
+            for i, w in enumerate(self.workers)
+        ]
         self.get(joins, "forming the weight-sync group")
 
     # ---- phases ----------------------------------------------------------------------------
     def generate(self, prompts: list[list[int]], sampling: SamplingSettings) -> Completions:
-        """Split the prompts over the workers (contiguous, near-equal parts); prompt-major output."""
+        """Split prompts over the workers (contiguous, near-equal parts); prompt-major output."""
         count = min(len(self.workers), len(prompts))
         bounds = [len(prompts) * i // count for i in range(count + 1)]
-        refs = [w.generate.remote(prompts[bounds[i]: bounds[i + 1]],
-                                  SamplingSettings(sampling.n, sampling.temperature, sampling.top_p,
-                                                   sampling.max_new_tokens, sampling.seed * 1000 + i))
-                for i, w in enumerate(self.workers[:count])]
+        refs = [
+            w.generate.remote(
+                prompts[bounds[i] : bounds[i + 1]],
+                SamplingSettings(
+                    sampling.n,
+                    sampling.temperature,
+                    sampling.top_p,
+                    sampling.max_new_tokens,
+                    sampling.seed * 1000 + i,
+                ),
+            )
+            for i, w in enumerate(self.workers[:count])
+        ]
         return Completions.concat(self.get(refs, "generation"), bounds[:count])
 
     def update(self, batch: TrainBatch, seed: int) -> list[dict[str, float]]:
         lc = self.cfg.learner
         shards = shard_rows(batch, len(self.learners))
         if min(len(s) for s in shards) == 0:
-            raise RuntimeError(f"update: {len(batch)} sequences cannot feed {len(self.learners)} learner ranks")
+            raise RuntimeError(
+                f"update: {len(batch)} sequences cannot feed {len(self.learners)} learner ranks"
+            )
         full = lc.update == "full-batch"
         if self.vllm is not None:
             self.vllm.before_update(self.workers)
-        plans = plan_update(batch, shards, epochs=lc.epochs, mini_batches=1 if full else lc.mini_batches,
-                            micro_batch_size=lc.micro_batch_size, seed=seed)
-        refs = [lr.update.remote(batch.select(shard), plan, full)
-                for lr, shard, plan in zip(self.learners, shards, plans)]
+        plans = plan_update(
+            batch,
+            shards,
+            epochs=lc.epochs,
+            mini_batches=1 if full else lc.mini_batches,
+            micro_batch_size=lc.micro_batch_size,
+            seed=seed,
+        )
+        refs = [
+            lr.update.remote(batch.select(shard), plan, full)
+            for lr, shard, plan in zip(self.learners, shards, plans)
+        ]
         return self.get(refs, "learner update")
 
     def sync_weights(self) -> dict:
@@ -167,17 +248,26 @@ class Cluster:
         if self.cfg.sync.check_fingerprint:
             for i, got in enumerate(received):
                 if got["fingerprint"] != sent["fingerprint"]:
-                    raise PipelineError(f"weight sync: rollout worker {i} fingerprint {got['fingerprint']} "
-                                       f"!= learner {sent['fingerprint']}; its weights are not the learner's")
-        return {"bytes": sent["bytes"], "fingerprint": sent["fingerprint"],
-                "checked_workers": len(received) if self.cfg.sync.check_fingerprint else 0}
+                    raise PipelineError(
+                        f"weight sync: rollout worker {i} fingerprint {got['fingerprint']} "
+                        f"!= learner {sent['fingerprint']}; its weights are not the learner's"
+                    )
+        return {
+            "bytes": sent["bytes"],
+            "fingerprint": sent["fingerprint"],
+            "checked_workers": len(received) if self.cfg.sync.check_fingerprint else 0,
+        }
 
     def learner_call(self, method: str, *args):
         """Call `method` on every learner rank (collective calls must reach all ranks)."""
-        return self.get([getattr(lr, method).remote(*args) for lr in self.learners], f"learner {method}")
+        return self.get(
+            [getattr(lr, method).remote(*args) for lr in self.learners], f"learner {method}"
+        )
 
     def worker_call(self, method: str, *args):
-        return self.get([getattr(w, method).remote(*args) for w in self.workers], f"rollout {method}")
+        return self.get(
+            [getattr(w, method).remote(*args) for w in self.workers], f"rollout {method}"
+        )
 
     def shutdown(self) -> None:
         import ray
@@ -194,7 +284,7 @@ def first_line(exc: BaseException) -> str:
 
 
 def threads(local: bool, cores: int, count: int, cpus: float) -> int:
-    """torch threads per actor: locally the phases alternate, so a kind of actor shares all cores."""
+    """torch threads per actor: locally phases alternate, so a kind of actor shares all cores."""
     if local:
         return max(1, cores // count)
     return max(1, int(cpus))

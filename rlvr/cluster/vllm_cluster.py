@@ -1,5 +1,5 @@
-"""The vLLM side of `rlvr.cluster.ray_cluster.Cluster`: GPU placement, actor start-up order, weight transfer,
-and sleep/wake around the learner step in colocated mode.
+"""The vLLM side of `rlvr.cluster.ray_cluster.Cluster`: GPU placement, actor start-up order,
+weight transfer, and sleep/wake around the learner step in colocated mode.
 
 Disaggregated: each engine actor asks Ray for TP GPUs (its workers are local processes of that
 actor, so the group lands on one node), each learner rank for one; weights go over NCCL.
@@ -37,16 +37,23 @@ class VLLMCluster:
     def options(self, engine_index: int) -> VLLMOptions:
         vc = self.cfg.rollout.vllm
         return VLLMOptions(
-            tensor_parallel_size=vc.tensor_parallel_size, gpu_memory_utilization=vc.gpu_memory_utilization,
-            max_model_len=max_model_len(self.cfg), max_num_seqs=vc.max_num_seqs,
-            enable_prefix_caching=vc.enable_prefix_caching, enforce_eager=vc.enforce_eager,
-            load_format=vc.load_format, seed=vc.seed, dtype=self.cfg.model.dtype,
-            transfer_backend="ipc" if self.colocated else "nccl", enable_sleep_mode=self.colocated,
-            trust_remote_code=self.cfg.model.trust_remote_code)
+            tensor_parallel_size=vc.tensor_parallel_size,
+            gpu_memory_utilization=vc.gpu_memory_utilization,
+            max_model_len=max_model_len(self.cfg),
+            max_num_seqs=vc.max_num_seqs,
+            enable_prefix_caching=vc.enable_prefix_caching,
+            enforce_eager=vc.enforce_eager,
+            load_format=vc.load_format,
+            seed=vc.seed,
+            dtype=self.cfg.model.dtype,
+            transfer_backend="ipc" if self.colocated else "nccl",
+            enable_sleep_mode=self.colocated,
+            trust_remote_code=self.cfg.model.trust_remote_code,
+        )
 
     # ---- start-up ----------------------------------------------------------------------------
     def start(self, worker_cls, learner_cls):
-        """Create learners and engines in the order the placement needs; returns (workers, learners)."""
+        """Create learners and engines in the order placement needs; returns (workers, learners)."""
         cfg, rc, lc = self.cfg, self.cfg.rollout, self.cfg.learner
         if self.colocated:
             from ray.util.placement_group import placement_group
@@ -55,23 +62,52 @@ class VLLMCluster:
             bundle = {"GPU": self.tp, "CPU": self.tp * lc.cpus_per_worker + rc.cpus_per_worker}
             self.groups = [placement_group([bundle]) for _ in range(rc.num_workers)]
             self.get([g.ready() for g in self.groups], "reserving GPUs for colocated engines")
-            in_group = [PlacementGroupSchedulingStrategy(placement_group=self.groups[r // self.tp],
-                                                         placement_group_bundle_index=0)
-                        for r in range(lc.num_workers)]
-            learners = [learner_cls.options(num_gpus=1, num_cpus=lc.cpus_per_worker, scheduling_strategy=s)
-                        .remote(r, lc.num_workers, cfg, self.model_path) for r, s in enumerate(in_group)]
+            in_group = [
+                PlacementGroupSchedulingStrategy(
+                    placement_group=self.groups[r // self.tp], placement_group_bundle_index=0
+                )
+                for r in range(lc.num_workers)
+            ]
+            learners = [
+                learner_cls.options(
+                    num_gpus=1, num_cpus=lc.cpus_per_worker, scheduling_strategy=s
+                ).remote(r, lc.num_workers, cfg, self.model_path)
+                for r, s in enumerate(in_group)
+            ]
             gpu_ids = self.get([lr.gpu_ids.remote() for lr in learners], "placing learner ranks")
-            workers = [worker_cls.options(num_gpus=0, num_cpus=rc.cpus_per_worker, scheduling_strategy=in_group[i * self.tp])
-                       .remote(i, "vllm", self.model_path, dtype=cfg.model.dtype,
-                               engine_options=self._engine_dict(i, gpu_ids[i * self.tp: (i + 1) * self.tp]))
-                       for i in range(rc.num_workers)]
+            workers = [
+                worker_cls.options(
+                    num_gpus=0,
+                    num_cpus=rc.cpus_per_worker,
+                    scheduling_strategy=in_group[i * self.tp],
+                ).remote(
+                    i,
+                    "vllm",
+                    self.model_path,
+                    dtype=cfg.model.dtype,
+                    engine_options=self._engine_dict(i, gpu_ids[i * self.tp : (i + 1) * self.tp]),
+                )
+                for i in range(rc.num_workers)
+            ]
         else:
-            workers = [worker_cls.options(num_gpus=self.tp, num_cpus=rc.cpus_per_worker)
-                       .remote(i, "vllm", self.model_path, dtype=cfg.model.dtype, engine_options=self._engine_dict(i))
-                       for i in range(rc.num_workers)]
-            learners = [learner_cls.options(num_gpus=1, num_cpus=lc.cpus_per_worker)
-                        .remote(r, lc.num_workers, cfg, self.model_path) for r in range(lc.num_workers)]
-        # vLLM sizes its KV cache from the free memory it finds: build it before DeepSpeed allocates.
+            workers = [
+                worker_cls.options(num_gpus=self.tp, num_cpus=rc.cpus_per_worker).remote(
+                    i,
+                    "vllm",
+                    self.model_path,
+                    dtype=cfg.model.dtype,
+                    engine_options=self._engine_dict(i),
+                )
+                for i in range(rc.num_workers)
+            ]
+            learners = [
+                learner_cls.options(num_gpus=1, num_cpus=lc.cpus_per_worker).remote(
+                    r, lc.num_workers, cfg, self.model_path
+                )
+                for r in range(lc.num_workers)
+            ]
+        # vLLM sizes its KV cache from the free memory it finds: build it before DeepSpeed
+        # allocates.
         self.get([w.ready.remote() for w in workers], "building the vLLM engines")
         if self.colocated:
             self._engines(workers, "sleep", cfg.rollout.vllm.sleep_level)
@@ -91,8 +127,15 @@ class VLLMCluster:
         backend = "ipc" if self.colocated else "nccl"
         bucket = int(self.cfg.sync.bucket_mb * 2**20)
         timeout = self.cfg.trainer.actor_timeout_s
-        self.get([lr.init_vllm_sync.remote(backend, workers, [self.tp] * len(workers), bucket, host, port, timeout)
-                  for lr in learners], f"forming the vLLM weight transfer ({backend})")
+        self.get(
+            [
+                lr.init_vllm_sync.remote(
+                    backend, workers, [self.tp] * len(workers), bucket, host, port, timeout
+                )
+                for lr in learners
+            ],
+            f"forming the vLLM weight transfer ({backend})",
+        )
 
     # ---- per step --------------------------------------------------------------------------
     def before_update(self, workers) -> None:
@@ -106,21 +149,32 @@ class VLLMCluster:
         """Send, reset every prefix cache (checked) and compare every worker's fingerprint."""
         if self.colocated:
             if self.cfg.placement.offload_learner:
-                self.get([lr.offload_states.remote() for lr in learners], "offloading learner state")
+                self.get(
+                    [lr.offload_states.remote() for lr in learners], "offloading learner state"
+                )
             if self.asleep:
                 self._engines(workers, "wake_up", ["weights"])
-        sent = self.get([lr.send_weights.remote() for lr in learners], "sending weights into vLLM")[0]
-        received = self._engines(workers, "after_sync")  # wakes the KV cache, resets the prefix cache
+        sent = self.get([lr.send_weights.remote() for lr in learners], "sending weights into vLLM")[
+            0
+        ]
+        received = self._engines(
+            workers, "after_sync"
+        )  # wakes the KV cache, resets the prefix cache
         self.asleep = False
         if self.cfg.sync.check_fingerprint:
             for i, per_worker in enumerate(received):
                 bad = [w for w, fp in enumerate(per_worker) if fp != sent["fingerprint"]]
                 if bad:
-                    raise PipelineError(f"weight sync: vLLM engine {i} worker(s) {bad} fingerprint "
-                                       f"{per_worker[bad[0]]} != learner {sent['fingerprint']}; "
-                                       "their weights are not the learner's")
-        return {"bytes": sent["bytes"], "fingerprint": sent["fingerprint"],
-                "checked_workers": sum(map(len, received)) if self.cfg.sync.check_fingerprint else 0}
+                    raise PipelineError(
+                        f"weight sync: vLLM engine {i} worker(s) {bad} fingerprint "
+                        f"{per_worker[bad[0]]} != learner {sent['fingerprint']}; "
+                        "their weights are not the learner's"
+                    )
+        return {
+            "bytes": sent["bytes"],
+            "fingerprint": sent["fingerprint"],
+            "checked_workers": sum(map(len, received)) if self.cfg.sync.check_fingerprint else 0,
+        }
 
     def _engines(self, workers, method: str, *args):
         return self.get([w.engine_call.remote(method, *args) for w in workers], f"vLLM {method}")

@@ -51,7 +51,9 @@ def read_yaml(path: Path) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a recipe must be a mapping of sections, got {type(data).__name__}")
+        raise ConfigError(
+            f"{path}: a recipe must be a mapping of sections, got {type(data).__name__}"
+        )
     return data
 
 
@@ -78,9 +80,12 @@ def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
 
 
 def from_dict(cls: type, data: Any, prefix: str) -> Any:
-    """Build dataclass `cls` from a mapping, checking keys and types; fields not given keep defaults."""
+    """Build dataclass `cls` from a mapping, checking keys and types; fields not given keep
+    defaults."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a section (mapping), got {data!r}")
+        raise ConfigError(
+            f"{prefix.rstrip('.') or 'config'}: expected a section (mapping), got {data!r}"
+        )
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
@@ -88,7 +93,11 @@ def from_dict(cls: type, data: Any, prefix: str) -> Any:
         name = f"{prefix}{key}"
         if key not in names:
             close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.6)
-            hint = f"; did you mean {prefix}{close[0]}?" if close else f"; valid keys: {', '.join(names)}"
+            hint = (
+                f"; did you mean {prefix}{close[0]}?"
+                if close
+                else f"; valid keys: {', '.join(names)}"
+            )
             raise ConfigError(f"unknown key {name}{hint}")
         kwargs[key] = coerce(hints[key], value, name)
     return cls(**kwargs)
@@ -154,14 +163,20 @@ def check_values(obj: Any, prefix: str) -> None:
 def check_one(meta: typing.Mapping[str, Any], value: Any, name: str) -> None:
     lo, hi = meta.get("min"), meta.get("max")
     if lo is not None and value < lo:
-        raise ConfigError(f"{name}={value!r} is out of range: must be >= {lo}{bound_text(hi, '<=')}")
+        raise ConfigError(
+            f"{name}={value!r} is out of range: must be >= {lo}{bound_text(hi, '<=')}"
+        )
     if hi is not None and value > hi:
-        raise ConfigError(f"{name}={value!r} is out of range: must be <= {hi}{bound_text(lo, '>=')}")
+        raise ConfigError(
+            f"{name}={value!r} is out of range: must be <= {hi}{bound_text(lo, '>=')}"
+        )
     if meta.get("gt") is not None and value <= meta["gt"]:
         raise ConfigError(f"{name}={value!r} is out of range: must be > {meta['gt']}")
     choices = meta.get("choices")
     if choices and value not in choices:
-        raise ConfigError(f"{name}={value!r} is not allowed; choose one of: {', '.join(map(str, choices))}")
+        raise ConfigError(
+            f"{name}={value!r} is not allowed; choose one of: {', '.join(map(str, choices))}"
+        )
     if meta.get("file") and value and not Path(os.path.expanduser(value)).exists():
         raise ConfigError(f"{name}={value!r}: file not found")
 

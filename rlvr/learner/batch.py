@@ -42,15 +42,25 @@ class TrainBatch:
         return TrainBatch(*(t[idx, :width] for t in self._fields()))
 
     def _fields(self) -> tuple[torch.Tensor, ...]:
-        return (self.input_ids_BT, self.attention_mask_BT, self.loss_mask_BT, self.advantages_BT,
-                self.rollout_logp_BT)
+        return (
+            self.input_ids_BT,
+            self.attention_mask_BT,
+            self.loss_mask_BT,
+            self.advantages_BT,
+            self.rollout_logp_BT,
+        )
 
     def tokens_per_seq(self) -> torch.Tensor:
         return self.loss_mask_BT.sum(1)
 
 
-def build_train_batch(prompts: list[list[int]], comps: Completions, keep_N: torch.Tensor,
-                      advantages_N: torch.Tensor, pad_id: int) -> TrainBatch:
+def build_train_batch(
+    prompts: list[list[int]],
+    comps: Completions,
+    keep_N: torch.Tensor,
+    advantages_N: torch.Tensor,
+    pad_id: int,
+) -> TrainBatch:
     """Sequences for the completions with keep_N True, prompt tokens then completion tokens."""
     rows = keep_N.nonzero().flatten().tolist()
     seqs = [(prompts[int(comps.prompt_index_N[i])], comps.tokens(i), i) for i in rows]
@@ -64,9 +74,9 @@ def build_train_batch(prompts: list[list[int]], comps: Completions, keep_N: torc
         end = len(p) + len(c)
         ids[row, :end] = torch.tensor(p + c)
         attn[row, :end] = 1
-        mask[row, len(p):end] = 1.0
-        adv[row, len(p):end] = float(advantages_N[i])
-        rlp[row, len(p):end] = comps.logprobs_NL[i, : len(c)]
+        mask[row, len(p) : end] = 1.0
+        adv[row, len(p) : end] = float(advantages_N[i])
+        rlp[row, len(p) : end] = comps.logprobs_NL[i, : len(c)]
     return TrainBatch(ids, attn, mask, adv, rlp)
 
 
@@ -93,8 +103,15 @@ def shard_rows(batch: TrainBatch, num_ranks: int) -> list[list[int]]:
     return [sorted(s) for s in shards]
 
 
-def plan_update(batch: TrainBatch, shards: list[list[int]], *, epochs: int, mini_batches: int,
-                micro_batch_size: int, seed: int) -> list[list[list[StepPlan]]]:
+def plan_update(
+    batch: TrainBatch,
+    shards: list[list[int]],
+    *,
+    epochs: int,
+    mini_batches: int,
+    micro_batch_size: int,
+    seed: int,
+) -> list[list[list[StepPlan]]]:
     """plans[rank][epoch] = that rank's optimizer steps. Indices are positions within the shard.
 
     Full-batch is mini_batches=1. Each epoch reshuffles every shard and cuts it into
@@ -126,4 +143,4 @@ def plan_update(batch: TrainBatch, shards: list[list[int]], *, epochs: int, mini
 
 
 def chunk(items: list[int], size: int) -> list[list[int]]:
-    return [items[i: i + size] for i in range(0, len(items), size)]
+    return [items[i : i + size] for i in range(0, len(items), size)]

@@ -44,8 +44,13 @@ class Learner:
 
     def setup(self, master_addr: str, master_port: int) -> int:
         """Form the DeepSpeed world (all ranks at once) and build model, optimizer, schedule."""
-        os.environ.update(RANK=str(self.rank), WORLD_SIZE=str(self.world_size), LOCAL_RANK="0",
-                          MASTER_ADDR=master_addr, MASTER_PORT=str(master_port))
+        os.environ.update(
+            RANK=str(self.rank),
+            WORLD_SIZE=str(self.world_size),
+            LOCAL_RANK="0",
+            MASTER_ADDR=master_addr,
+            MASTER_PORT=str(master_port),
+        )
         on_cpu = not torch.cuda.is_available()
         if on_cpu:
             os.environ.setdefault("DS_ACCELERATOR", "cpu")
@@ -66,17 +71,24 @@ class Learner:
 
         cfg, model_path, lc = self.cfg, self.model_path, self.cfg.learner
         dtype = getattr(torch, cfg.model.dtype)
-        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype,
-                                                     trust_remote_code=cfg.model.trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(
+            model_path, dtype=dtype, trust_remote_code=cfg.model.trust_remote_code
+        )
         if cfg.model.gradient_checkpointing:
             model.gradient_checkpointing_enable()
         self.ref = None
         if cfg.algorithm.kl_coef > 0:
-            self.ref = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype).eval().requires_grad_(False)
-        opt = torch.optim.AdamW(model.parameters(), lr=lc.lr, betas=tuple(lc.betas),
-                                weight_decay=lc.weight_decay)
+            self.ref = (
+                AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
+                .eval()
+                .requires_grad_(False)
+            )
+        opt = torch.optim.AdamW(
+            model.parameters(), lr=lc.lr, betas=tuple(lc.betas), weight_decay=lc.weight_decay
+        )
         sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lr_lambda(lc.lr_schedule, lc.warmup_steps, self.total_optimizer_steps()))
+            opt, lr_lambda(lc.lr_schedule, lc.warmup_steps, self.total_optimizer_steps())
+        )
         ds_config = {
             "train_micro_batch_size_per_gpu": 1,
             "gradient_accumulation_steps": 1,
@@ -86,8 +98,13 @@ class Learner:
             "bf16": {"enabled": cfg.model.dtype == "bfloat16"},
             "steps_per_print": 2**31,
         }
-        self.engine, *_ = deepspeed.initialize(model=model, optimizer=opt, lr_scheduler=sched,
-                                               config=ds_config, dist_init_required=True)
+        self.engine, *_ = deepspeed.initialize(
+            model=model,
+            optimizer=opt,
+            lr_scheduler=sched,
+            config=ds_config,
+            dist_init_required=True,
+        )
         self.device = self.engine.device
         self.settings = loss_settings(cfg)
         self.temperature = cfg.rollout.temperature
@@ -106,7 +123,9 @@ class Learner:
         ids = mb.input_ids_BT.to(self.device)
         attn = mb.attention_mask_BT.to(self.device)
         if self.fused:
-            logp, entropy = fused_next_token(model, ids, attn, mb.loss_mask_BT.to(self.device), self.temperature)
+            logp, entropy = fused_next_token(
+                model, ids, attn, mb.loss_mask_BT.to(self.device), self.temperature
+            )
         else:
             logits = model(input_ids=ids, attention_mask=attn).logits
             logp_all = torch.log_softmax(logits[:, :-1].float() / self.temperature, dim=-1)
@@ -123,11 +142,15 @@ class Learner:
         for start in range(0, len(shard), size):
             rows = list(range(start, min(start + size, len(shard))))
             mb = shard.select(rows)
-            out[rows, : mb.input_ids_BT.shape[1]] = self._logp_entropy(self.engine, mb)[0].float().cpu()
+            out[rows, : mb.input_ids_BT.shape[1]] = (
+                self._logp_entropy(self.engine, mb)[0].float().cpu()
+            )
         return out
 
     # ---- the update ------------------------------------------------------------------------
-    def update(self, shard: TrainBatch, plan: list[list[StepPlan]], full_batch: bool) -> dict[str, float]:
+    def update(
+        self, shard: TrainBatch, plan: list[list[StepPlan]], full_batch: bool
+    ) -> dict[str, float]:
         """Run plan[epoch][step] over this rank's shard. Returns metric sums (see controller)."""
         self.engine.train()
         sums: dict[str, float] = defaultdict(float)
@@ -144,8 +167,15 @@ class Learner:
         sums["lr"] = self.engine.get_lr()[0]
         return dict(sums)
 
-    def _micro_step(self, shard: TrainBatch, rows: list[int], step: StepPlan, old_logp: torch.Tensor,
-                    first_pass: bool, sums: dict[str, float]) -> None:
+    def _micro_step(
+        self,
+        shard: TrainBatch,
+        rows: list[int],
+        step: StepPlan,
+        old_logp: torch.Tensor,
+        first_pass: bool,
+        sums: dict[str, float],
+    ) -> None:
         dummy = not rows
         mb = shard.select(rows or [0])
         width = mb.input_ids_BT.shape[1]
@@ -162,9 +192,17 @@ class Learner:
             with torch.no_grad():
                 ref = self._logp_entropy(self.ref, mb)[0]
         loss, stats = microbatch_loss(
-            self.settings, logp.float(), old.float(), mb.advantages_BT.to(self.device), mask,
-            num_tokens=max(step.num_tokens, 1), num_seqs=max(step.num_seqs, 1),
-            entropy_BT=entropy.float(), ref_logp_BT=ref, rollout_logp_BT=mb.rollout_logp_BT.to(self.device))
+            self.settings,
+            logp.float(),
+            old.float(),
+            mb.advantages_BT.to(self.device),
+            mask,
+            num_tokens=max(step.num_tokens, 1),
+            num_seqs=max(step.num_seqs, 1),
+            entropy_BT=entropy.float(),
+            ref_logp_BT=ref,
+            rollout_logp_BT=mb.rollout_logp_BT.to(self.device),
+        )
         self.engine.backward(loss * self.world_size, scale_wrt_gas=False)
         if dummy:
             return
@@ -198,8 +236,12 @@ class Learner:
         self._store = SyncGroup.create_store(host, world_size, timeout_s)
         return self._store.port
 
-    def join_sync(self, host: str, world_size: int, backend: str, bucket_bytes: int, timeout_s: float) -> None:
-        self.sync_group = SyncGroup(host, self._store.port, 0, world_size, backend, timeout_s, store=self._store)
+    def join_sync(
+        self, host: str, world_size: int, backend: str, bucket_bytes: int, timeout_s: float
+    ) -> None:
+        self.sync_group = SyncGroup(
+            host, self._store.port, 0, world_size, backend, timeout_s, store=self._store
+        )
         self.bucket_plan = plan_buckets(self.manifest(), bucket_bytes)
 
     def send_weights(self) -> dict:
@@ -210,7 +252,9 @@ class Learner:
             for _ in tensors:  # take part in the gathers
                 pass
             return {}
-        sent, digest = send_buckets(self.sync_group, manifest, self.bucket_plan, tensors, self.device)
+        sent, digest = send_buckets(
+            self.sync_group, manifest, self.bucket_plan, tensors, self.device
+        )
         return {"bytes": sent, "fingerprint": digest}
 
     def fingerprint(self) -> str:
@@ -248,13 +292,22 @@ def fused_next_token(model, ids_BT, attn_BT, mask_BT, temperature: float):
     module = getattr(model, "module", model)  # the DeepSpeed engine wraps the HF model
     hidden_BTH = module.get_decoder()(input_ids=ids_BT, attention_mask=attn_BT).last_hidden_state
     weight_VH = module.get_output_embeddings().weight
-    return kernels.next_token_logprobs_entropy(hidden_BTH, weight_VH, ids_BT, temperature,
-                                               mask_BT=mask_BT > 0)
+    return kernels.next_token_logprobs_entropy(
+        hidden_BTH, weight_VH, ids_BT, temperature, mask_BT=mask_BT > 0
+    )
 
 
 def loss_settings(cfg) -> LossSettings:
     a = cfg.algorithm
     return LossSettings(
-        policy_loss=a.policy_loss, clip_low=a.clip_low, clip_high=a.clip_high, dual_clip=a.dual_clip,
-        aggregation=a.aggregation, max_len=a.max_len or cfg.rollout.max_new_tokens,
-        kl_coef=a.kl_coef, kl_estimator=a.kl_estimator, entropy_coef=a.entropy_coef, tis_cap=a.tis_cap)
+        policy_loss=a.policy_loss,
+        clip_low=a.clip_low,
+        clip_high=a.clip_high,
+        dual_clip=a.dual_clip,
+        aggregation=a.aggregation,
+        max_len=a.max_len or cfg.rollout.max_new_tokens,
+        kl_coef=a.kl_coef,
+        kl_estimator=a.kl_estimator,
+        entropy_coef=a.entropy_coef,
+        tis_cap=a.tis_cap,
+    )

@@ -27,8 +27,10 @@ from rollout.weight_sync import combine_digests, tensor_digest
 
 def full_shapes(module: torch.nn.Module) -> list[tuple[str, torch.dtype, tuple[int, ...]]]:
     """(name, dtype, full shape) of every parameter; ZeRO-3 shards report their `ds_shape`."""
-    return [(name, p.dtype, tuple(p.ds_shape) if hasattr(p, "ds_shape") else tuple(p.shape))
-            for name, p in module.named_parameters()]
+    return [
+        (name, p.dtype, tuple(p.ds_shape) if hasattr(p, "ds_shape") else tuple(p.shape))
+        for name, p in module.named_parameters()
+    ]
 
 
 def gathered_params(module: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
@@ -59,7 +61,9 @@ def _source_class():
 
         @functools.cached_property
         def metadata(self) -> list:
-            return [ParamMeta(name, dtype, shape) for name, dtype, shape in full_shapes(self._module)]
+            return [
+                ParamMeta(name, dtype, shape) for name, dtype, shape in full_shapes(self._module)
+            ]
 
         def iter_full(self) -> Iterator[tuple[str, torch.Tensor]]:
             self._digests, self.bytes = [], 0

@@ -1,4 +1,5 @@
-"""The learner with weight sync into vLLM and colocated offload; `rlvr.learner.deepspeed_learner.Learner` otherwise.
+"""The learner with weight sync into vLLM and colocated offload; otherwise
+`rlvr.learner.deepspeed_learner.Learner`.
 
 Weight sync into vLLM uses vLLM's own transfer engines (`vllm.distributed.weight_transfer`):
 packed (bucketed, double-buffered) NCCL broadcast from learner rank 0 when engines have their
@@ -26,8 +27,16 @@ class GPULearner(Learner):
 
         return [int(i) for i in ray.get_gpu_ids()]
 
-    def init_vllm_sync(self, backend: str, handles: list, world_sizes: list[int], bucket_bytes: int,
-                       host: str, port: int, timeout_s: float) -> None:
+    def init_vllm_sync(
+        self,
+        backend: str,
+        handles: list,
+        world_sizes: list[int],
+        bucket_bytes: int,
+        host: str,
+        port: int,
+        timeout_s: float,
+    ) -> None:
         """Every learner rank: build the trainer side of vLLM's transfer engine (rank 0 also
         opens the NCCL group with every engine worker, or ships the IPC settings)."""
         from vllm.distributed.weight_transfer import WeightTransferTrainerFactory
@@ -37,16 +46,26 @@ class GPULearner(Learner):
         if backend == "nccl":
             from vllm.distributed.weight_transfer.nccl_engine import NCCLTrainerInitInfo
 
-            info = NCCLTrainerInitInfo(master_address=host, master_port=port, rank=self.rank,
-                                       world_size=transfer_world_size(world_sizes), packed=True,
-                                       packed_buffer_size_bytes=bucket_bytes, packed_num_buffers=2)
+            info = NCCLTrainerInitInfo(
+                master_address=host,
+                master_port=port,
+                rank=self.rank,
+                world_size=transfer_world_size(world_sizes),
+                packed=True,
+                packed_buffer_size_bytes=bucket_bytes,
+                packed_num_buffers=2,
+            )
         elif backend == "ipc":
             from vllm.distributed.weight_transfer.ipc_engine import IPCTrainerInitInfo
 
-            info = IPCTrainerInitInfo(rank=self.rank, packed=True, packed_buffer_size_bytes=bucket_bytes)
+            info = IPCTrainerInitInfo(
+                rank=self.rank, packed=True, packed_buffer_size_bytes=bucket_bytes
+            )
         else:
             raise ValueError(f"unknown vLLM transfer backend {backend!r}; valid: nccl, ipc")
-        self.transfer = WeightTransferTrainerFactory.trainer_init(info, client=client, source=self.source)
+        self.transfer = WeightTransferTrainerFactory.trainer_init(
+            info, client=client, source=self.source
+        )
 
     def send_weights(self) -> dict:
         """Every rank. Returns (rank 0) bytes sent and the fingerprint of what was sent."""
@@ -58,8 +77,10 @@ class GPULearner(Learner):
             # A failed NCCL send leaves the group (and the engines' receive) unusable.
             self.transfer.shutdown()
             self.transfer = None
-            raise RuntimeError(f"learner rank {self.rank}: weight transfer into vLLM failed ({exc}); the "
-                               "transfer group is dead: restart the run with trainer.resume=auto") from exc
+            raise RuntimeError(
+                f"learner rank {self.rank}: weight transfer into vLLM failed ({exc}); the "
+                "transfer group is dead: restart the run with trainer.resume=auto"
+            ) from exc
         torch.cuda.empty_cache()
         if self.rank != 0:
             return {}
@@ -72,8 +93,14 @@ class GPULearner(Learner):
         from deepspeed.runtime.zero.offload_config import OffloadStateTypeEnum as State
 
         if not self.offloaded:
-            self.engine.offload_states(include={State.optim_states, State.hp_params, State.lp_grads,
-                                                State.contiguous_grad_buffer})
+            self.engine.offload_states(
+                include={
+                    State.optim_states,
+                    State.hp_params,
+                    State.lp_grads,
+                    State.contiguous_grad_buffer,
+                }
+            )
             self.offloaded = True
         torch.cuda.empty_cache()
 

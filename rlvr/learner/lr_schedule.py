@@ -1,4 +1,4 @@
-"""Learning-rate schedule (learner and SFT): linear warm-up, then constant, cosine or linear decay."""
+"""Learning-rate schedule (learner, SFT): linear warm-up, then constant, cosine or linear decay."""
 
 from __future__ import annotations
 

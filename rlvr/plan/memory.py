@@ -90,8 +90,13 @@ def activation_bytes_per_token(shape: ModelShape, act_bytes: int, checkpointing:
     set is rebuilt at a time in the backward pass. The final norm adds (4 + w)*h.
     """
     h, w = shape.hidden, act_bytes
-    per_layer = (2 * (4 * h + w * h) + w * (shape.q_dim + 2 * shape.kv_dim) + 2 * w * shape.q_dim
-                 + 4 * shape.heads + 4 * w * shape.intermediate)
+    per_layer = (
+        2 * (4 * h + w * h)
+        + w * (shape.q_dim + 2 * shape.kv_dim)
+        + 2 * w * shape.q_dim
+        + 4 * shape.heads
+        + 4 * w * shape.intermediate
+    )
     final_norm = (4 + w) * h
     if checkpointing:
         return shape.layers * w * h + per_layer + final_norm
@@ -101,12 +106,16 @@ def activation_bytes_per_token(shape: ModelShape, act_bytes: int, checkpointing:
 def logits_bytes(shape: ModelShape, tokens: int, act_bytes: int, fused: bool) -> int:
     if not fused:
         return tokens * shape.vocab * (act_bytes + 16)
-    return (3 * FUSED_BLOCK_ELEMENTS * 4 + 2 * tokens * shape.hidden * 4
-            + FUSED_VOCAB_CHUNK * shape.hidden * 4)
+    return (
+        3 * FUSED_BLOCK_ELEMENTS * 4
+        + 2 * tokens * shape.hidden * 4
+        + FUSED_VOCAB_CHUNK * shape.hidden * 4
+    )
 
 
-def model_state_bytes(params: int, dtype_bytes: int, zero_stage: int, ranks: int,
-                      fp32_grads: bool = True) -> dict[str, int]:
+def model_state_bytes(
+    params: int, dtype_bytes: int, zero_stage: int, ranks: int, fp32_grads: bool = True
+) -> dict[str, int]:
     """Weights, gradients and AdamW state of one rank under a ZeRO stage (ZeRO paper, section 3).
 
     With half-precision weights DeepSpeed's optimizer partition also holds the gradients in fp32
@@ -128,7 +137,9 @@ def learner_memory(shape: ModelShape, s: LearnerSetup) -> Estimate:
     tokens = s.micro_batch * s.seq_len
     parts = {
         **model_state_bytes(p, w, s.zero_stage, s.ranks),
-        "zero3 gather": w * max(2 * shape.layer_params(), shape.embedding_params()) if s.zero_stage == 3 else 0,
+        "zero3 gather": w * max(2 * shape.layer_params(), shape.embedding_params())
+        if s.zero_stage == 3
+        else 0,
         "activations": tokens * activation_bytes_per_token(shape, w, s.checkpointing),
         "logits (unfused)": logits_bytes(shape, tokens, w, fused=False),
         "logits (fused)": logits_bytes(shape, tokens, w, fused=True),
@@ -144,8 +155,11 @@ def learner_memory(shape: ModelShape, s: LearnerSetup) -> Estimate:
 def learner_resident(est: Estimate, offloaded: bool) -> int:
     """What the learner keeps on its GPU while vLLM generates: its model state, or with
     placement.offload_learner only the model-dtype weights (the next sync sends them)."""
-    keys = ("weights", "reference model") if offloaded else ("weights", "gradients", "optimizer",
-                                                              "reference model")
+    keys = (
+        ("weights", "reference model")
+        if offloaded
+        else ("weights", "gradients", "optimizer", "reference model")
+    )
     return sum(est.parts[k] for k in keys)
 
 
@@ -161,8 +175,10 @@ def vllm_memory(shape: ModelShape, s: VLLMSetup, gpu_bytes: int) -> Estimate:
     budget = int(s.gpu_memory_utilization * gpu_bytes)
     kv_room = budget - parts["weights"] - parts["runtime"]
     fits_seqs = max(0, kv_room) // (kv_token * s.max_model_len)
-    notes = [f"reserves {s.gpu_memory_utilization:g} x GPU = {budget / GiB:.1f} GiB; KV room for "
-             f"{fits_seqs} sequences of {s.max_model_len} tokens (wants {concurrent})"]
+    notes = [
+        f"reserves {s.gpu_memory_utilization:g} x GPU = {budget / GiB:.1f} GiB; KV room for "
+        f"{fits_seqs} sequences of {s.max_model_len} tokens (wants {concurrent})"
+    ]
     est = Estimate(parts, sum(parts.values()), notes)
     est.parts["budget"], est.parts["kv room (sequences)"] = budget, fits_seqs
     return est
@@ -181,32 +197,45 @@ class FitReport:
         return not self.problems
 
 
-def check_fit(learner: Estimate, vllm: Estimate | None, gpu_bytes: int, mode: str,
-              offload_learner: bool = True) -> FitReport:
+def check_fit(
+    learner: Estimate,
+    vllm: Estimate | None,
+    gpu_bytes: int,
+    mode: str,
+    offload_learner: bool = True,
+) -> FitReport:
     """Compare the estimates with one GPU's memory under the placement mode."""
     problems, warnings = [], []
     gib = lambda b: f"{b / GiB:.1f} GiB"  # noqa: E731
     learner_room = gpu_bytes - (VLLM_ASLEEP if mode == "colocated" and vllm else 0)
     if learner.total > learner_room:
         where = " beside a sleeping vLLM worker" if learner_room < gpu_bytes else ""
-        problems.append(f"learner needs {gib(learner.total)} per GPU{where}, has {gib(learner_room)}: "
-                        "lower learner.micro_batch_size, raise learner.zero_stage or add learner ranks, "
-                        "or turn on model.gradient_checkpointing")
+        problems.append(
+            f"learner needs {gib(learner.total)} per GPU{where}, has {gib(learner_room)}: "
+            "lower learner.micro_batch_size, raise learner.zero_stage or add learner ranks, "
+            "or turn on model.gradient_checkpointing"
+        )
     if vllm is not None:
         parts = vllm.parts
         if parts["kv room (sequences)"] < 1:
-            problems.append(f"vLLM: weights {gib(parts['weights'])} + runtime leave no room within "
-                            f"{gib(parts['budget'])} for one sequence's KV cache: raise "
-                            "rollout.vllm.gpu_memory_utilization or tensor_parallel_size")
+            problems.append(
+                f"vLLM: weights {gib(parts['weights'])} + runtime leave no room within "
+                f"{gib(parts['budget'])} for one sequence's KV cache: raise "
+                "rollout.vllm.gpu_memory_utilization or tensor_parallel_size"
+            )
         elif vllm.total > parts["budget"]:
-            warnings.append(f"vLLM: KV cache holds {parts['kv room (sequences)']} sequences at once, "
-                            f"fewer than configured; the rest queue (slower, not fatal)")
+            warnings.append(
+                f"vLLM: KV cache holds {parts['kv room (sequences)']} sequences at once, "
+                f"fewer than configured; the rest queue (slower, not fatal)"
+            )
         if mode == "colocated":
             resident = learner_resident(learner, offload_learner)
             if parts["budget"] + resident + CUDA_RESERVE > gpu_bytes:
-                problems.append(f"colocated: vLLM's {gib(parts['budget'])} + the learner's resident "
-                                f"{gib(resident)} exceed the GPU's {gib(gpu_bytes)}: lower "
-                                "rollout.vllm.gpu_memory_utilization or set placement.offload_learner=true")
+                problems.append(
+                    f"colocated: vLLM's {gib(parts['budget'])} + the learner's resident "
+                    f"{gib(resident)} exceed the GPU's {gib(gpu_bytes)}: lower "
+                    "rollout.vllm.gpu_memory_utilization or set placement.offload_learner=true"
+                )
     return FitReport(learner, vllm, gpu_bytes, problems, warnings)
 
 
@@ -214,17 +243,27 @@ def setups_from_config(cfg) -> tuple[LearnerSetup, VLLMSetup | None]:
     """The plan's inputs from a resolved Config."""
     rc, lc, w = cfg.rollout, cfg.learner, DTYPE_BYTES[cfg.model.dtype]
     seq_len = max_model_len(cfg)
-    learner = LearnerSetup(dtype_bytes=w, zero_stage=lc.zero_stage, ranks=lc.num_workers,
-                           micro_batch=lc.micro_batch_size, seq_len=seq_len,
-                           checkpointing=cfg.model.gradient_checkpointing,
-                           reference=cfg.algorithm.kl_coef > 0,
-                           logits="fused" if lc.uses_fused_logprobs else "unfused")
+    learner = LearnerSetup(
+        dtype_bytes=w,
+        zero_stage=lc.zero_stage,
+        ranks=lc.num_workers,
+        micro_batch=lc.micro_batch_size,
+        seq_len=seq_len,
+        checkpointing=cfg.model.gradient_checkpointing,
+        reference=cfg.algorithm.kl_coef > 0,
+        logits="fused" if lc.uses_fused_logprobs else "unfused",
+    )
     if rc.engine != "vllm":
         return learner, None
     per_step = cfg.trainer.prompts_per_step * rc.n
-    vllm = VLLMSetup(dtype_bytes=w, tp=rc.vllm.tensor_parallel_size, max_num_seqs=rc.vllm.max_num_seqs,
-                     max_model_len=seq_len, sequences_per_step=-(-per_step // rc.num_workers),
-                     gpu_memory_utilization=rc.vllm.gpu_memory_utilization)
+    vllm = VLLMSetup(
+        dtype_bytes=w,
+        tp=rc.vllm.tensor_parallel_size,
+        max_num_seqs=rc.vllm.max_num_seqs,
+        max_model_len=seq_len,
+        sequences_per_step=-(-per_step // rc.num_workers),
+        gpu_memory_utilization=rc.vllm.gpu_memory_utilization,
+    )
     return learner, vllm
 
 

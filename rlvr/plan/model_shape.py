@@ -1,4 +1,4 @@
-"""A decoder-only transformer's sizes, read from its Hugging Face config.json (no weights, no torch).
+"""A decoder-only transformer's sizes, from its Hugging Face config.json (no weights, no torch).
 
 `rlvr plan` needs only these numbers. A model's config comes from, in order: a `--model-config`
 JSON file, `config.json` in a local model directory, a config shipped in `rlvr/plan/model_configs/`
@@ -16,7 +16,13 @@ from pathlib import Path
 from rlvr.errors import ConfigError
 
 SHIPPED = Path(__file__).with_name("model_configs")
-REQUIRED = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size")
+REQUIRED = (
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "vocab_size",
+)
 
 
 @dataclass(frozen=True)
@@ -39,18 +45,25 @@ class ModelShape:
     def from_hf_config(cls, c: dict, where: str = "config") -> ModelShape:
         missing = [k for k in REQUIRED if k not in c]
         if missing:
-            raise ConfigError(f"{where}: not a decoder config this planner understands "
-                              f"(missing {', '.join(missing)})")
+            raise ConfigError(
+                f"{where}: not a decoder config this planner understands "
+                f"(missing {', '.join(missing)})"
+            )
         heads = c["num_attention_heads"]
         attention_bias = bool(c.get("attention_bias", False))
         return cls(
-            hidden=c["hidden_size"], layers=c["num_hidden_layers"], heads=heads,
+            hidden=c["hidden_size"],
+            layers=c["num_hidden_layers"],
+            heads=heads,
             kv_heads=c.get("num_key_value_heads") or heads,
             head_dim=c.get("head_dim") or c["hidden_size"] // heads,
-            intermediate=c["intermediate_size"], vocab=c["vocab_size"],
+            intermediate=c["intermediate_size"],
+            vocab=c["vocab_size"],
             tied=bool(c.get("tie_word_embeddings", False)),
-            qkv_bias=c.get("model_type") == "qwen2" or attention_bias, o_bias=attention_bias,
-            mlp_bias=bool(c.get("mlp_bias", False)))
+            qkv_bias=c.get("model_type") == "qwen2" or attention_bias,
+            o_bias=attention_bias,
+            mlp_bias=bool(c.get("mlp_bias", False)),
+        )
 
     @property
     def q_dim(self) -> int:
@@ -85,15 +98,19 @@ def shipped_config_path(name: str) -> Path:
     return SHIPPED / (name.replace("/", "__") + ".json")
 
 
-def load_model_shape(model_path: str, model_config: str | None = None, tiny=None) -> tuple[ModelShape, str]:
-    """(shape, where it came from) for `model.path`; `tiny` is cfg.model.tiny for builtin: models."""
+def load_model_shape(
+    model_path: str, model_config: str | None = None, tiny=None
+) -> tuple[ModelShape, str]:
+    """(shape, its source) for `model.path`; `tiny` is cfg.model.tiny for builtin: models."""
     if model_config:
         return ModelShape.from_hf_config(read_json(Path(model_config)), model_config), model_config
     if model_path.startswith("builtin:"):
         return builtin_shape(tiny), "built-in tiny model (model.tiny)"
     local = Path(os.path.expanduser(model_path))
     if (local / "config.json").is_file():
-        return ModelShape.from_hf_config(read_json(local / "config.json"), str(local)), str(local / "config.json")
+        return ModelShape.from_hf_config(read_json(local / "config.json"), str(local)), str(
+            local / "config.json"
+        )
     shipped = shipped_config_path(model_path)
     if shipped.is_file():
         return ModelShape.from_hf_config(read_json(shipped), str(shipped)), str(shipped)
@@ -103,7 +120,8 @@ def load_model_shape(model_path: str, model_config: str | None = None, tiny=None
     raise ConfigError(
         f"model.path={model_path!r}: no config.json found (not a local directory, not shipped in "
         f"{SHIPPED.name}/, not in the Hugging Face cache). Download it once "
-        f"(`hf download {model_path} config.json`) or pass --model-config PATH/config.json")
+        f"(`hf download {model_path} config.json`) or pass --model-config PATH/config.json"
+    )
 
 
 def hub_cache_config(name: str) -> Path | None:
@@ -119,9 +137,16 @@ def hub_cache_config(name: str) -> Path | None:
 def builtin_shape(tiny) -> ModelShape:
     from rlvr.tasks.tiny_model import SYMBOLS
 
-    return ModelShape(hidden=tiny.hidden_size, layers=tiny.num_layers, heads=tiny.num_heads,
-                      kv_heads=tiny.num_heads, head_dim=tiny.hidden_size // tiny.num_heads,
-                      intermediate=tiny.intermediate_size, vocab=4 + len(SYMBOLS), tied=True)
+    return ModelShape(
+        hidden=tiny.hidden_size,
+        layers=tiny.num_layers,
+        heads=tiny.num_heads,
+        kv_heads=tiny.num_heads,
+        head_dim=tiny.hidden_size // tiny.num_heads,
+        intermediate=tiny.intermediate_size,
+        vocab=4 + len(SYMBOLS),
+        tied=True,
+    )
 
 
 def read_json(path: Path) -> dict:
@@ -130,4 +155,6 @@ def read_json(path: Path) -> dict:
     except FileNotFoundError:
         raise ConfigError(f"model config {path}: file not found") from None
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"model config {path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+        raise ConfigError(
+            f"model config {path}: not valid JSON ({exc.msg}, line {exc.lineno})"
+        ) from None

@@ -1,4 +1,5 @@
-"""The text `rlvr plan` prints: the memory plan of `rlvr.plan.memory` and the placement of `rlvr.cluster.placement`."""
+"""The text `rlvr plan` prints: the memory plan of `rlvr.plan.memory` and the placement of
+`rlvr.cluster.placement`."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from rlvr.plan.memory import FitReport, GiB, max_model_len, plan_config
 from rlvr.plan.model_shape import ModelShape, load_model_shape
 
 
-def plan_text(cfg, model_config: str | None = None, node_gpus: list[int] | None = None) -> tuple[str, bool]:
+def plan_text(
+    cfg, model_config: str | None = None, node_gpus: list[int] | None = None
+) -> tuple[str, bool]:
     """(report, fits). `node_gpus` (GPUs per node) adds a placement check on that cluster."""
     shape, source = load_model_shape(cfg.model.path, model_config, tiny=cfg.model.tiny)
     report = plan_config(cfg, shape)
@@ -21,8 +24,10 @@ def plan_text(cfg, model_config: str | None = None, node_gpus: list[int] | None 
     for warning in report.warnings:
         lines.append(f"warning: {warning}")
     if fits:
-        lines.append(f"fits: every estimate is within one GPU's {report.gpu_bytes / GiB:.1f} GiB "
-                     "(placement.gpu_memory_gib)")
+        lines.append(
+            f"fits: every estimate is within one GPU's {report.gpu_bytes / GiB:.1f} GiB "
+            "(placement.gpu_memory_gib)"
+        )
     for problem in report.problems:
         lines.append(f"does not fit: {problem}")
     return "\n".join(lines), fits
@@ -35,7 +40,8 @@ def gib(n: int) -> str:
 def model_lines(cfg, shape: ModelShape, source: str) -> list[str]:
     return [
         f"model: {cfg.model.path}  ({shape.params() / 1e9:.3f}B parameters; sizes from {source})",
-        f"  hidden {shape.hidden}, {shape.layers} layers, {shape.heads} heads ({shape.kv_heads} KV, "
+        f"  hidden {shape.hidden}, {shape.layers} layers, {shape.heads} heads "
+        f"({shape.kv_heads} KV, "
         f"head dim {shape.head_dim}), FFN {shape.intermediate}, vocabulary {shape.vocab}, "
         f"{'tied' if shape.tied else 'untied'} embeddings",
     ]
@@ -44,9 +50,11 @@ def model_lines(cfg, shape: ModelShape, source: str) -> list[str]:
 def learner_lines(cfg, report: FitReport) -> list[str]:
     lc = cfg.learner
     est = report.learner
-    head = (f"learner, per GPU: ZeRO-{lc.zero_stage} over {lc.num_workers} rank(s), {cfg.model.dtype}, "
-            f"micro-batch {lc.micro_batch_size} x {max_model_len(cfg)} tokens, gradient checkpointing "
-            f"{'on' if cfg.model.gradient_checkpointing else 'off'}")
+    head = (
+        f"learner, per GPU: ZeRO-{lc.zero_stage} over {lc.num_workers} rank(s), {cfg.model.dtype}, "
+        f"micro-batch {lc.micro_batch_size} x {max_model_len(cfg)} tokens, gradient checkpointing "
+        f"{'on' if cfg.model.gradient_checkpointing else 'off'}"
+    )
     lines = ["", head]
     lines += [f"  {name:<22}{gib(size)}" for name, size in est.parts.items()]
     lines.append(f"  {'total':<22}{gib(est.total)}   ({'; '.join(est.notes)})")
@@ -58,8 +66,11 @@ def vllm_lines(cfg, report: FitReport) -> list[str]:
     if est is None:
         return ["", f"rollout engine: {cfg.rollout.engine} (no vLLM memory plan)"]
     vc = cfg.rollout.vllm
-    lines = ["", f"vLLM, per GPU: {cfg.rollout.num_workers} engine(s) x TP {vc.tensor_parallel_size}, "
-                 f"max_model_len {max_model_len(cfg)}, max_num_seqs {vc.max_num_seqs}"]
+    lines = [
+        "",
+        f"vLLM, per GPU: {cfg.rollout.num_workers} engine(s) x TP {vc.tensor_parallel_size}, "
+        f"max_model_len {max_model_len(cfg)}, max_num_seqs {vc.max_num_seqs}",
+    ]
     for name in ("weights", "kv cache", "runtime"):
         lines.append(f"  {name:<22}{gib(est.parts[name])}")
     lines.append(f"  {'total':<22}{gib(est.total)}   ({'; '.join(est.notes)})")

@@ -94,7 +94,12 @@ def is_heldout(expr: str, fraction: float) -> bool:
 
 
 def make_row(expr: str, level: Level) -> dict[str, Any]:
-    return {"prompt": expr + "=", "answer": str(evaluate(expr)), "verifier": "arith", "level": level.name}
+    return {
+        "prompt": expr + "=",
+        "answer": str(evaluate(expr)),
+        "verifier": "arith",
+        "level": level.name,
+    }
 
 
 def allocate(mix: dict[str, float], size: int) -> dict[str, int]:
@@ -108,8 +113,9 @@ def allocate(mix: dict[str, float], size: int) -> dict[str, int]:
     return counts
 
 
-def make_split(mix: dict[str, float], size: int, *, heldout: bool, fraction: float,
-               seed: int) -> list[dict[str, Any]]:
+def make_split(
+    mix: dict[str, float], size: int, *, heldout: bool, fraction: float, seed: int
+) -> list[dict[str, Any]]:
     """`size` distinct problems of the train or held-out region, drawn by the mix, shuffled."""
     split = "heldout" if heldout else "train"
     rows: list[dict[str, Any]] = []
@@ -124,15 +130,20 @@ def make_split(mix: dict[str, float], size: int, *, heldout: bool, fraction: flo
     return rows
 
 
-def draw_distinct(level: Level, count: int, rng: random.Random, heldout: bool, fraction: float,
-                  taken: set[str]) -> list[str]:
+def draw_distinct(
+    level: Level, count: int, rng: random.Random, heldout: bool, fraction: float, taken: set[str]
+) -> list[str]:
     """`count` problems of the level in the region, none of them in `taken`."""
     region = "held-out" if heldout else "train"
     if level.space_size <= ENUMERATE_LIMIT:
-        pool = [e for e in level.enumerate() if is_heldout(e, fraction) == heldout and e not in taken]
+        pool = [
+            e for e in level.enumerate() if is_heldout(e, fraction) == heldout and e not in taken
+        ]
         if count > len(pool):
-            raise ConfigError(f"data.arith: level {level.name} has only {len(pool)} {region} "
-                              f"problems, {count} requested; lower the size or change the mix")
+            raise ConfigError(
+                f"data.arith: level {level.name} has only {len(pool)} {region} "
+                f"problems, {count} requested; lower the size or change the mix"
+            )
         return rng.sample(pool, count)
     seen: dict[str, None] = {}
     for _ in range(50 * count + 1000):
@@ -142,8 +153,10 @@ def draw_distinct(level: Level, count: int, rng: random.Random, heldout: bool, f
         if is_heldout(expr, fraction) == heldout and expr not in taken:
             seen[expr] = None
     if len(seen) < count:
-        raise ConfigError(f"data.arith: could not draw {count} distinct {region} problems of "
-                          f"level {level.name}; lower the size")
+        raise ConfigError(
+            f"data.arith: could not draw {count} distinct {region} problems of "
+            f"level {level.name}; lower the size"
+        )
     return list(seen)
 
 
@@ -178,4 +191,4 @@ def perturb(answer: str, rng: random.Random) -> str:
     delta = rng.choice((-1, 1))
     if i == digits[0] and len(digits) > 1 and (int(answer[i]) + delta) % 10 == 0:
         delta = -delta  # never a leading zero: the noise is a wrong digit, not a bad format
-    return answer[:i] + str((int(answer[i]) + delta) % 10) + answer[i + 1:]
+    return answer[:i] + str((int(answer[i]) + delta) % 10) + answer[i + 1 :]

@@ -60,9 +60,16 @@ EVAL_SETS: dict[str, EvalSet] = {
 _DOLLAR = re.compile(r"(?<!\\)\$")  # math delimiters; \$ (a currency sign) stays
 
 
-def load_rows(source: str, *, prompt_key: str | None = None, answer_key: str | None = None,
-              solution_key: str | None = None, verifier: str | None = None,
-              verifier_key: str = "verifier", limit: int | None = None) -> list[dict]:
+def load_rows(
+    source: str,
+    *,
+    prompt_key: str | None = None,
+    answer_key: str | None = None,
+    solution_key: str | None = None,
+    verifier: str | None = None,
+    verifier_key: str = "verifier",
+    limit: int | None = None,
+) -> list[dict]:
     """Rows of `source` with `prompt`, `answer`, `verifier` and `dataset` set.
 
     Keys left as None take the eval set's convention for a short name, else "problem",
@@ -84,14 +91,18 @@ def load_rows(source: str, *, prompt_key: str | None = None, answer_key: str | N
     rows = []
     for i, record in enumerate(records):
         if prompt_key not in record:
-            raise DataSourceError(f"{source}: row {i} has no prompt column {prompt_key!r}; "
-                                  f"columns: {', '.join(sorted(record))}")
+            raise DataSourceError(
+                f"{source}: row {i} has no prompt column {prompt_key!r}; "
+                f"columns: {', '.join(sorted(record))}"
+            )
         row = dict(record)
         gold = _gold(row, answer_key, solution_key)
         if gold is None:
-            raise DataSourceError(f"{source}: row {i} has no gold answer in {answer_key!r} or a "
-                                  f"\\boxed{{}} in {solution_key!r}; columns: "
-                                  f"{', '.join(sorted(record))}")
+            raise DataSourceError(
+                f"{source}: row {i} has no gold answer in {answer_key!r} or a "
+                f"\\boxed{{}} in {solution_key!r}; columns: "
+                f"{', '.join(sorted(record))}"
+            )
         row["prompt"] = str(record[prompt_key])
         row["answer"] = gold
         row["verifier"] = str(record.get(verifier_key) or default_verifier)
@@ -167,7 +178,7 @@ def _read_hub(source: str, limit: int | None) -> list[dict]:
     """`owner/name[:split]` or `owner/name:config:split` from the Hugging Face hub (split
     defaults to "train"; e.g. "openai/gsm8k:main:test")."""
     name, *rest = source.split(":")
-    config, split = (rest if len(rest) == 2 else [None, rest[0] if rest else ""])
+    config, split = rest if len(rest) == 2 else [None, rest[0] if rest else ""]
     split = split or "train"
     if limit is not None:
         split = f"{split}[:{limit}]"
@@ -180,12 +191,18 @@ def _read_hub(source: str, limit: int | None) -> list[dict]:
         raise DataSourceError(
             f"cannot load {source!r} from the Hugging Face hub ({type(e).__name__}: {first[:200]})"
             f"; offline? use a local .jsonl/.parquet file or a shipped set: "
-            f"{', '.join(EVAL_SETS)}") from None
+            f"{', '.join(EVAL_SETS)}"
+        ) from None
     return [dict(r) for r in dataset]
 
 
-def render_prompt(row: Mapping[str, Any], template: str = "plain", *, tokenizer: Any = None,
-                  instruction: str | None = None) -> str:
+def render_prompt(
+    row: Mapping[str, Any],
+    template: str = "plain",
+    *,
+    tokenizer: Any = None,
+    instruction: str | None = None,
+) -> str:
     """The text a model is given for `row`.
 
     - "plain": the prompt, then a blank line and `instruction` when given;
@@ -210,10 +227,12 @@ def render_prompt(row: Mapping[str, Any], template: str = "plain", *, tokenizer:
             content = f"{prompt}\n\n{instruction}" if instruction else prompt
             messages = [{"role": "user", "content": content}]
         else:
-            messages = ([{"role": "system", "content": instruction}] if instruction else [])
+            messages = [{"role": "system", "content": instruction}] if instruction else []
             messages.append({"role": "user", "content": prompt})
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     if "{prompt}" in template:
         return template.replace("{prompt}", prompt).replace("{instruction}", instruction or "")
-    raise ValueError(f"unknown prompt template {template!r}; valid: {', '.join(TEMPLATES)} or a "
-                     "string containing {prompt}")
+    raise ValueError(
+        f"unknown prompt template {template!r}; valid: {', '.join(TEMPLATES)} or a "
+        "string containing {prompt}"
+    )

@@ -33,7 +33,7 @@ def demo_batch(sampler: DemoSampler, tokenizer, size: int) -> tuple[torch.Tensor
         seq = p + a + [tokenizer.eos_token_id]
         ids[row, : len(seq)] = torch.tensor(seq)
         attn[row, : len(seq)] = 1
-        labels[row, len(p): len(seq)] = torch.tensor(a + [tokenizer.eos_token_id])
+        labels[row, len(p) : len(seq)] = torch.tensor(a + [tokenizer.eos_token_id])
     return ids, attn, labels
 
 
@@ -42,7 +42,9 @@ def run_sft(cfg, out_dir: Path, *, log=print) -> dict:
     sft = cfg.sft
     tokenizer = build_tokenizer()
     model = build_model(cfg.model.tiny, tokenizer, sft.seed)
-    sampler = DemoSampler(sft.mix or cfg.data.arith.mix, cfg.data.arith.heldout_fraction, sft.noise, sft.seed)
+    sampler = DemoSampler(
+        sft.mix or cfg.data.arith.mix, cfg.data.arith.heldout_fraction, sft.noise, sft.seed
+    )
     opt = torch.optim.AdamW(model.parameters(), lr=sft.lr, weight_decay=sft.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda("cosine", sft.warmup_steps, sft.steps))
     start, losses = time.time(), []
@@ -56,13 +58,18 @@ def run_sft(cfg, out_dir: Path, *, log=print) -> dict:
         sched.step()
         losses.append(loss.item())
         bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.3f}", refresh=False)
-    metrics = {"sft_steps": sft.steps, "sft_seconds": round(time.time() - start, 1),
-               "final_loss": sum(losses[-50:]) / len(losses[-50:]),
-               "parameters": sum(p.numel() for p in model.parameters())}
+    metrics = {
+        "sft_steps": sft.steps,
+        "sft_seconds": round(time.time() - start, 1),
+        "final_loss": sum(losses[-50:]) / len(losses[-50:]),
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
     out_dir = Path(out_dir)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     (out_dir / "sft_metrics.json").write_text(json.dumps(metrics, indent=2))
-    log(f"sft: {metrics['sft_steps']} steps in {metrics['sft_seconds']} s, "
-        f"loss {metrics['final_loss']:.3f}, {metrics['parameters']} parameters -> {out_dir}")
+    log(
+        f"sft: {metrics['sft_steps']} steps in {metrics['sft_seconds']} s, "
+        f"loss {metrics['final_loss']:.3f}, {metrics['parameters']} parameters -> {out_dir}"
+    )
     return metrics

@@ -30,9 +30,17 @@ def build_tokenizer():
     tok = Tokenizer(models.WordLevel(vocab, unk_token=UNK))
     tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
     tok.decoder = decoders.Fuse()
-    tok.post_processor = processors.TemplateProcessing(single=f"{BOS} $A", special_tokens=[(BOS, vocab[BOS])])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=PAD,
-                                   unk_token=UNK, padding_side="left")
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{BOS} $A", special_tokens=[(BOS, vocab[BOS])]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token=BOS,
+        eos_token=EOS,
+        pad_token=PAD,
+        unk_token=UNK,
+        padding_side="left",
+    )
 
 
 def build_model(tiny, tokenizer, seed: int):
@@ -41,11 +49,17 @@ def build_model(tiny, tokenizer, seed: int):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=tiny.hidden_size, num_hidden_layers=tiny.num_layers,
-        num_attention_heads=tiny.num_heads, num_key_value_heads=tiny.num_heads,
-        intermediate_size=tiny.intermediate_size, max_position_embeddings=tiny.max_positions,
-        tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=tiny.hidden_size,
+        num_hidden_layers=tiny.num_layers,
+        num_attention_heads=tiny.num_heads,
+        num_key_value_heads=tiny.num_heads,
+        intermediate_size=tiny.intermediate_size,
+        max_position_embeddings=tiny.max_positions,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
     )
     torch.manual_seed(seed)
     return LlamaForCausalLM(config)
@@ -59,8 +73,12 @@ def builtin_key(cfg) -> str:
     """Hash of every setting that shapes the warm-started weights."""
     import dataclasses
 
-    payload = {"v": BUILD_VERSION, "tiny": dataclasses.asdict(cfg.model.tiny),
-               "sft": dataclasses.asdict(cfg.sft), "arith": dataclasses.asdict(cfg.data.arith)}
+    payload = {
+        "v": BUILD_VERSION,
+        "tiny": dataclasses.asdict(cfg.model.tiny),
+        "sft": dataclasses.asdict(cfg.sft),
+        "arith": dataclasses.asdict(cfg.data.arith),
+    }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
 

@@ -32,7 +32,11 @@ PATTERN = re.compile(r"^step_(\d+)$")
 
 
 def rng_state() -> dict[str, Any]:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
@@ -41,7 +45,9 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
 
 
-def save_checkpoint(run_dir: Path, step: int, cluster, tokenizer, cfg, sampler, extra: dict, keep: int) -> Path:
+def save_checkpoint(
+    run_dir: Path, step: int, cluster, tokenizer, cfg, sampler, extra: dict, keep: int
+) -> Path:
     root = run_dir / "checkpoints"
     final = root / f"step_{step:06d}"
     tmp = root / f"step_{step:06d}.tmp"
@@ -79,7 +85,9 @@ def find_resume(run_dir: Path, resume: str) -> Path | None:
         return found[-1] if found else None
     path = Path(resume).expanduser()
     if not (path / STATE_FILE).exists():
-        raise ConfigError(f"trainer.resume={resume!r}: not a checkpoint directory (no {STATE_FILE})")
+        raise ConfigError(
+            f"trainer.resume={resume!r}: not a checkpoint directory (no {STATE_FILE})"
+        )
     return path
 
 
@@ -88,7 +96,9 @@ def load_checkpoint(path: Path, cluster, sampler) -> dict[str, Any]:
     state = torch.load(path / STATE_FILE, weights_only=False)
     missing = STATE_KEYS - set(state)
     if missing:
-        raise ConfigError(f"checkpoint {path} lacks {sorted(missing)}; it was not written by this version")
+        raise ConfigError(
+            f"checkpoint {path} lacks {sorted(missing)}; it was not written by this version"
+        )
     cluster.learner_call("load_checkpoint", str(path))
     sampler.load_state_dict(state["sampler"])
     set_rng_state(state["rng"])

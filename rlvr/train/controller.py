@@ -45,7 +45,9 @@ def _loop(run: Run, cfg, log) -> dict:
     cluster.sync_weights()  # rollout workers start from exactly the learner's weights (checked)
     logger = RunLogger(run.dir, tc.steps, start)
     timer, began = PhaseTimer(), time.time()
-    spent = completions_spent(run.history())  # a resumed run's earlier steps count towards max_completions
+    spent = completions_spent(
+        run.history()
+    )  # a resumed run's earlier steps count towards max_completions
     last_eval = run.evaluate(start, logger) if start == 0 else {}
     for step in range(start, tc.steps):
         run.gate.begin()
@@ -53,21 +55,34 @@ def _loop(run: Run, cfg, log) -> dict:
         while not rounds or run.gate.more():  # one round, or DAPO refill rounds
             with timer("select"):
                 idx = run.sampler.next_batch(tc.prompts_per_step)
-                rows, prompts = [run.train_rows[i] for i in idx], [run.train_prompts[i] for i in idx]
+                rows, prompts = (
+                    [run.train_rows[i] for i in idx],
+                    [run.train_prompts[i] for i in idx],
+                )
             with timer("generate"):
-                comps = cluster.generate(prompts, run.sampling(cfg.rollout.n, step, len(rounds), stage=0))
+                comps = cluster.generate(
+                    prompts, run.sampling(cfg.rollout.n, step, len(rounds), stage=0)
+                )
             with timer("verify"):
                 scores = score(run.pool, run.tokenizer, rows, comps)
             with timer("expand"):
-                comps, scores, extra_P = expand(run, rows, prompts, comps, scores, step, len(rounds))
+                comps, scores, extra_P = expand(
+                    run, rows, prompts, comps, scores, step, len(rounds)
+                )
             with timer("observe"):
                 acc_P, admit_P = observe(run, idx, comps, scores)
-                rounds.append(Rollouts(idx, prompts, comps, scores, acc_P, run.gate.offer(admit_P), extra_P))
+                rounds.append(
+                    Rollouts(idx, prompts, comps, scores, acc_P, run.gate.offer(admit_P), extra_P)
+                )
         idx, prompts, comps, scores, acc_P, admit_P, extra_P = Rollouts.merge(rounds)
         with timer("advantage"):
             adv_N, valid_N = compute_advantages(
-                cfg.algorithm.advantage, scores.reward_N.double(), comps.prompt_index_N,
-                std_normalize=cfg.algorithm.std_normalize, eps=cfg.algorithm.eps)
+                cfg.algorithm.advantage,
+                scores.reward_N.double(),
+                comps.prompt_index_N,
+                std_normalize=cfg.algorithm.std_normalize,
+                eps=cfg.algorithm.eps,
+            )
             keep_N = valid_N & admit_P[comps.prompt_index_N]
         with timer("update"):
             stats = []
@@ -79,19 +94,35 @@ def _loop(run: Run, cfg, log) -> dict:
         times = timer.pop()
         spent += len(comps)
         done = tc.max_completions is not None and spent >= tc.max_completions
-        logger.log(step + 1, {
-            **rollout_metrics(comps, scores, acc_P, keep_N, extra_P, times),
-            **learner_metrics(stats), "sync/bytes": sync["bytes"], "sync/checked_workers": sync["checked_workers"],
-            "sampler/batch_hash": zlib.crc32(str(idx).encode()),
-            **run.sampler.metrics(), **run.schedule.metrics(), **run.gate.metrics(), **times})
+        logger.log(
+            step + 1,
+            {
+                **rollout_metrics(comps, scores, acc_P, keep_N, extra_P, times),
+                **learner_metrics(stats),
+                "sync/bytes": sync["bytes"],
+                "sync/checked_workers": sync["checked_workers"],
+                "sampler/batch_hash": zlib.crc32(str(idx).encode()),
+                **run.sampler.metrics(),
+                **run.schedule.metrics(),
+                **run.gate.metrics(),
+                **times,
+            },
+        )
         if run.eval_due(step + 1) or done:
             last_eval = run.evaluate(step + 1, logger)
         if run.checkpoint_due(step + 1, began) or done:
             saved = time.perf_counter()
-            save_checkpoint(run.dir, step + 1, cluster, run.tokenizer, cfg, run.sampler, {}, tc.keep_checkpoints)
-            logger.log(step + 1, {"time/checkpoint": time.perf_counter() - saved}, kind="checkpoint")
+            save_checkpoint(
+                run.dir, step + 1, cluster, run.tokenizer, cfg, run.sampler, {}, tc.keep_checkpoints
+            )
+            logger.log(
+                step + 1, {"time/checkpoint": time.perf_counter() - saved}, kind="checkpoint"
+            )
         if done:
-            log(f"trainer.max_completions={tc.max_completions} reached after step {step + 1} ({spent}); stopping")
+            log(
+                f"trainer.max_completions={tc.max_completions} reached after step {step + 1} "
+                f"({spent}); stopping"
+            )
             break
         if tc.max_time_s and time.time() - began > tc.max_time_s:
             log(f"trainer.max_time_s={tc.max_time_s:g} reached after step {step + 1}; stopping")
@@ -121,8 +152,9 @@ def expand(run: Run, rows, prompts, comps: Completions, scores: Scores, step: in
     more.prompt_index_N = torch.tensor(order, dtype=torch.long)[more.prompt_index_N]
     comps = Completions.concat([comps, more], [0, 0])
     scores = Scores.concat([scores, score(run.pool, run.tokenizer, rows, more)])
-    run.schedule.after_expand(acc_P, group_accuracy(scores.correct_N, scores.error_N, comps.prompt_index_N,
-                                                    len(prompts)))
+    run.schedule.after_expand(
+        acc_P, group_accuracy(scores.correct_N, scores.error_N, comps.prompt_index_N, len(prompts))
+    )
     return comps, scores, extra_P
 
 
@@ -150,9 +182,14 @@ class Rollouts:
 
     @staticmethod
     def merge(rounds: list[Rollouts]) -> tuple:
-        """All rounds of a step as one batch (group indices offset by the earlier rounds' prompts)."""
+        """All rounds of a step as one batch (group indices offset by earlier rounds' prompts)."""
         offsets = list(itertools.accumulate([0] + [len(r.prompts) for r in rounds[:-1]]))
-        return ([i for r in rounds for i in r.idx], [p for r in rounds for p in r.prompts],
-                Completions.concat([r.comps for r in rounds], offsets), Scores.concat([r.scores for r in rounds]),
-                torch.cat([r.acc_P for r in rounds]), torch.cat([r.admit_P for r in rounds]),
-                torch.cat([r.extra_P for r in rounds]))
+        return (
+            [i for r in rounds for i in r.idx],
+            [p for r in rounds for p in r.prompts],
+            Completions.concat([r.comps for r in rounds], offsets),
+            Scores.concat([r.scores for r in rounds]),
+            torch.cat([r.acc_P for r in rounds]),
+            torch.cat([r.admit_P for r in rounds]),
+            torch.cat([r.extra_P for r in rounds]),
+        )

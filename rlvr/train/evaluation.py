@@ -12,24 +12,45 @@ from rlvr.train.scoring import score
 from rollout.types import Completions, SamplingSettings
 
 
-def evaluate(generate: Callable[[list[list[int]], SamplingSettings], Completions], pool, tokenizer,
-             rows: list[dict], prompts: list[list[int]], *, n: int, ks: list[int], temperature: float,
-             max_new_tokens: int, seed: int) -> dict[str, float]:
+def evaluate(
+    generate: Callable[[list[list[int]], SamplingSettings], Completions],
+    pool,
+    tokenizer,
+    rows: list[dict],
+    prompts: list[list[int]],
+    *,
+    n: int,
+    ks: list[int],
+    temperature: float,
+    max_new_tokens: int,
+    seed: int,
+) -> dict[str, float]:
     """Metrics: pass@k (mean over problems) with pass@k_ci_lo / _ci_hi, per-level pass@1 when
     rows have a `level` column, verifier errors, mean completion length.
 
     A verifier error is neither right nor wrong: a problem's n and c count only verified
     samples, and a problem with no verified sample is left out (and counted).
     """
-    comps = generate(prompts, SamplingSettings(n=n, temperature=temperature, top_p=1.0,
-                                               max_new_tokens=max_new_tokens, seed=seed))
+    comps = generate(
+        prompts,
+        SamplingSettings(
+            n=n, temperature=temperature, top_p=1.0, max_new_tokens=max_new_tokens, seed=seed
+        ),
+    )
     scores = score(pool, tokenizer, rows, comps)
-    count = torch.zeros(len(rows), dtype=torch.long).index_add_(0, comps.prompt_index_N, (~scores.error_N).long())
-    hits = torch.zeros(len(rows), dtype=torch.long).index_add_(0, comps.prompt_index_N, scores.correct_N.long())
+    count = torch.zeros(len(rows), dtype=torch.long).index_add_(
+        0, comps.prompt_index_N, (~scores.error_N).long()
+    )
+    hits = torch.zeros(len(rows), dtype=torch.long).index_add_(
+        0, comps.prompt_index_N, scores.correct_N.long()
+    )
     usable = [i for i in range(len(rows)) if count[i] > 0]
-    out: dict[str, float] = {"eval/problems": len(usable), "eval/unverifiable_problems": len(rows) - len(usable),
-                             "eval/verifier_errors": int(scores.error_N.sum()),
-                             "eval/length_mean": comps.length_N.float().mean().item()}
+    out: dict[str, float] = {
+        "eval/problems": len(usable),
+        "eval/unverifiable_problems": len(rows) - len(usable),
+        "eval/verifier_errors": int(scores.error_N.sum()),
+        "eval/length_mean": comps.length_N.float().mean().item(),
+    }
     for k in ks:
         values = [pass_at_k(int(count[i]), int(hits[i]), min(k, int(count[i]))) for i in usable]
         if values:

@@ -1,4 +1,4 @@
-"""Run output: phase timers, JSONL + TensorBoard logs, the progress bar, plots, the summary table."""
+"""Run output: phase timers, JSONL + TensorBoard logs, progress bar, plots, the summary table."""
 
 from __future__ import annotations
 
@@ -22,7 +22,9 @@ class PhaseTimer:
         try:
             yield
         finally:
-            self.times[f"time/{phase}"] = self.times.get(f"time/{phase}", 0.0) + time.perf_counter() - start
+            self.times[f"time/{phase}"] = (
+                self.times.get(f"time/{phase}", 0.0) + time.perf_counter() - start
+            )
 
     def pop(self) -> dict[str, float]:
         out, self.times = self.times, {}
@@ -31,7 +33,7 @@ class PhaseTimer:
 
 
 class RunLogger:
-    """metrics.jsonl (one JSON object per step or evaluation), TensorBoard events, a progress bar."""
+    """metrics.jsonl (one JSON object per step or evaluation), TensorBoard events, progress bar."""
 
     def __init__(self, run_dir: Path, total_steps: int, start_step: int = 0):
         self.run_dir = run_dir
@@ -39,7 +41,9 @@ class RunLogger:
         from torch.utils.tensorboard import SummaryWriter
 
         self.tb = SummaryWriter(str(run_dir / "tensorboard"))
-        self.bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step", dynamic_ncols=True)
+        self.bar = tqdm(
+            total=total_steps, initial=start_step, desc="train", unit="step", dynamic_ncols=True
+        )
         self.history: list[dict] = []
 
     def log(self, step: int, metrics: dict[str, float], kind: str = "train") -> None:
@@ -51,12 +55,21 @@ class RunLogger:
                 self.tb.add_scalar(key if kind == "train" else f"{kind}/{key}", value, step)
         if kind == "train":
             self.bar.update(1)
-            self.bar.set_postfix(reward=f"{metrics.get('reward/mean', float('nan')):.3f}",
-                                 pass1=f"{metrics.get('train/pass@1', float('nan')):.3f}",
-                                 s_per_step=f"{metrics.get('time/step', 0):.2f}", refresh=False)
+            self.bar.set_postfix(
+                reward=f"{metrics.get('reward/mean', float('nan')):.3f}",
+                pass1=f"{metrics.get('train/pass@1', float('nan')):.3f}",
+                s_per_step=f"{metrics.get('time/step', 0):.2f}",
+                refresh=False,
+            )
         elif kind == "eval":
-            self.bar.write(f"step {step} {kind}: " + ", ".join(
-                f"{k}={v:.3f}" for k, v in metrics.items() if k.startswith("pass@") and "_ci" not in k))
+            self.bar.write(
+                f"step {step} {kind}: "
+                + ", ".join(
+                    f"{k}={v:.3f}"
+                    for k, v in metrics.items()
+                    if k.startswith("pass@") and "_ci" not in k
+                )
+            )
 
     def close(self) -> None:
         self.bar.close()
@@ -82,14 +95,30 @@ def write_plots(run_dir: Path, history: list[dict]) -> Path:
     evals = [r for r in history if r["kind"] == "eval"]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     if train:
-        ax1.plot([r["step"] for r in train], [r.get("reward/mean") for r in train], label="mean reward")
-        ax1.plot([r["step"] for r in train], [r.get("train/pass@1") for r in train], "--", label="train pass@1", alpha=0.7)
+        ax1.plot(
+            [r["step"] for r in train], [r.get("reward/mean") for r in train], label="mean reward"
+        )
+        ax1.plot(
+            [r["step"] for r in train],
+            [r.get("train/pass@1") for r in train],
+            "--",
+            label="train pass@1",
+            alpha=0.7,
+        )
     ax1.set(xlabel="step", title="training batches")
     ax1.legend()
     for key in sorted({k for r in evals for k in r if k.startswith("pass@") and "_ci" not in k}):
-        ax2.errorbar([r["step"] for r in evals], [r[key] for r in evals], marker="o",
-                     yerr=[[r[key] - r[f"{key}_ci_lo"] for r in evals], [r[f"{key}_ci_hi"] - r[key] for r in evals]],
-                     label=f"held-out {key}", capsize=3)
+        ax2.errorbar(
+            [r["step"] for r in evals],
+            [r[key] for r in evals],
+            marker="o",
+            yerr=[
+                [r[key] - r[f"{key}_ci_lo"] for r in evals],
+                [r[f"{key}_ci_hi"] - r[key] for r in evals],
+            ],
+            label=f"held-out {key}",
+            capsize=3,
+        )
     ax2.set(xlabel="step", title="held-out evaluation (95% bootstrap CI)", ylim=(0, 1))
     ax2.legend()
     fig.tight_layout()
@@ -106,13 +135,20 @@ def summary_table(history: list[dict]) -> str:
     lines = []
     if evals:
         first, last = evals[0], evals[-1]
-        lines.append(f"{'held-out':<24}{'step ' + str(first['step']):>14}{'step ' + str(last['step']):>14}{'change':>10}")
+        lines.append(
+            f"{'held-out':<24}{'step ' + str(first['step']):>14}"
+            f"{'step ' + str(last['step']):>14}{'change':>10}"
+        )
         for key in sorted(k for k in last if k.startswith("pass@") and "_ci" not in k):
-            lines.append(f"{key:<24}{first[key]:>14.3f}{last[key]:>14.3f}{last[key] - first[key]:>+10.3f}")
+            lines.append(
+                f"{key:<24}{first[key]:>14.3f}{last[key]:>14.3f}{last[key] - first[key]:>+10.3f}"
+            )
     if train:
         lines.append(f"{'phase (mean s/step)':<24}{'':>14}{'seconds':>14}{'share':>10}")
         step_time = sum(r.get("time/step", 0) for r in train) / len(train)
-        for key in sorted({k for r in train for k in r if k.startswith("time/") and k != "time/step"}):
+        for key in sorted(
+            {k for r in train for k in r if k.startswith("time/") and k != "time/step"}
+        ):
             mean = sum(r.get(key, 0) for r in train) / len(train)
             lines.append(f"{key[5:]:<24}{'':>14}{mean:>14.3f}{mean / max(step_time, 1e-9):>10.1%}")
         lines.append(f"{'step':<24}{'':>14}{step_time:>14.3f}{1:>10.1%}")

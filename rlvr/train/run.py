@@ -1,4 +1,4 @@
-"""Everything a training run holds besides the loop: directory, data, tokenizer, plug-ins, actors."""
+"""All a training run holds besides the loop: directory, data, tokenizer, plug-ins, actors."""
 
 from __future__ import annotations
 
@@ -48,11 +48,17 @@ class Run:
         dump_yaml(cfg, run_dir / "config.yaml")
         log(f"run directory: {run_dir}")
         model_path = resolve_model_path(cfg, log=log)
-        tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=cfg.model.trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(
+            model_path, trust_remote_code=cfg.model.trust_remote_code
+        )
         train_rows, eval_rows = load_task(cfg)
         vc = cfg.verifier
-        pool = VerifierPool(num_workers=vc.num_workers, timeout_s=vc.timeout_s, memory_mb=vc.memory_mb,
-                            plugins=vc.plugins)
+        pool = VerifierPool(
+            num_workers=vc.num_workers,
+            timeout_s=vc.timeout_s,
+            memory_mb=vc.memory_mb,
+            plugins=vc.plugins,
+        )
         try:  # a row naming a verifier nobody provides is a config error, found before Ray starts
             pool.require({row["verifier"] for row in train_rows + eval_rows})
         except KeyError as exc:
@@ -67,26 +73,61 @@ class Run:
             pool.close()
             ray.shutdown()
             raise
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        sampler = make_sampler(cfg.sampler, len(train_rows), cfg.trainer.seed,
-                               prompts=[r["prompt"] for r in train_rows])
+        pad = (
+            tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        )
+        sampler = make_sampler(
+            cfg.sampler,
+            len(train_rows),
+            cfg.trainer.seed,
+            prompts=[r["prompt"] for r in train_rows],
+        )
         gate = DynamicSampling.from_config(cfg.gate, cfg.trainer.prompts_per_step)
-        return cls(cfg, run_dir, tokenizer, train_rows, encode(cfg, tokenizer, train_rows), eval_rows,
-                   encode(cfg, tokenizer, eval_rows), sampler, make_schedule(cfg.schedule), gate, pool, cluster, pad)
+        return cls(
+            cfg,
+            run_dir,
+            tokenizer,
+            train_rows,
+            encode(cfg, tokenizer, train_rows),
+            eval_rows,
+            encode(cfg, tokenizer, eval_rows),
+            sampler,
+            make_schedule(cfg.schedule),
+            gate,
+            pool,
+            cluster,
+            pad,
+        )
 
     def sampling(self, n: int, step: int, round_: int, stage: int) -> SamplingSettings:
         """Sampling settings with a seed unique to (run seed, step, refill round, stage)."""
         rc = self.cfg.rollout
-        seed = ((self.cfg.trainer.seed * 100_003 + step) * self.cfg.gate.max_gen_batches + round_) * 2 + stage
-        return SamplingSettings(n=n, temperature=rc.temperature, top_p=rc.top_p,
-                                max_new_tokens=rc.max_new_tokens, seed=seed)
+        seed = (
+            (self.cfg.trainer.seed * 100_003 + step) * self.cfg.gate.max_gen_batches + round_
+        ) * 2 + stage
+        return SamplingSettings(
+            n=n,
+            temperature=rc.temperature,
+            top_p=rc.top_p,
+            max_new_tokens=rc.max_new_tokens,
+            seed=seed,
+        )
 
     def evaluate(self, step: int, logger: RunLogger) -> dict:
         ec = self.cfg.eval
         began = time.perf_counter()
-        metrics = evaluate(self.cluster.generate, self.pool, self.tokenizer, self.eval_rows, self.eval_prompts,
-                           n=ec.n, ks=ec.k, temperature=ec.temperature,
-                           max_new_tokens=self.cfg.rollout.max_new_tokens, seed=self.cfg.trainer.seed + 3)
+        metrics = evaluate(
+            self.cluster.generate,
+            self.pool,
+            self.tokenizer,
+            self.eval_rows,
+            self.eval_prompts,
+            n=ec.n,
+            ks=ec.k,
+            temperature=ec.temperature,
+            max_new_tokens=self.cfg.rollout.max_new_tokens,
+            seed=self.cfg.trainer.seed + 3,
+        )
         metrics["time/eval"] = time.perf_counter() - began
         logger.log(step, metrics, kind="eval")
         return metrics
@@ -98,7 +139,11 @@ class Run:
     def checkpoint_due(self, step: int, began: float) -> bool:
         tc = self.cfg.trainer
         out_of_time = tc.max_time_s is not None and time.time() - began > tc.max_time_s
-        return step == tc.steps or out_of_time or (tc.checkpoint_every > 0 and step % tc.checkpoint_every == 0)
+        return (
+            step == tc.steps
+            or out_of_time
+            or (tc.checkpoint_every > 0 and step % tc.checkpoint_every == 0)
+        )
 
     def history(self) -> list[dict]:
         return read_history(self.dir)
@@ -134,13 +179,17 @@ def run_directory(cfg, recipe: str | None) -> Path:
     if tc.name:
         path = base / tc.name
         if not tc.resume and (path / "metrics.jsonl").exists():
-            raise ConfigError(f"trainer.name={tc.name!r}: {path} already holds a run; add trainer.resume=auto "
-                              "to continue it or choose another name")
+            raise ConfigError(
+                f"trainer.name={tc.name!r}: {path} already holds a run; add trainer.resume=auto "
+                "to continue it or choose another name"
+            )
         return path
     if tc.resume == "auto":
         runs = [p for p in base.glob(f"{stem}-*") if list_checkpoints(p)]
         if not runs:
-            raise ConfigError(f"trainer.resume=auto: no run of {stem} with a checkpoint under {base}/")
+            raise ConfigError(
+                f"trainer.resume=auto: no run of {stem} with a checkpoint under {base}/"
+            )
         return max(runs, key=lambda p: list_checkpoints(p)[-1].stat().st_mtime)
     path = base / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     suffix = 1

@@ -23,18 +23,26 @@ class Scores:
 
     @staticmethod
     def concat(parts: list[Scores]) -> Scores:
-        return Scores(torch.cat([p.reward_N for p in parts]), torch.cat([p.correct_N for p in parts]),
-                      torch.cat([p.error_N for p in parts]), [t for p in parts for t in p.texts])
+        return Scores(
+            torch.cat([p.reward_N for p in parts]),
+            torch.cat([p.correct_N for p in parts]),
+            torch.cat([p.error_N for p in parts]),
+            [t for p in parts for t in p.texts],
+        )
 
 
 def score(pool, tokenizer, rows: list[dict], comps: Completions) -> Scores:
     """rows[i] is the data row of prompt i of the generate call that produced `comps`."""
-    texts = tokenizer.batch_decode([comps.tokens(i) for i in range(len(comps))], skip_special_tokens=True)
+    texts = tokenizer.batch_decode(
+        [comps.tokens(i) for i in range(len(comps))], skip_special_tokens=True
+    )
     requests = []
     for i, text in enumerate(texts):
         row = rows[int(comps.prompt_index_N[i])]
         extra = {k: v for k, v in row.items() if k not in ("prompt", "answer")}
-        requests.append(VerifyRequest(row.get("verifier", "arith"), text, str(row["answer"]), extra))
+        requests.append(
+            VerifyRequest(row.get("verifier", "arith"), text, str(row["answer"]), extra)
+        )
     outcomes: list[Outcome] = pool.verify_batch(requests)
     return Scores(
         reward_N=torch.tensor([o.score for o in outcomes], dtype=torch.float32),
@@ -44,8 +52,9 @@ def score(pool, tokenizer, rows: list[dict], comps: Completions) -> Scores:
     )
 
 
-def group_accuracy(correct_N: torch.Tensor, error_N: torch.Tensor, group_N: torch.Tensor,
-                   num_groups: int) -> torch.Tensor:
+def group_accuracy(
+    correct_N: torch.Tensor, error_N: torch.Tensor, group_N: torch.Tensor, num_groups: int
+) -> torch.Tensor:
     """Fraction correct among each group's verified completions; NaN for a group with none."""
     valid = (~error_N).float()
     hits = torch.zeros(num_groups).index_add_(0, group_N, correct_N.float() * valid)

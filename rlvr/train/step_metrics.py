@@ -10,8 +10,14 @@ from rlvr.train.scoring import Scores
 from rollout.types import FINISH_LENGTH, Completions
 
 
-def rollout_metrics(comps: Completions, scores: Scores, acc_P: torch.Tensor, keep_N: torch.Tensor,
-                    extra_P: torch.Tensor, times: dict[str, float]) -> dict[str, float]:
+def rollout_metrics(
+    comps: Completions,
+    scores: Scores,
+    acc_P: torch.Tensor,
+    keep_N: torch.Tensor,
+    extra_P: torch.Tensor,
+    times: dict[str, float],
+) -> dict[str, float]:
     verified = ~scores.error_N
     rewards = scores.reward_N[verified]
     solved = acc_P[~acc_P.isnan()]
@@ -20,10 +26,14 @@ def rollout_metrics(comps: Completions, scores: Scores, acc_P: torch.Tensor, kee
     return {
         "reward/mean": rewards.mean().item() if rewards.numel() else math.nan,
         "reward/std": rewards.std(unbiased=False).item() if rewards.numel() else math.nan,
-        "train/pass@1": scores.correct_N[verified].float().mean().item() if rewards.numel() else math.nan,
+        "train/pass@1": scores.correct_N[verified].float().mean().item()
+        if rewards.numel()
+        else math.nan,
         "verify/errors": int(scores.error_N.sum()),
         "groups/solved_none": (solved == 0).float().mean().item() if solved.numel() else math.nan,
-        "groups/solved_partly": ((solved > 0) & (solved < 1)).float().mean().item() if solved.numel() else math.nan,
+        "groups/solved_partly": ((solved > 0) & (solved < 1)).float().mean().item()
+        if solved.numel()
+        else math.nan,
         "groups/solved_all": (solved == 1).float().mean().item() if solved.numel() else math.nan,
         "groups/trained_completions": int(keep_N.sum()),
         "rollout/completions": len(comps),
@@ -55,7 +65,8 @@ def learner_metrics(rank_sums: list[dict[str, float]]) -> dict[str, float]:
         "actor/kl_ref": total.get("kl_sum", 0.0) / tokens,
         "actor/ppo_kl": total.get("ppo_kl_sum", 0.0) / tokens,
         "actor/ratio_mean": total.get("ratio_sum", 0.0) / tokens,
-        "actor/clip_frac": (total.get("clip_low_tokens", 0.0) + total.get("clip_high_tokens", 0.0)) / tokens,
+        "actor/clip_frac": (total.get("clip_low_tokens", 0.0) + total.get("clip_high_tokens", 0.0))
+        / tokens,
         "actor/dual_clip_frac": total.get("dual_clip_tokens", 0.0) / tokens,
         "actor/tis_weight_mean": total.get("tis_weight_sum", 0.0) / tokens,
         "actor/grad_norm": rank_sums[0].get("grad_norm_sum", 0.0) / steps,

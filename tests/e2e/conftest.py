@@ -16,9 +16,16 @@ os.environ["TORCH_EXTENSIONS_DIR"] = tempfile.mkdtemp(prefix="rlvr-torch-ext-")
 # A quick warm start on one-digit sums: good enough to be right about half the time, so the
 # reward has room to rise within a few RL steps.
 E2E = [
-    "data.arith.mix={'1:+:2': 1}", "data.arith.train_size=80", "data.arith.heldout_size=9",
-    "sft.steps=150", "sft.batch_size=128", "rollout.max_new_tokens=4",
-    "eval.num_problems=9", "eval.n=4", "eval.k=[1,4]", "eval.every=0",
+    "data.arith.mix={'1:+:2': 1}",
+    "data.arith.train_size=80",
+    "data.arith.heldout_size=9",
+    "sft.steps=150",
+    "sft.batch_size=128",
+    "rollout.max_new_tokens=4",
+    "eval.num_problems=9",
+    "eval.n=4",
+    "eval.k=[1,4]",
+    "eval.every=0",
 ]
 
 

@@ -39,9 +39,19 @@ def ray_session(e2e_overrides):
 
 
 def updated_weights(overrides, micro: int, ranks: int, stage: int):
-    cfg = load_config(None, overrides + [
-        f"learner.num_workers={ranks}", f"learner.micro_batch_size={micro}", f"learner.zero_stage={stage}",
-        "learner.epochs=2", "learner.lr=1e-3", "learner.grad_clip=0", "rollout.num_workers=1"])
+    cfg = load_config(
+        None,
+        overrides
+        + [
+            f"learner.num_workers={ranks}",
+            f"learner.micro_batch_size={micro}",
+            f"learner.zero_stage={stage}",
+            "learner.epochs=2",
+            "learner.lr=1e-3",
+            "learner.grad_clip=0",
+            "rollout.num_workers=1",
+        ],
+    )
     cluster = Cluster(cfg, resolve_model_path(cfg), log=lambda *_: None)
     try:
         stats = cluster.update(synthetic_batch(), seed=0)
@@ -59,15 +69,23 @@ def test_full_batch_update_is_split_invariant(e2e_overrides, ray_session):
         weights, other_norm = updated_weights(e2e_overrides, micro, ranks, stage)
         assert other_norm == pytest.approx(norm, rel=1e-5), (micro, ranks, stage)
         for name in reference:
-            torch.testing.assert_close(weights[name], reference[name], atol=1e-5, rtol=0,
-                                       msg=lambda m, n=name, c=(micro, ranks, stage): f"{c} {n}: {m}")
-    # DeepSpeed's CPU shm comm op is switched off (rlvr.learner.deepspeed_learner): nothing was JIT-built
+            torch.testing.assert_close(
+                weights[name],
+                reference[name],
+                atol=1e-5,
+                rtol=0,
+                msg=lambda m, n=name, c=(micro, ranks, stage): f"{c} {n}: {m}",
+            )
+    # DeepSpeed's CPU shm comm op is switched off (rlvr.learner.deepspeed_learner): nothing was
+    # JIT-built
     assert os.listdir(os.environ["TORCH_EXTENSIONS_DIR"]) == []
 
 
 def test_sync_detects_a_corrupted_bucket(e2e_overrides, ray_session):
-    cfg = load_config(None, e2e_overrides + ["learner.num_workers=1", "rollout.num_workers=2",
-                                             "sync.bucket_mb=0.5"])
+    cfg = load_config(
+        None,
+        e2e_overrides + ["learner.num_workers=1", "rollout.num_workers=2", "sync.bucket_mb=0.5"],
+    )
     cluster = Cluster(cfg, resolve_model_path(cfg), log=lambda *_: None)
     try:
         first = cluster.sync_weights()

@@ -25,10 +25,22 @@ def records(run_dir: Path, kind: str = "train") -> list[dict]:
 
 
 def test_two_workers_two_learners_learn_and_stay_in_sync(e2e_overrides):
-    cfg = load_config(None, e2e_overrides + [
-        "rollout.num_workers=2", "learner.num_workers=2", "learner.zero_stage=2", "learner.lr=5e-4",
-        "learner.warmup_steps=3", "learner.micro_batch_size=48", "trainer.steps=20", "trainer.prompts_per_step=64",
-        "trainer.checkpoint_every=0", "trainer.name=sync"])
+    cfg = load_config(
+        None,
+        e2e_overrides
+        + [
+            "rollout.num_workers=2",
+            "learner.num_workers=2",
+            "learner.zero_stage=2",
+            "learner.lr=5e-4",
+            "learner.warmup_steps=3",
+            "learner.micro_batch_size=48",
+            "trainer.steps=20",
+            "trainer.prompts_per_step=64",
+            "trainer.checkpoint_every=0",
+            "trainer.name=sync",
+        ],
+    )
     train(cfg, None)
     run = Path(cfg.trainer.output_dir) / "sync"
     steps = records(run)
@@ -52,9 +64,19 @@ def test_two_workers_two_learners_learn_and_stay_in_sync(e2e_overrides):
 
 
 def test_max_completions_stops_with_a_final_evaluation(e2e_overrides, tmp_path):
-    cfg = load_config(None, e2e_overrides + [
-        f"trainer.output_dir={tmp_path}", "trainer.steps=50", "trainer.prompts_per_step=16", "rollout.n=4",
-        "trainer.max_completions=150", "trainer.checkpoint_every=0", "trainer.name=budget"])
+    cfg = load_config(
+        None,
+        e2e_overrides
+        + [
+            f"trainer.output_dir={tmp_path}",
+            "trainer.steps=50",
+            "trainer.prompts_per_step=16",
+            "rollout.n=4",
+            "trainer.max_completions=150",
+            "trainer.checkpoint_every=0",
+            "trainer.name=budget",
+        ],
+    )
     train(cfg, None)
     run = tmp_path / "budget"
     # 16 prompts x 4 = 64 completions a step: 128 < 150 <= 192, so the run stops after step 3
@@ -64,17 +86,35 @@ def test_max_completions_stops_with_a_final_evaluation(e2e_overrides, tmp_path):
 
 
 def test_resume_after_kill_continues_exactly(e2e_overrides, tmp_path):
-    common = e2e_overrides + [f"trainer.output_dir={tmp_path}", "trainer.steps=6", "trainer.checkpoint_every=2",
-                              "trainer.prompts_per_step=16", "learner.lr=1e-3"]
+    common = e2e_overrides + [
+        f"trainer.output_dir={tmp_path}",
+        "trainer.steps=6",
+        "trainer.checkpoint_every=2",
+        "trainer.prompts_per_step=16",
+        "learner.lr=1e-3",
+    ]
     recipe = ROOT / "recipes/arith-tiny.yaml"
     train(load_config(recipe, common + ["trainer.name=straight"]), None)
     straight = {r["step"]: r for r in records(tmp_path / "straight")}
 
-    cmd = [sys.executable, "-m", "rlvr.cli", "train", "recipes/arith-tiny.yaml", *common,
-           "trainer.name=killed"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "rlvr.cli",
+        "train",
+        "recipes/arith-tiny.yaml",
+        *common,
+        "trainer.name=killed",
+    ]
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     deadline = time.time() + 600
     while not (killed / "checkpoints" / "step_000004").exists():
         assert proc.poll() is None, f"run ended early: {proc.stderr.read()[-2000:]}"
@@ -86,18 +126,35 @@ def test_resume_after_kill_continues_exactly(e2e_overrides, tmp_path):
     train(load_config(recipe, common + ["trainer.name=killed", "trainer.resume=auto"]), None)
     after = records(killed)
     assert [r["step"] for r in after] == [1, 2, 3, 4, 5, 6]  # nothing repeated, nothing lost
-    state4 = torch.load(killed / "checkpoints" / "step_000004" / "trainer_state.pt", weights_only=False)
+    state4 = torch.load(
+        killed / "checkpoints" / "step_000004" / "trainer_state.pt", weights_only=False
+    )
     assert state4["step"] == 4
     # the same prompts as a run that was never interrupted (the sampler state was restored)
-    assert [r["sampler/batch_hash"] for r in after] == [straight[s]["sampler/batch_hash"] for s in range(1, 7)]
+    assert [r["sampler/batch_hash"] for r in after] == [
+        straight[s]["sampler/batch_hash"] for s in range(1, 7)
+    ]
     assert json.loads((killed / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 6
 
 
 def test_mopps_and_dars_on_two_workers(e2e_overrides):
-    cfg = load_config(None, e2e_overrides + [
-        "rollout.num_workers=2", "sampler.name=mopps", "sampler.ts_ratio=4", "schedule.name=dars",
-        "schedule.mode=hw", "schedule.n_max=16", "trainer.steps=4", "trainer.prompts_per_step=16",
-        "trainer.checkpoint_every=0", "learner.lr=1e-4", "trainer.name=mopps_dars"])
+    cfg = load_config(
+        None,
+        e2e_overrides
+        + [
+            "rollout.num_workers=2",
+            "sampler.name=mopps",
+            "sampler.ts_ratio=4",
+            "schedule.name=dars",
+            "schedule.mode=hw",
+            "schedule.n_max=16",
+            "trainer.steps=4",
+            "trainer.prompts_per_step=16",
+            "trainer.checkpoint_every=0",
+            "learner.lr=1e-4",
+            "trainer.name=mopps_dars",
+        ],
+    )
     train(cfg, None)
     steps = records(Path(cfg.trainer.output_dir) / "mopps_dars")
     assert len(steps) == 4
@@ -110,4 +167,8 @@ def test_mopps_and_dars_on_two_workers(e2e_overrides):
     assert sum(r["rollout/extra_completions"] for r in steps) > 0
     # the posteriors cover more prompts as steps observe new ones (16 selected per step of 80)
     seen = [r["sampler/observed_frac"] for r in steps]
-    assert seen[0] == pytest.approx(16 / 80) and all(b >= a for a, b in zip(seen, seen[1:])) and seen[-1] > seen[0]
+    assert (
+        seen[0] == pytest.approx(16 / 80)
+        and all(b >= a for a, b in zip(seen, seen[1:]))
+        and seen[-1] > seen[0]
+    )

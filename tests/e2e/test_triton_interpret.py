@@ -19,8 +19,15 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_triton_kernel_matches_reference_under_the_interpreter():
     import importlib.util
 
-    assert importlib.util.find_spec("triton"), "triton missing: pip install -e '.[dev]' brings it (x86-64 Linux)"
+    assert importlib.util.find_spec("triton"), (
+        "triton missing: pip install -e '.[dev]' brings it (x86-64 Linux)"
+    )
     env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "gpu" / "test_kernels_triton.py")],
-                          env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "gpu" / "test_kernels_triton.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -3,13 +3,13 @@ learner update, then bucketed weight syncs from learner rank 0 into the engine.
 
     torchrun --standalone --nproc-per-node W tests/gpu/sync_torchrun.py --gpus G [--zero 3] ...
 
-Ranks 0..W-2 are learners (`rlvr.learner.deepspeed_learner.Learner`, one DeepSpeed world), rank W-1 runs
-`rollout.hf_engine.HFEngine`. Process r uses GPU r % G; --gpus 0 runs the same flow on CPU
-(float32, gloo), which is how this script itself is tested without a GPU. The sync group is NCCL when learner
-rank 0 and the engine have different GPUs; on a single GPU it is gloo over CUDA tensors (NCCL
-refuses two ranks on one device), and the result says so. Small control messages (ports, the
-manifest, the completions) go through torchrun's own store. Prints `RESULT {json}` on rank 0
-(sync figures) and on the engine rank (tokens/s).
+Ranks 0..W-2 are learners (`rlvr.learner.deepspeed_learner.Learner`, one DeepSpeed world), rank W-1
+runs `rollout.hf_engine.HFEngine`. Process r uses GPU r % G; --gpus 0 runs the same flow on CPU
+(float32, gloo), which is how this script itself is tested without a GPU. The sync group is NCCL
+when learner rank 0 and the engine have different GPUs; on a single GPU it is gloo over CUDA tensors
+(NCCL refuses two ranks on one device), and the result says so. Small control messages (ports, the
+manifest, the completions) go through torchrun's own store. Prints `RESULT {json}` on rank 0 (sync
+figures) and on the engine rank (tokens/s).
 """
 
 from __future__ import annotations
@@ -46,7 +46,9 @@ def main() -> int:
     import torch
     import torch.distributed as dist
 
-    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False)
+    store = dist.TCPStore(
+        os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False
+    )
     # The learners' DeepSpeed world is its own process group, not torchrun's agent store.
     os.environ.pop("TORCHELASTIC_USE_AGENT_STORE", None)
     learners, engine_rank = world - 1, world - 1
@@ -74,8 +76,13 @@ def build_model_dir(path: Path, hidden: int, layers: int) -> None:
     if (path / "config.json").exists():
         return
     tokenizer = build_tokenizer()
-    tiny = TinyModelConfig(hidden_size=hidden, num_layers=layers, num_heads=max(1, hidden // 128),
-                           intermediate_size=4 * hidden, max_positions=64)
+    tiny = TinyModelConfig(
+        hidden_size=hidden,
+        num_layers=layers,
+        num_heads=max(1, hidden // 128),
+        intermediate_size=4 * hidden,
+        max_positions=64,
+    )
     model = build_model(tiny, tokenizer, seed=0)
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
@@ -84,9 +91,19 @@ def build_model_dir(path: Path, hidden: int, layers: int) -> None:
 def make_config(model_dir: Path, learners: int, args):
     from rlvr.config import load_config
 
-    return load_config(None, [f"model.path={model_dir}", f"model.dtype={dtype(args)}", f"learner.num_workers={learners}",
-                              f"learner.zero_stage={args.zero}", f"learner.gpus_per_worker={int(args.gpus > 0)}",
-                              "learner.lr=1.0e-4", "learner.micro_batch_size=16", "rollout.max_new_tokens=8"])
+    return load_config(
+        None,
+        [
+            f"model.path={model_dir}",
+            f"model.dtype={dtype(args)}",
+            f"learner.num_workers={learners}",
+            f"learner.zero_stage={args.zero}",
+            f"learner.gpus_per_worker={int(args.gpus > 0)}",
+            "learner.lr=1.0e-4",
+            "learner.micro_batch_size=16",
+            "rollout.max_new_tokens=8",
+        ],
+    )
 
 
 def run_learner(store, rank, learners, cfg, model_dir, args, backend):
@@ -121,10 +138,18 @@ def run_learner(store, rank, learners, cfg, model_dir, args, backend):
     if rank != 0:
         return None
     best = min(times[1:] or times)
-    return {"role": "learner", "backend": backend, "zero_stage": args.zero, "learners": learners,
-            "bytes": sent["bytes"], "sync_s": times, "sync_GBps": sent["bytes"] / best / 1e9,
-            "fingerprint": sent["fingerprint"], "fingerprint_after_update": fingerprint_after_update,
-            "optimizer_steps": stats.get("optimizer_steps", 0)}
+    return {
+        "role": "learner",
+        "backend": backend,
+        "zero_stage": args.zero,
+        "learners": learners,
+        "bytes": sent["bytes"],
+        "sync_s": times,
+        "sync_GBps": sent["bytes"] / best / 1e9,
+        "fingerprint": sent["fingerprint"],
+        "fingerprint_after_update": fingerprint_after_update,
+        "optimizer_steps": stats.get("optimizer_steps", 0),
+    }
 
 
 def dtype(args) -> str:
@@ -151,8 +176,14 @@ def run_engine(store, model_dir, args, backend):
     sync()
     tokens_per_s = int(comps.length_N.sum()) / (time.perf_counter() - began)
     advantages = torch.randn(len(comps))
-    store.set("batch", pickle.dumps(build_train_batch(prompts, comps, torch.ones(len(comps), dtype=torch.bool),
-                                                      advantages, engine.pad_id)))
+    store.set(
+        "batch",
+        pickle.dumps(
+            build_train_batch(
+                prompts, comps, torch.ones(len(comps), dtype=torch.bool), advantages, engine.pad_id
+            )
+        ),
+    )
     from rollout.weight_sync import fingerprint
 
     initial = fingerprint(engine.named_parameters())  # the learners start from the same weights
@@ -165,8 +196,13 @@ def run_engine(store, model_dir, args, backend):
         receive_buckets(group, manifest, plan, device, engine.load_weights)
         got = fingerprint(engine.named_parameters())
         matches.append(got == json.loads(store.get(f"sent_{i}"))["fingerprint"])
-    return {"role": "engine", "hf_tokens_per_s": tokens_per_s, "completions": len(comps),
-            "fingerprints_match": matches, "fingerprint_before_sync": initial}
+    return {
+        "role": "engine",
+        "hf_tokens_per_s": tokens_per_s,
+        "completions": len(comps),
+        "fingerprints_match": matches,
+        "fingerprint_before_sync": initial,
+    }
 
 
 if __name__ == "__main__":

@@ -41,8 +41,9 @@ CASES = [
 def _run(hidden_TH, weight_VH, targets_T, coefs, temperature, with_entropy, impl, vocab_chunk):
     hidden_TH = hidden_TH.detach().requires_grad_()
     weight_VH = weight_VH.detach().requires_grad_()
-    logp_T, entropy_T = kernels.logprobs_entropy(hidden_TH, weight_VH, targets_T, temperature,
-                                                 impl=impl, vocab_chunk=vocab_chunk)
+    logp_T, entropy_T = kernels.logprobs_entropy(
+        hidden_TH, weight_VH, targets_T, temperature, impl=impl, vocab_chunk=vocab_chunk
+    )
     loss = coefs[0] @ logp_T + (coefs[1] @ entropy_T if with_entropy else 0.0)
     loss.backward()
     return logp_T.detach(), entropy_T.detach(), hidden_TH.grad, weight_VH.grad
@@ -62,8 +63,9 @@ def check_parity(device: str) -> list[str]:
         ref = _run(*args, "reference", None)
         got = _run(*args, "triton", vocab_chunk)
         errors = []
-        for name, actual, expected, tol in zip(("logp", "entropy", "dh", "dW"), got, ref,
-                                               (1e-5, 1e-5, grad_tol, grad_tol)):
+        for name, actual, expected, tol in zip(
+            ("logp", "entropy", "dh", "dW"), got, ref, (1e-5, 1e-5, grad_tol, grad_tol)
+        ):
             scale = max(1.0, expected.abs().max().item())
             err = (actual.double() - expected.double()).abs().max().item() / scale
             assert err <= tol, f"{name} ({dtype}, T={T}, V={V}): {err:.2e} of scale > {tol}"
@@ -92,8 +94,9 @@ def test_auto_picks_triton_on_cuda_and_bounds_memory():
     assert kernels.resolve_impl("auto", hidden_TH, weight_VH) == "triton"
 
     def step():
-        logp_T, entropy_T = kernels.logprobs_entropy(hidden_TH, weight_VH, targets_T,
-                                                     vocab_chunk=4096)
+        logp_T, entropy_T = kernels.logprobs_entropy(
+            hidden_TH, weight_VH, targets_T, vocab_chunk=4096
+        )
         (logp_T.sum() + 0.1 * entropy_T.sum()).backward()
 
     step()  # compiles the kernels and allocates cuBLAS workspaces outside the measurement

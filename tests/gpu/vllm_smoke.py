@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT))
 
 
 class InProcessClient:
-    """VLLMWeightSyncClient over an engine in this process (the Ray client does the same remotely)."""
+    """VLLMWeightSyncClient over an in-process engine (the Ray client does the same remotely)."""
 
     def __init__(self, engine):
         self.engine = engine
@@ -55,45 +55,79 @@ def main(workdir: str = "/tmp/rlvr-vllm-smoke") -> int:
     with torch.no_grad():  # weights the dummy-loaded engine cannot have by chance
         for p in learner.parameters():
             p.add_(0.01 * torch.randn_like(p))
-    engine = VLLMEngine(str(model_dir), VLLMOptions(dtype="float32", gpu_memory_utilization=0.3, max_model_len=64,
-                                                    enforce_eager=True, transfer_backend="ipc"))
+    engine = VLLMEngine(
+        str(model_dir),
+        VLLMOptions(
+            dtype="float32",
+            gpu_memory_utilization=0.3,
+            max_model_len=64,
+            enforce_eager=True,
+            transfer_backend="ipc",
+        ),
+    )
     source = deepspeed_weight_source(learner, digest=True)
     transfer = WeightTransferTrainerFactory.trainer_init(
         IPCTrainerInitInfo(rank=0, packed=True, packed_buffer_size_bytes=8 << 20),
-        client=InProcessClient(engine), source=source)
+        client=InProcessClient(engine),
+        source=source,
+    )
     began = time.perf_counter()
     transfer.send_weights()
     sync_s = time.perf_counter() - began
     fingerprints = engine.after_sync()  # raises unless reset_prefix_cache() returned True
 
     prompts = [[1] + [4 + (i * 3 + j) % 10 for j in range(6)] for i in range(16)]
-    greedy = engine.generate(prompts, SamplingSettings(n=1, temperature=0.0, max_new_tokens=12, seed=0))
+    greedy = engine.generate(
+        prompts, SamplingSettings(n=1, temperature=0.0, max_new_tokens=12, seed=0)
+    )
     same = 0
     for i, prompt in enumerate(prompts):
         ids = torch.tensor([prompt], device="cuda")
-        hf = learner.generate(ids, do_sample=False, max_new_tokens=12, eos_token_id=2, pad_token_id=0)
-        same += hf[0, len(prompt):].tolist()[: int(greedy.length_N[i])] == greedy.tokens(i)
+        hf = learner.generate(
+            ids, do_sample=False, max_new_tokens=12, eos_token_id=2, pad_token_id=0
+        )
+        same += hf[0, len(prompt) :].tolist()[: int(greedy.length_N[i])] == greedy.tokens(i)
 
     temperature = 0.8
-    sampled = engine.generate(prompts, SamplingSettings(n=4, temperature=temperature, max_new_tokens=12, seed=1))
+    sampled = engine.generate(
+        prompts, SamplingSettings(n=4, temperature=temperature, max_new_tokens=12, seed=1)
+    )
     worst = 0.0
     for i in range(len(sampled)):
         prompt, tokens = prompts[int(sampled.prompt_index_N[i])], sampled.tokens(i)
         ids = torch.tensor([prompt + tokens], device="cuda")
         with torch.no_grad():
-            logits = learner(ids).logits[0, len(prompt) - 1: -1].float()
-        ours = torch.log_softmax(logits / temperature, -1).gather(-1, torch.tensor(tokens, device="cuda")[:, None])
-        worst = max(worst, (ours.squeeze(-1).cpu() - sampled.logprobs_NL[i, : len(tokens)]).abs().max().item())
+            logits = learner(ids).logits[0, len(prompt) - 1 : -1].float()
+        ours = torch.log_softmax(logits / temperature, -1).gather(
+            -1, torch.tensor(tokens, device="cuda")[:, None]
+        )
+        worst = max(
+            worst,
+            (ours.squeeze(-1).cpu() - sampled.logprobs_NL[i, : len(tokens)]).abs().max().item(),
+        )
 
     many = [[1] + [4 + (i * 7 + j) % 10 for j in range(8)] for i in range(256)]
     torch.cuda.synchronize()
     began = time.perf_counter()
     out = engine.generate(many, SamplingSettings(n=8, temperature=1.0, max_new_tokens=48, seed=2))
     tokens_per_s = int(out.length_N.sum()) / (time.perf_counter() - began)
-    print("RESULT " + json.dumps({
-        "card": torch.cuda.get_device_name(0), "fingerprints": fingerprints, "sent": source.fingerprint(),
-        "greedy_equal": same, "prompts": len(prompts), "max_logprob_diff": worst, "sync_s": sync_s,
-        "sync_bytes": source.bytes, "vllm_tokens_per_s": tokens_per_s}), flush=True)
+    print(
+        "RESULT "
+        + json.dumps(
+            {
+                "card": torch.cuda.get_device_name(0),
+                "fingerprints": fingerprints,
+                "sent": source.fingerprint(),
+                "greedy_equal": same,
+                "prompts": len(prompts),
+                "max_logprob_diff": worst,
+                "sync_s": sync_s,
+                "sync_bytes": source.bytes,
+                "vllm_tokens_per_s": tokens_per_s,
+            }
+        ),
+        flush=True,
+    )
     return 0
 
 

@@ -15,7 +15,7 @@ def sleep_forever(completion, gold, row):
 
 def spin_forever(completion, gold, row):
     """A C-level loop that holds the GIL: only SIGKILL stops it, signals never run."""
-    return Outcome.correct() if 9 ** (9 ** 9 ** 9) else Outcome.incorrect()
+    return Outcome.correct() if 9 ** (9**9**9) else Outcome.incorrect()
 
 
 def allocate_forever(completion, gold, row):
@@ -48,20 +48,22 @@ def echo(completion, gold, row):
     """Correct iff completion == gold; the reason reports what the worker received."""
     ok = completion == gold
     return Outcome(
-        "correct" if ok else "incorrect", 1.0 if ok else 0.0,
-        f"len={len(completion)} row={sorted(row.items())}")
+        "correct" if ok else "incorrect",
+        1.0 if ok else 0.0,
+        f"len={len(completion)} row={sorted(row.items())}",
+    )
 
 
 def heavy_modules(completion, gold, row):
     """Reports which heavy frameworks are imported in the worker process."""
-    loaded = sorted(m for m in ("torch", "ray", "transformers", "vllm", "deepspeed")
-                    if m in sys.modules)
+    loaded = sorted(
+        m for m in ("torch", "ray", "transformers", "vllm", "deepspeed") if m in sys.modules
+    )
     return Outcome.incorrect(reason=",".join(loaded) or "none")
 
 
 def whoami(completion, gold, row):
     return Outcome.incorrect(reason=str(os.getpid()))
-
 
 
 # The `math` verifier minus its exact-text shortcut and with patient math-verify timeouts: the

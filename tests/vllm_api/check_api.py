@@ -58,9 +58,16 @@ def engine_args_accept_our_kwargs():
 
     fields = {f.name for f in dataclasses.fields(EngineArgs)}
     llm_params = set(params(LLM.__init__))
-    for options in (VLLMOptions(), VLLMOptions(tensor_parallel_size=4, transfer_backend="ipc",
-                                               enable_sleep_mode=True, max_model_len=4096),
-                    VLLMOptions(transfer_backend=None, load_format="auto")):
+    for options in (
+        VLLMOptions(),
+        VLLMOptions(
+            tensor_parallel_size=4,
+            transfer_backend="ipc",
+            enable_sleep_mode=True,
+            max_model_len=4096,
+        ),
+        VLLMOptions(transfer_backend=None, load_format="auto"),
+    ):
         kw = engine_kwargs("/models/x", options, engine_index=2)
         unknown = [k for k in kw if k not in fields and k not in llm_params]
         assert not unknown, f"not engine arguments: {unknown}"
@@ -119,12 +126,26 @@ def outputs_convert_to_completions():
         flat = FlatLogprobs()
         for t, lp in zip(tokens, lps):
             flat.append({t: Logprob(logprob=lp, rank=1)})
-        return CompletionOutput(index=index, text="", token_ids=tokens, cumulative_logprob=sum(lps),
-                                logprobs=flat, finish_reason=reason)
+        return CompletionOutput(
+            index=index,
+            text="",
+            token_ids=tokens,
+            cumulative_logprob=sum(lps),
+            logprobs=flat,
+            finish_reason=reason,
+        )
 
-    out = RequestOutput(request_id="0", prompt=None, prompt_token_ids=[1, 2], prompt_logprobs=None,
-                        outputs=[completion(1, [9], [-0.5], "length"), completion(0, [4, 2], [-1.0, -0.25], "stop")],
-                        finished=True)
+    out = RequestOutput(
+        request_id="0",
+        prompt=None,
+        prompt_token_ids=[1, 2],
+        prompt_logprobs=None,
+        outputs=[
+            completion(1, [9], [-0.5], "length"),
+            completion(0, [4, 2], [-1.0, -0.25], "stop"),
+        ],
+        finished=True,
+    )
     c = completions_from_outputs([out], n=2, pad_id=0)
     assert c.token_ids_NL.tolist() == [[4, 2], [9, 0]]
     assert c.logprobs_NL.tolist() == [[-1.0, -0.25], [-0.5, 0.0]]
@@ -156,8 +177,12 @@ def worker_model_load_weights_is_what_transfer_calls():
     """Our digest hook wraps model.load_weights; the transfer engines must call exactly that."""
     from vllm.distributed.weight_transfer import ipc_engine, nccl_engine
 
-    assert "post_unpack_func=self.model.load_weights" in inspect.getsource(nccl_engine.NCCLWeightTransferEngine)
-    assert "self.model.load_weights(weights)" in inspect.getsource(ipc_engine.IPCWeightTransferEngine)
+    assert "post_unpack_func=self.model.load_weights" in inspect.getsource(
+        nccl_engine.NCCLWeightTransferEngine
+    )
+    assert "self.model.load_weights(weights)" in inspect.getsource(
+        ipc_engine.IPCWeightTransferEngine
+    )
     from vllm.v1.worker.gpu_worker import Worker
 
     assert "self.model_runner.get_model()" in inspect.getsource(Worker.load_model)
@@ -176,8 +201,15 @@ def transfer_symbols_and_init_infos():
     from vllm.distributed.weight_transfer.nccl_engine import NCCLTrainerInitInfo
 
     assert params(WeightTransferTrainerFactory.trainer_init) == ["init_info", "client", "source"]
-    nccl = NCCLTrainerInitInfo(master_address="127.0.0.1", master_port=1, world_size=5, rank=0, packed=True,
-                               packed_buffer_size_bytes=32 << 20, packed_num_buffers=2)
+    nccl = NCCLTrainerInitInfo(
+        master_address="127.0.0.1",
+        master_port=1,
+        world_size=5,
+        rank=0,
+        packed=True,
+        packed_buffer_size_bytes=32 << 20,
+        packed_num_buffers=2,
+    )
     assert nccl.backend == "nccl" and nccl.is_sender
     ipc = IPCTrainerInitInfo(rank=1, packed=True, packed_buffer_size_bytes=32 << 20)
     assert ipc.backend == "ipc" and not ipc.is_sender
@@ -199,8 +231,13 @@ def multi_engine_client_fits_vllms_protocol_and_payloads():
     sizes = [2, 2, 1]
     client = MultiEngineClient([object()] * 3, sizes, get=lambda refs, t: None)
     assert isinstance(client, VLLMWeightSyncClient)
-    info = NCCLTrainerInitInfo(master_address="127.0.0.1", master_port=29500, rank=0,
-                               world_size=transfer_world_size(sizes), packed=True)
+    info = NCCLTrainerInitInfo(
+        master_address="127.0.0.1",
+        master_port=29500,
+        rank=0,
+        world_size=transfer_world_size(sizes),
+        packed=True,
+    )
     payload = NCCLTrainerWeightTransferEngine._build_worker_init_payload(info)
     assert payload["rank_offset"] == 1  # vLLM's stock payload: every engine at rank 1
     per_engine = client.init_payloads(payload)
@@ -221,8 +258,14 @@ def deepspeed_source_is_a_weight_source():
 
     module = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.LayerNorm(2))
     src = deepspeed_weight_source(module, digest=True)
-    assert isinstance(src, WeightSource) and src.implements_iter_full() and not src.implements_iter_local()
-    assert [(m.name, m.shape) for m in src.metadata] == [(n, tuple(p.shape)) for n, p in module.named_parameters()]
+    assert (
+        isinstance(src, WeightSource)
+        and src.implements_iter_full()
+        and not src.implements_iter_local()
+    )
+    assert [(m.name, m.shape) for m in src.metadata] == [
+        (n, tuple(p.shape)) for n, p in module.named_parameters()
+    ]
     assert src.owned_names(3) == [m.name for m in src.metadata]  # every rank owns everything
     from rollout.weight_sync import fingerprint
 

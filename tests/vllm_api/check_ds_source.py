@@ -2,8 +2,8 @@
 MASTER_ADDR, MASTER_PORT set and DS_ACCELERATOR=cpu (gloo). Prints `RESULT {json}`.
 
 Both ranks build the same small Llama (same seed), partition it with DeepSpeed ZeRO-3 and
-iterate `rlvr.learner.ds_weight_source.deepspeed_weight_source` (its gathers are collectives, so both
-ranks iterate). Every yielded tensor must be full, match `metadata()` in name, dtype and shape,
+iterate `rlvr.learner.ds_weight_source.deepspeed_weight_source` (its gathers are collectives, so
+both ranks iterate). Every yielded tensor must be full, match `metadata()` in name, dtype and shape,
 and equal the unpartitioned model's value. After one optimizer step both ranks must yield the
 same, changed weights.
 """
@@ -29,17 +29,31 @@ def main() -> int:
     deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
     rank = int(os.environ["RANK"])
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False)
+    config = LlamaConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        tie_word_embeddings=False,
+    )
     reference = LlamaForCausalLM(config)
     expected = {n: p.detach().clone() for n, p in reference.named_parameters()}
     model = LlamaForCausalLM(config)
     model.load_state_dict(reference.state_dict())
     engine, *_ = deepspeed.initialize(
-        model=model, optimizer=torch.optim.AdamW(model.parameters(), lr=1e-2),
-        config={"train_micro_batch_size_per_gpu": 1, "zero_optimization": {"stage": 3},
-                "steps_per_print": 2**31})
-    partitioned = all(p.data.numel() < expected[n].numel() for n, p in engine.module.named_parameters())
+        model=model,
+        optimizer=torch.optim.AdamW(model.parameters(), lr=1e-2),
+        config={
+            "train_micro_batch_size_per_gpu": 1,
+            "zero_optimization": {"stage": 3},
+            "steps_per_print": 2**31,
+        },
+    )
+    partitioned = all(
+        p.data.numel() < expected[n].numel() for n, p in engine.module.named_parameters()
+    )
 
     src = deepspeed_weight_source(engine.module, digest=True)
     meta = [(m.name, str(m.dtype), list(m.shape)) for m in src.metadata]
@@ -53,10 +67,15 @@ def main() -> int:
     engine.step()
     list(src.iter_full())  # a fresh pass, gathering the updated shards
     result = {
-        "rank": rank, "partitioned": partitioned, "meta": meta, "yielded": yielded,
+        "rank": rank,
+        "partitioned": partitioned,
+        "meta": meta,
+        "yielded": yielded,
         "reference": [(n, str(p.dtype), list(p.shape)) for n, p in reference.named_parameters()],
-        "values_equal": values_equal, "fp_before": fp_before,
-        "fp_reference": fingerprint(reference.named_parameters()), "fp_after": src.fingerprint(),
+        "values_equal": values_equal,
+        "fp_before": fp_before,
+        "fp_reference": fingerprint(reference.named_parameters()),
+        "fp_after": src.fingerprint(),
         "bytes": src.bytes,
     }
     print("RESULT " + json.dumps(result), flush=True)

@@ -41,11 +41,19 @@ def vllm_env(**extra: str) -> dict:
 
 def run_script(python: Path, script: str, *args: str, timeout: float = 600, **env: str) -> dict:
     """Run tests/vllm_api/<script> in the vllm venv; returns the JSON after its RESULT(S) tag."""
-    proc = subprocess.run([str(python), str(HERE / script), *args], capture_output=True, text=True,
-                          timeout=timeout, env=vllm_env(**env), cwd=ROOT)
+    proc = subprocess.run(
+        [str(python), str(HERE / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=vllm_env(**env),
+        cwd=ROOT,
+    )
     for line in proc.stdout.splitlines():
         tag, _, body = line.partition(" ")
         if tag in ("RESULT", "RESULTS"):
             return json.loads(body)
-    raise AssertionError(f"{script} printed no result (exit {proc.returncode}):\n"
-                         f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    raise AssertionError(
+        f"{script} printed no result (exit {proc.returncode}):\n"
+        f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    )

@@ -33,17 +33,34 @@ def test_deepspeed_zero3_source_on_two_cpu_ranks(vllm_python):
     port = str(free_port())
     procs = []
     for rank in range(2):
-        env = vllm_env(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
-                       MASTER_PORT=port, DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1")
-        procs.append(subprocess.Popen([str(vllm_python), str(HERE / "check_ds_source.py")], env=env, cwd=ROOT,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        env = vllm_env(
+            RANK=str(rank),
+            LOCAL_RANK=str(rank),
+            WORLD_SIZE="2",
+            MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=port,
+            DS_ACCELERATOR="cpu",
+            OMP_NUM_THREADS="1",
+        )
+        procs.append(
+            subprocess.Popen(
+                [str(vllm_python), str(HERE / "check_ds_source.py")],
+                env=env,
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
     results = []
     try:
         for proc in procs:
             out, err = proc.communicate(timeout=600)
             line = next((ln for ln in out.splitlines() if ln.startswith("RESULT ")), None)
-            assert line, f"rank printed no result (exit {proc.returncode}):\n{out[-2000:]}\n{err[-3000:]}"
-            results.append(__import__("json").loads(line[len("RESULT "):]))
+            assert line, (
+                f"rank printed no result (exit {proc.returncode}):\n{out[-2000:]}\n{err[-3000:]}"
+            )
+            results.append(__import__("json").loads(line[len("RESULT ") :]))
     finally:
         for proc in procs:
             proc.kill()

@@ -65,7 +65,8 @@ def test_grpo_flat_group_is_exactly_zero_even_with_rounding():
 
 def test_dr_grpo_without_std():
     # [1, 0, 0, 0]: mean .25 -> A = r - .25 = [.75, -.25, -.25, -.25]
-    # [1, NaN, 1, 0, 0] (second group, NaN abstains): mean over [1, 1, 0, 0] = .5 -> [.5, 0, .5, -.5, -.5]
+    # [1, NaN, 1, 0, 0] (second group, NaN abstains): mean over [1, 1, 0, 0] = .5
+    #   -> [.5, 0, .5, -.5, -.5]
     rewards = t64([1, 0, 0, 0, 1, NAN, 1, 0, 0])
     groups = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1, 1])
     adv, valid = grpo_advantages(rewards, groups, std_normalize=False)
@@ -89,7 +90,8 @@ def test_rloo_hand_values():
 
 def test_rloo_with_std_normalisation():
     # [1, 0, 0, 0]: population std sqrt(.25 * .75) = sqrt(3)/4; leave-one-out A as above,
-    # each divided by (sqrt(3)/4 + eps). Unequal second group [0, 1] (size 2): A = [-1, 1] / (.5 + eps)
+    # each divided by (sqrt(3)/4 + eps). Unequal second group [0, 1] (size 2):
+    # A = [-1, 1] / (.5 + eps)
     rewards = t64([1, 0, 0, 0, 0, 1])
     adv, _ = rloo_advantages(rewards, torch.tensor([0, 0, 0, 0, 1, 1]))
     d = math.sqrt(3) / 4 + EPS

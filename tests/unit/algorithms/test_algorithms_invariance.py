@@ -12,7 +12,10 @@ from rlvr.algorithms import METRIC_KEYS, LossSettings, loss_counts, microbatch_l
 F64 = torch.float64
 B, T = 12, 10
 # (start, length) of each row's completion tokens; rows 2 and 9 are fully masked.
-SPANS = [(0, 10), (2, 7), (0, 0), (5, 3), (9, 1), (0, 10), (3, 5), (1, 8), (4, 2), (6, 0), (2, 6), (3, 4)]  # fmt: skip
+SPANS = [
+    (0, 10), (2, 7), (0, 0), (5, 3), (9, 1), (0, 10),
+    (3, 5), (1, 8), (4, 2), (6, 0), (2, 6), (3, 4),
+]  # fmt: skip
 
 FULL = [list(range(B))]
 MICRO_8 = [[0], [1, 2], [3], [4], [5, 6], [7, 8], [9], [10, 11]]

@@ -38,7 +38,7 @@ def test_ppo_clip_higher_asymmetry():
     # clip_low .2, clip_high .28: allowed ratios [.8, 1.28]. d l / d logp = -r A when the
     # unclipped branch is active (d r / d logp = r), else 0.
     #  r 1.5,  A +1: -min(1.5, 1.28) = -1.28, clipped high, grad 0
-    #  r 1.25, A +1: -min(1.25, 1.25) = -1.25 (inside 1.28; a symmetric .2 would clip it), grad -1.25
+    #  r 1.25, A +1: -min(1.25, 1.25) = -1.25 (inside 1.28; symmetric .2 would clip it), grad -1.25
     #  r 0.7,  A -1: -min(-.7, -.8) = .8, clipped low, grad 0
     #  r 0.85, A -1: .85, grad .85
     #  r 1.5,  A -1: -min(-1.5, -1.28) = 1.5: pessimistic side, not clipped, grad 1.5

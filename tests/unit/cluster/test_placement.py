@@ -1,4 +1,5 @@
-"""Placement planning: which GPU each engine and learner rank gets, and refusals that say what is missing."""
+"""Placement planning: which GPU each engine and learner rank gets, and refusals that say what
+is missing."""
 
 import pytest
 
@@ -36,7 +37,9 @@ def test_colocated_shares_each_gpu():
     engine_slots, learner_slots = slots(plan)
     assert learner_slots == engine_slots  # learner rank r on the GPU of vLLM worker r
     assert plan.gpus_used == 8
-    assert required_gpus("colocated", 4, 2, 8) == 8 and required_gpus("disaggregated", 4, 2, 8) == 16
+    assert (
+        required_gpus("colocated", 4, 2, 8) == 8 and required_gpus("disaggregated", 4, 2, 8) == 16
+    )
 
 
 @pytest.mark.parametrize("gpus, ok", [([1], False), ([2], True), ([8], True), ([1, 1], True)])
@@ -49,12 +52,18 @@ def test_smallest_disaggregated_run(gpus, ok):
 
 
 def test_refusal_counts_what_is_missing():
-    with pytest.raises(PlacementError, match=r"needs 12 GPUs \(4 engine\(s\) x TP 2 \+ 4 learner.*has 8 .*4 missing"):
+    with pytest.raises(
+        PlacementError,
+        match=r"needs 12 GPUs \(4 engine\(s\) x TP 2 \+ 4 learner.*has 8 .*4 missing",
+    ):
         plan_placement("disaggregated", 4, 2, 4, [8])
 
 
 def test_tp_larger_than_any_node():
-    with pytest.raises(PlacementError, match="tensor_parallel_size=8 needs 8 GPUs on one node; the largest node has 4"):
+    with pytest.raises(
+        PlacementError,
+        match="tensor_parallel_size=8 needs 8 GPUs on one node; the largest node has 4",
+    ):
         plan_placement("disaggregated", 1, 8, 1, [4, 4, 4])
 
 

@@ -1,5 +1,5 @@
-"""The controller's vLLM side (rlvr.cluster.vllm_cluster) with fake Ray actors: placement refused before
-any actor starts, the colocated sleep/offload/wake/send order, and fingerprint failures."""
+"""The controller's vLLM side (rlvr.cluster.vllm_cluster) with fake Ray actors: placement refused
+before any actor starts, the colocated sleep/offload/wake/send order, and fingerprint failures."""
 
 import pytest
 
@@ -15,11 +15,13 @@ class FakeRay:
         self.gpus = gpus_per_node
 
     def nodes(self):
-        return [{"Alive": True, "Resources": {"GPU": g}} for g in self.gpus] + [{"Alive": False, "Resources": {"GPU": 8}}]
+        return [{"Alive": True, "Resources": {"GPU": g}} for g in self.gpus] + [
+            {"Alive": False, "Resources": {"GPU": 8}}
+        ]
 
 
 class Actor:
-    """Methods record (actor, method, args) and return what `answers` says; `.remote` runs at once."""
+    """Methods record (actor, method, args), return what `answers` says; `.remote` runs at once."""
 
     def __init__(self, name, log, answers):
         self.name, self.log, self.answers = name, log, answers
@@ -41,7 +43,9 @@ class Actor:
 def make(overrides, gpus, answers):
     cfg = load_config(None, BASE + overrides)
     log = []
-    cluster = VLLMCluster(cfg, "/m", FakeRay(gpus), get=lambda refs, what: refs, log=lambda *a: None)
+    cluster = VLLMCluster(
+        cfg, "/m", FakeRay(gpus), get=lambda refs, what: refs, log=lambda *a: None
+    )
     workers = [Actor(f"w{i}", log, answers) for i in range(cfg.rollout.num_workers)]
     learners = [Actor(f"l{r}", log, answers) for r in range(cfg.learner.num_workers)]
     return cluster, workers, learners, log
@@ -54,19 +58,33 @@ def test_placement_is_refused_before_any_actor():
 
 
 def test_colocated_step_order_and_fingerprints():
-    answers = {"send_weights": lambda a: {"bytes": 10, "fingerprint": "fp"} if a.name == "l0" else {},
-               "after_sync": lambda a: ["fp", "fp"]}
-    cluster, workers, learners, log = make(["placement.mode=colocated", "rollout.num_workers=2",
-                                            "rollout.vllm.tensor_parallel_size=2", "learner.num_workers=4"],
-                                           [4], answers)
+    answers = {
+        "send_weights": lambda a: {"bytes": 10, "fingerprint": "fp"} if a.name == "l0" else {},
+        "after_sync": lambda a: ["fp", "fp"],
+    }
+    cluster, workers, learners, log = make(
+        [
+            "placement.mode=colocated",
+            "rollout.num_workers=2",
+            "rollout.vllm.tensor_parallel_size=2",
+            "learner.num_workers=4",
+        ],
+        [4],
+        answers,
+    )
     assert cluster.options(1).transfer_backend == "ipc" and cluster.options(1).enable_sleep_mode
     assert cluster.options(1).seed == 0 and cluster.options(0).max_model_len == 1024 + 8
     cluster.asleep = True  # as start() leaves it
     out = cluster.sync_weights(workers, learners)
     assert out["fingerprint"] == "fp" and out["checked_workers"] == 4
     order = [(who[0], what) for who, what, _ in log]
-    assert order == [("l", "offload_states")] * 4 + [("w", "wake_up")] * 2 + [("l", "send_weights")] * 4 + \
-        [("w", "after_sync")] * 2
+    assert (
+        order
+        == [("l", "offload_states")] * 4
+        + [("w", "wake_up")] * 2
+        + [("l", "send_weights")] * 4
+        + [("w", "after_sync")] * 2
+    )
     assert log[4][2] == (["weights"],)
     log.clear()
     cluster.before_update(workers)
@@ -75,13 +93,27 @@ def test_colocated_step_order_and_fingerprints():
 
 
 def test_disaggregated_sync_checks_every_worker():
-    answers = {"send_weights": lambda a: {"bytes": 10, "fingerprint": "fp"} if a.name == "l0" else {},
-               "after_sync": lambda a: ["fp", "bad"] if a.name == "w1" else ["fp", "fp"]}
-    cluster, workers, learners, log = make(["rollout.num_workers=2", "rollout.vllm.tensor_parallel_size=2",
-                                            "learner.num_workers=2"], [8], answers)
-    assert cluster.options(0).transfer_backend == "nccl" and not cluster.options(0).enable_sleep_mode
-    with pytest.raises(RuntimeError, match=r"vLLM engine 1 worker\(s\) \[1\] fingerprint bad != learner fp"):
+    answers = {
+        "send_weights": lambda a: {"bytes": 10, "fingerprint": "fp"} if a.name == "l0" else {},
+        "after_sync": lambda a: ["fp", "bad"] if a.name == "w1" else ["fp", "fp"],
+    }
+    cluster, workers, learners, log = make(
+        ["rollout.num_workers=2", "rollout.vllm.tensor_parallel_size=2", "learner.num_workers=2"],
+        [8],
+        answers,
+    )
+    assert (
+        cluster.options(0).transfer_backend == "nccl" and not cluster.options(0).enable_sleep_mode
+    )
+    with pytest.raises(
+        RuntimeError, match=r"vLLM engine 1 worker\(s\) \[1\] fingerprint bad != learner fp"
+    ):
         cluster.sync_weights(workers, learners)
-    assert [what for _, what, _ in log] == ["send_weights", "send_weights", "after_sync", "after_sync"]
+    assert [what for _, what, _ in log] == [
+        "send_weights",
+        "send_weights",
+        "after_sync",
+        "after_sync",
+    ]
     cluster.before_update(workers)  # disaggregated engines never sleep
     assert [what for _, what, _ in log][-1] == "after_sync"

@@ -18,8 +18,17 @@ def error_of(overrides, recipe=None) -> str:
 
 
 def test_defaults_and_overrides_are_typed():
-    cfg = load_config(None, ["trainer.steps=7", "learner.lr=3e-4", "eval.k=[1,4]", "learner.lr_schedule=cosine",
-                             "algorithm.dual_clip=10", "data.arith.mix={'1:+:2': 1, '3:+-:2': 3}"])
+    cfg = load_config(
+        None,
+        [
+            "trainer.steps=7",
+            "learner.lr=3e-4",
+            "eval.k=[1,4]",
+            "learner.lr_schedule=cosine",
+            "algorithm.dual_clip=10",
+            "data.arith.mix={'1:+:2': 1, '3:+-:2': 3}",
+        ],
+    )
     assert cfg.trainer.steps == 7
     assert cfg.learner.lr == 3e-4 and isinstance(cfg.learner.lr, float)
     assert cfg.eval.k == [1, 4]
@@ -37,7 +46,9 @@ def test_unknown_key_suggests_the_closest():
 def test_wrong_type_names_field_and_value():
     assert error_of(["trainer.steps=abc"]) == "trainer.steps='abc': expected an integer"
     assert error_of(["trainer.steps=2.5"]) == "trainer.steps=2.5: expected an integer"
-    assert error_of(["sync.check_fingerprint=1"]) == "sync.check_fingerprint=1: expected true or false"
+    assert (
+        error_of(["sync.check_fingerprint=1"]) == "sync.check_fingerprint=1: expected true or false"
+    )
     assert error_of(["eval.k=3"]) == "eval.k=3: expected a list"
     assert error_of(["trainer=3"]) == "trainer: expected a section (mapping), got 3"
 
@@ -45,27 +56,44 @@ def test_wrong_type_names_field_and_value():
 def test_out_of_range_and_choices():
     assert error_of(["learner.lr=-1"]) == "learner.lr=-1.0 is out of range: must be > 0.0"
     assert error_of(["rollout.top_p=1.5"]) == "rollout.top_p=1.5 is out of range: must be <= 1.0"
-    assert error_of(["learner.zero_stage=4"]) == "learner.zero_stage=4 is not allowed; choose one of: 0, 1, 2, 3"
+    assert (
+        error_of(["learner.zero_stage=4"])
+        == "learner.zero_stage=4 is not allowed; choose one of: 0, 1, 2, 3"
+    )
     assert error_of(["algorithm.advantage=ppo"]) == (
-        "algorithm.advantage='ppo' is not allowed; choose one of: grpo, rloo")
-    assert error_of(["data.arith.mix={'2:+:2': 0}"]) == "data.arith.mix.2:+:2=0.0 is out of range: must be > 0.0"
+        "algorithm.advantage='ppo' is not allowed; choose one of: grpo, rloo"
+    )
+    assert (
+        error_of(["data.arith.mix={'2:+:2': 0}"])
+        == "data.arith.mix.2:+:2=0.0 is out of range: must be > 0.0"
+    )
 
 
 def test_missing_files(tmp_path):
-    assert error_of([], tmp_path / "nope.yaml") == f"recipe file not found: {tmp_path / 'nope.yaml'}"
+    assert (
+        error_of([], tmp_path / "nope.yaml") == f"recipe file not found: {tmp_path / 'nope.yaml'}"
+    )
     assert error_of([f"trainer.resume={tmp_path}/ckpt"]) == (
-        f"trainer.resume='{tmp_path}/ckpt': no such checkpoint (use 'auto' or a path)")
-    assert error_of(["model.path=./no/such/model"]) == "model.path='./no/such/model': directory not found"
+        f"trainer.resume='{tmp_path}/ckpt': no such checkpoint (use 'auto' or a path)"
+    )
+    assert (
+        error_of(["model.path=./no/such/model"])
+        == "model.path='./no/such/model': directory not found"
+    )
 
 
 def test_contradictions():
     assert error_of(["learner.mini_batches=4"]) == (
         "learner.mini_batches=4: only meaningful with learner.update=mini-batch "
-        "(full-batch takes one step per epoch)")
+        "(full-batch takes one step per epoch)"
+    )
     assert error_of(["eval.k=[1,16]"]) == "eval.k=[1, 16]: every k must be <= eval.n=8"
     assert error_of(["algorithm.advantage=rloo", "rollout.n=1"]) == (
-        "rollout.n=1: algorithm.advantage=rloo needs n >= 2")
-    assert error_of(["data.arith.mix={'2:x:2': 1}"]).startswith("data.arith.mix: level '2:x:2' must be")
+        "rollout.n=1: algorithm.advantage=rloo needs n >= 2"
+    )
+    assert error_of(["data.arith.mix={'2:x:2': 1}"]).startswith(
+        "data.arith.mix: level '2:x:2' must be"
+    )
 
 
 def test_malformed_yaml_reports_line(tmp_path):
@@ -83,8 +111,9 @@ def test_resolved_config_round_trips(tmp_path):
     assert load_config(tmp_path / "config.yaml") == cfg
 
 
-@pytest.mark.parametrize("recipe", sorted(p.relative_to(ROOT) for p in (ROOT / "recipes").rglob("*.yaml")),
-                         ids=str)
+@pytest.mark.parametrize(
+    "recipe", sorted(p.relative_to(ROOT) for p in (ROOT / "recipes").rglob("*.yaml")), ids=str
+)
 def test_every_recipe_validates(recipe):
     text = (ROOT / recipe).read_text()
     assert text.startswith("#"), "a recipe starts with a header comment"
@@ -92,10 +121,20 @@ def test_every_recipe_validates(recipe):
 
 
 def test_cli_bad_input_is_one_line_exit_2(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "rlvr.cli", "train", "recipes/arith-tiny.yaml",
-                           "learner.lr=fast"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "rlvr.cli", "train", "recipes/arith-tiny.yaml", "learner.lr=fast"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2
     assert proc.stderr == "rlvr: error: learner.lr='fast': expected float\n"
-    proc = subprocess.run([sys.executable, "-m", "rlvr.cli", "sft", str(tmp_path / "x.yaml")], cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "rlvr.cli", "sft", str(tmp_path / "x.yaml")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr

@@ -41,7 +41,7 @@ def run(hidden_TH, weight_VH, targets_T, coef_logp_T, coef_entropy_T, temperatur
     hidden_TH = hidden_TH.detach().requires_grad_()
     weight_VH = weight_VH.detach().requires_grad_()
     logp_T, entropy_T = kernels.logprobs_entropy(hidden_TH, weight_VH, targets_T, temperature, **kw)
-    loss = (coef_logp_T.to(logp_T.dtype) * logp_T + coef_entropy_T.to(logp_T.dtype) * entropy_T)
+    loss = coef_logp_T.to(logp_T.dtype) * logp_T + coef_entropy_T.to(logp_T.dtype) * entropy_T
     loss.sum().backward()
     return logp_T.detach(), entropy_T.detach(), hidden_TH.grad, weight_VH.grad
 
@@ -84,22 +84,33 @@ def test_chunked_matches_reference_bf16(T, H, V, vocab_chunk, token_chunk, tempe
     assert_scaled_close(got[1], ref[1])
     for actual, expected in zip(got[2:], ref[2:]):
         scale = max(1.0, expected.abs().max().item())
-        torch.testing.assert_close(actual.double(), expected.double(), rtol=2**-6,
-                                   atol=1e-6 * scale)
+        torch.testing.assert_close(
+            actual.double(), expected.double(), rtol=2**-6, atol=1e-6 * scale
+        )
 
 
 def test_fp64_matches_reference_to_rounding_and_passes_gradcheck():
     """fp64 inputs are computed in fp64: the chunked formulas equal autograd's to 1e-12."""
     hidden_TH, weight_VH, targets_T, c1_T, c2_T = make_inputs(9, 5, 23, torch.float64)
     ref = run(hidden_TH, weight_VH, targets_T, c1_T, c2_T, 0.8, impl="reference")
-    got = run(hidden_TH, weight_VH, targets_T, c1_T, c2_T, 0.8, impl="chunked", vocab_chunk=5,
-              token_chunk=4)
+    got = run(
+        hidden_TH,
+        weight_VH,
+        targets_T,
+        c1_T,
+        c2_T,
+        0.8,
+        impl="chunked",
+        vocab_chunk=5,
+        token_chunk=4,
+    )
     for actual, expected in zip(got, ref):
         torch.testing.assert_close(actual, expected, rtol=1e-12, atol=1e-12)
 
     def loss(h, w):  # finite differences check the hand-written backward independently
-        logp_T, entropy_T = kernels.logprobs_entropy(h, w, targets_T, 0.8, impl="chunked",
-                                                     vocab_chunk=5, token_chunk=4)
+        logp_T, entropy_T = kernels.logprobs_entropy(
+            h, w, targets_T, 0.8, impl="chunked", vocab_chunk=5, token_chunk=4
+        )
         return c1_T.double() @ logp_T + c2_T.double() @ entropy_T
 
     assert torch.autograd.gradcheck(
@@ -128,8 +139,16 @@ def test_uniform_logits_hand_derived(impl):
     targets_T = torch.tensor([0, 6, 3, 3])
     coef_logp_T = torch.tensor([1.0, -2.0, 0.5, 3.0])
     coef_entropy_T = torch.tensor([4.0, 1.0, -1.0, 2.0])
-    logp_T, entropy_T, dh_TH, dW_VH = run(torch.zeros(T, H), weight_VH, targets_T, coef_logp_T,
-                                          coef_entropy_T, temperature, impl=impl, vocab_chunk=3)
+    logp_T, entropy_T, dh_TH, dW_VH = run(
+        torch.zeros(T, H),
+        weight_VH,
+        targets_T,
+        coef_logp_T,
+        coef_entropy_T,
+        temperature,
+        impl=impl,
+        vocab_chunk=3,
+    )
     torch.testing.assert_close(logp_T, torch.full((T,), -math.log(V)), rtol=0, atol=1e-6)
     torch.testing.assert_close(entropy_T, torch.full((T,), math.log(V)), rtol=0, atol=1e-6)
     expected_dh_TH = coef_logp_T[:, None] * (weight_VH[targets_T] - weight_VH.mean(0)) / 0.5
@@ -147,13 +166,27 @@ def test_two_word_vocabulary_hand_derived(impl):
     = (1/4) log 3, so dentropy/dz_1 = -(3/16) log 3 and dentropy/dh = -(3/16) (log 3)^2.
     """
     weight_VH = torch.tensor([[0.0], [math.log(3.0)]])
-    logp_T, entropy_T, dh_TH, _ = run(torch.ones(1, 1), weight_VH, torch.tensor([0]),
-                                      torch.tensor([1.0]), torch.tensor([0.0]), 1.0, impl=impl)
+    logp_T, entropy_T, dh_TH, _ = run(
+        torch.ones(1, 1),
+        weight_VH,
+        torch.tensor([0]),
+        torch.tensor([1.0]),
+        torch.tensor([0.0]),
+        1.0,
+        impl=impl,
+    )
     assert logp_T.item() == pytest.approx(-math.log(4.0), abs=1e-6)
     assert entropy_T.item() == pytest.approx(math.log(4.0) - 0.75 * math.log(3.0), abs=1e-6)
     assert dh_TH.item() == pytest.approx(-0.75 * math.log(3.0), abs=1e-6)
-    *_, dh_entropy_TH, _ = run(torch.ones(1, 1), weight_VH, torch.tensor([0]),
-                               torch.tensor([0.0]), torch.tensor([1.0]), 1.0, impl=impl)
+    *_, dh_entropy_TH, _ = run(
+        torch.ones(1, 1),
+        weight_VH,
+        torch.tensor([0]),
+        torch.tensor([0.0]),
+        torch.tensor([1.0]),
+        1.0,
+        impl=impl,
+    )
     assert dh_entropy_TH.item() == pytest.approx(-(3 / 16) * math.log(3.0) ** 2, abs=1e-6)
 
 
@@ -168,10 +201,12 @@ def test_peaked_distributions_with_large_logits_stay_accurate():
     hidden_TH = torch.randn(64, 32, generator=gen)
     weight_VH = torch.randn(2000, 32, generator=gen) * 3
     targets_T = torch.randint(0, 2000, (64,), generator=gen)
-    exact = kernels.logprobs_entropy(hidden_TH.double(), weight_VH.double(), targets_T,
-                                     impl="reference")
-    logp_T, entropy_T = kernels.logprobs_entropy(hidden_TH, weight_VH, targets_T,
-                                                 impl="chunked", vocab_chunk=300)
+    exact = kernels.logprobs_entropy(
+        hidden_TH.double(), weight_VH.double(), targets_T, impl="reference"
+    )
+    logp_T, entropy_T = kernels.logprobs_entropy(
+        hidden_TH, weight_VH, targets_T, impl="chunked", vocab_chunk=300
+    )
     assert entropy_T.min() >= 0  # both terms of log s - w / s are >= 0 by construction
     assert (entropy_T.double() - exact[1]).abs().max() <= 1e-5
     assert (logp_T.double() - exact[0]).abs().max() <= 1e-5 * exact[0].abs().max()
@@ -182,8 +217,9 @@ def test_masked_tokens_are_zero_and_get_no_gradient(impl):
     hidden_TH, weight_VH, targets_T, c1_T, c2_T = make_inputs(40, 16, 300, masked=0.4)
     masked_T = targets_T == kernels.IGNORE_INDEX
     assert 0 < masked_T.sum() < 40
-    logp_T, entropy_T, dh_TH, dW_VH = run(hidden_TH, weight_VH, targets_T, c1_T, c2_T, 1.0,
-                                          impl=impl, vocab_chunk=64)
+    logp_T, entropy_T, dh_TH, dW_VH = run(
+        hidden_TH, weight_VH, targets_T, c1_T, c2_T, 1.0, impl=impl, vocab_chunk=64
+    )
     assert torch.equal(logp_T[masked_T], torch.zeros(int(masked_T.sum())))
     assert torch.equal(entropy_T[masked_T], torch.zeros(int(masked_T.sum())))
     assert torch.equal(dh_TH[masked_T], torch.zeros(int(masked_T.sum()), 16))
@@ -198,8 +234,9 @@ def test_masked_tokens_are_zero_and_get_no_gradient(impl):
 @pytest.mark.parametrize("impl", ["reference", "chunked"])
 def test_all_masked_and_custom_ignore_index(impl):
     hidden_TH, weight_VH, _, c1_T, c2_T = make_inputs(6, 8, 50)
-    logp_T, entropy_T, dh_TH, dW_VH = run(hidden_TH, weight_VH, torch.full((6,), -1), c1_T,
-                                          c2_T, 1.0, impl=impl, ignore_index=-1)
+    logp_T, entropy_T, dh_TH, dW_VH = run(
+        hidden_TH, weight_VH, torch.full((6,), -1), c1_T, c2_T, 1.0, impl=impl, ignore_index=-1
+    )
     for tensor in (logp_T, entropy_T, dh_TH, dW_VH):
         assert torch.equal(tensor, torch.zeros_like(tensor))
 
@@ -213,8 +250,10 @@ def test_chunk_sizes_and_microbatch_splits_do_not_change_results():
             assert_scaled_close(actual, expected)
     # Two micro-batches: per-token outputs concatenate, weight gradients add up.
     hidden_TH, weight_VH, targets_T, c1_T, c2_T = args
-    halves = [run(hidden_TH[s], weight_VH, targets_T[s], c1_T[s], c2_T[s], 0.7, impl="chunked")
-              for s in (slice(0, 31), slice(31, 90))]
+    halves = [
+        run(hidden_TH[s], weight_VH, targets_T[s], c1_T[s], c2_T[s], 0.7, impl="chunked")
+        for s in (slice(0, 31), slice(31, 90))
+    ]
     assert_scaled_close(torch.cat([halves[0][0], halves[1][0]]), base[0], tol=1e-6)
     assert_scaled_close(torch.cat([halves[0][2], halves[1][2]]), base[2], tol=1e-6)
     assert_scaled_close(halves[0][3] + halves[1][3], base[3], tol=1e-6)
@@ -227,8 +266,9 @@ def test_losses_using_only_one_output(which):
     for impl in ("reference", "chunked"):
         h_TH = hidden_TH.clone().requires_grad_()
         w_VH = weight_VH.clone().requires_grad_()
-        logp_T, entropy_T = kernels.logprobs_entropy(h_TH, w_VH, targets_T, 1.2, impl=impl,
-                                                     vocab_chunk=64)
+        logp_T, entropy_T = kernels.logprobs_entropy(
+            h_TH, w_VH, targets_T, 1.2, impl=impl, vocab_chunk=64
+        )
         (logp_T if which == "logp" else entropy_T).pow(2).sum().backward()
         grads[impl] = (h_TH.grad, w_VH.grad)
     for actual, expected in zip(grads["chunked"], grads["reference"]):
@@ -269,9 +309,11 @@ def test_auto_picks_chunked_on_cpu_and_never_imports_triton():
     hidden_TH, weight_VH, targets_T, _, _ = make_inputs(5, 4, 10)
     assert kernels.resolve_impl("auto", hidden_TH, weight_VH) == "chunked"
     # in a fresh interpreter: transformers imports triton itself when it is installed
-    code = ("import sys, torch, kernels; h = torch.randn(5, 4); w = torch.randn(10, 4); "
-            "kernels.logprobs_entropy(h, w, torch.tensor([0, 1, 2, 3, 4])); "
-            "assert 'triton' not in sys.modules and 'kernels.triton_impl' not in sys.modules")
+    code = (
+        "import sys, torch, kernels; h = torch.randn(5, 4); w = torch.randn(10, 4); "
+        "kernels.logprobs_entropy(h, w, torch.tensor([0, 1, 2, 3, 4])); "
+        "assert 'triton' not in sys.modules and 'kernels.triton_impl' not in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
     with pytest.raises((ImportError, ValueError), match="triton"):
         kernels.logprobs_entropy(hidden_TH, weight_VH, targets_T, impl="triton")
@@ -289,7 +331,8 @@ def test_next_token_helper_shifts_and_masks(impl):
     mask_BT[0, :3] = False  # a prompt of three tokens: outputs 0 and 1 are masked
     mask_BT[1, 5] = False  # right padding: output 4 is masked
     logp_BT1, entropy_BT1 = kernels.next_token_logprobs_entropy(
-        hidden_BTH, weight_VH, input_ids_BT, 0.9, mask_BT=mask_BT, impl=impl)
+        hidden_BTH, weight_VH, input_ids_BT, 0.9, mask_BT=mask_BT, impl=impl
+    )
     assert logp_BT1.shape == entropy_BT1.shape == (B, T - 1)
     log_probs_BTV = torch.log_softmax(hidden_BTH @ weight_VH.T / 0.9, dim=-1)
     for b in range(B):

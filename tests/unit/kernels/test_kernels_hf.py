@@ -15,8 +15,15 @@ import kernels
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/unit/conftest.py
 
 
-SIZES = dict(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+SIZES = dict(
+    vocab_size=97,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=64,
+)
 
 
 def tiny_model(kind: str) -> torch.nn.Module:
@@ -36,12 +43,19 @@ def full_logits_path(model, input_ids_BT, attention_mask_BT, mask_BT, temperatur
 
 
 def hidden_states_path(model, input_ids_BT, attention_mask_BT, mask_BT, temperature):
-    hidden_BTH = model.model(input_ids=input_ids_BT,
-                             attention_mask=attention_mask_BT).last_hidden_state
+    hidden_BTH = model.model(
+        input_ids=input_ids_BT, attention_mask=attention_mask_BT
+    ).last_hidden_state
     weight_VH = model.get_output_embeddings().weight  # the embedding itself when tied
-    return kernels.next_token_logprobs_entropy(hidden_BTH, weight_VH, input_ids_BT,
-                                               temperature, mask_BT=mask_BT, impl="chunked",
-                                               vocab_chunk=40)
+    return kernels.next_token_logprobs_entropy(
+        hidden_BTH,
+        weight_VH,
+        input_ids_BT,
+        temperature,
+        mask_BT=mask_BT,
+        impl="chunked",
+        vocab_chunk=40,
+    )
 
 
 @pytest.mark.parametrize("kind", ["qwen2-tied", "llama-untied"])

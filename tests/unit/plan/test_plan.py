@@ -29,19 +29,23 @@ def shipped(name: str) -> ModelShape:
 # 2,359,296 each; k and v 1536*256 = 393,216 each; q/k/v biases 1536+256+256 = 2,048 -> attention
 # 5,507,072; MLP 3*1536*8960 = 41,287,680; two norms 3,072 -> 46,797,824; x 28 = 1,310,339,072.
 # Total 1,310,339,072 + 233,373,696 + 1,536 (final norm) = 1,543,714,304 (model card: 1.54B).
-# R1-Distill-Qwen-1.5B is the same with an untied output layer: + 233,373,696 = 1,777,088,000 (1.78B).
+# R1-Distill-Qwen-1.5B is the same with an untied output layer: + 233,373,696 = 1,777,088,000
+# (1.78B).
 # Qwen2.5-Math-7B: embedding 152064*3584 = 544,997,376 (x2, untied). A layer: q, o 3584^2 =
 # 12,845,056; k, v 3584*512 = 1,835,008; biases 3584+512+512 = 4,608 -> 29,364,736; MLP
 # 3*3584*18944 = 203,685,888; norms 7,168 -> 233,057,792; x 28 = 6,525,618,176; + 1,089,994,752
 # + 3,584 = 7,615,616,512 (7.62B). Llama-3.1-8B: embedding 128256*4096 = 525,336,576 (x2). A
 # layer: q, o 4096^2 = 16,777,216; k, v 4096*1024 = 4,194,304; MLP 3*4096*14336 = 176,160,768;
 # norms 8,192 -> 218,112,000; x 32 = 6,979,584,000; + 1,050,673,152 + 4,096 = 8,030,261,248.
-@pytest.mark.parametrize("name, params", [
-    ("Qwen/Qwen2.5-Math-1.5B", 1_543_714_304),
-    ("deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B", 1_777_088_000),
-    ("Qwen/Qwen2.5-Math-7B", 7_615_616_512),
-    ("meta-llama/Llama-3.1-8B", 8_030_261_248),
-])
+@pytest.mark.parametrize(
+    "name, params",
+    [
+        ("Qwen/Qwen2.5-Math-1.5B", 1_543_714_304),
+        ("deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B", 1_777_088_000),
+        ("Qwen/Qwen2.5-Math-7B", 7_615_616_512),
+        ("meta-llama/Llama-3.1-8B", 8_030_261_248),
+    ],
+)
 def test_parameter_counts_of_shipped_configs(name, params):
     assert shipped(name).params() == params
 
@@ -60,7 +64,9 @@ def test_model_states_reproduce_the_zero_paper():
     # ZeRO paper, Fig. 1: 7.5B parameters, fp16 + Adam (K = 12), 64 ranks:
     # 16P = 120 GB; 4P + 12P/64 = 31.4 GB; 2P + 14P/64 = 16.6 GB; 16P/64 = 1.9 GB.
     p = 7_500_000_000
-    totals = [sum(model_state_bytes(p, 2, stage, 64, fp32_grads=False).values()) for stage in range(4)]
+    totals = [
+        sum(model_state_bytes(p, 2, stage, 64, fp32_grads=False).values()) for stage in range(4)
+    ]
     assert totals == [120_000_000_000, 31_406_250_000, 16_640_625_000, 1_875_000_000]
 
 
@@ -77,7 +83,9 @@ def test_fp32_weights_need_no_master_copy():
     assert sum(model_state_bytes(1000, 4, 1, 4).values()) == 10_000
 
 
-TINY = ModelShape(hidden=8, layers=2, heads=2, kv_heads=1, head_dim=4, intermediate=16, vocab=100, tied=True)
+TINY = ModelShape(
+    hidden=8, layers=2, heads=2, kv_heads=1, head_dim=4, intermediate=16, vocab=100, tied=True
+)
 
 
 def test_activation_bytes_per_token():
@@ -97,10 +105,19 @@ def test_logits_bytes_fused_and_unfused():
 
 
 def test_learner_total_counts_the_configured_logits_path():
-    setup = LearnerSetup(dtype_bytes=2, zero_stage=3, ranks=2, micro_batch=2, seq_len=5,
-                         checkpointing=False, reference=True)
+    setup = LearnerSetup(
+        dtype_bytes=2,
+        zero_stage=3,
+        ranks=2,
+        micro_batch=2,
+        seq_len=5,
+        checkpointing=False,
+        reference=True,
+    )
     est = learner_memory(TINY, setup)
-    p = TINY.params()  # 2 layers x (64+32+32+64 attention + 384 MLP + 16 norms = 592) + 800 + 8 = 1992
+    p = (
+        TINY.params()
+    )  # 2 layers x (64+32+32+64 attention + 384 MLP + 16 norms = 592) + 800 + 8 = 1992
     assert p == 1992
     assert est.parts["weights"] == p * 2 // 2 and est.parts["optimizer"] == p * 16 // 2
     # ZeRO-3 gathers max(2 layers x 592, embedding 800) parameters of 2 bytes
@@ -116,21 +133,35 @@ def test_vllm_kv_room_for_llama_8b_on_80_gib():
     # 2 GiB -> KV room 59,101,405,184 bytes; a 4096-token sequence needs 131,072 x 4096 =
     # 536,870,912 -> 110 sequences at once.
     llama = shipped("meta-llama/Llama-3.1-8B")
-    setup = VLLMSetup(dtype_bytes=2, tp=1, max_num_seqs=256, max_model_len=4096,
-                      sequences_per_step=512, gpu_memory_utilization=0.9)
+    setup = VLLMSetup(
+        dtype_bytes=2,
+        tp=1,
+        max_num_seqs=256,
+        max_model_len=4096,
+        sequences_per_step=512,
+        gpu_memory_utilization=0.9,
+    )
     est = vllm_memory(llama, setup, 80 * GiB)
     assert est.parts["weights"] == 16_060_522_496
     assert est.parts["kv room (sequences)"] == 110
     assert est.parts["kv cache"] == 256 * 536_870_912
-    report = check_fit(learner_memory(TINY, LearnerSetup(2, 0, 1, 1, 4, False)), est, 80 * GiB, "disaggregated")
+    report = check_fit(
+        learner_memory(TINY, LearnerSetup(2, 0, 1, 1, 4, False)), est, 80 * GiB, "disaggregated"
+    )
     assert report.fits and "queue" in report.warnings[0]
 
 
 def test_vllm_refuses_when_no_sequence_fits():
     llama = shipped("meta-llama/Llama-3.1-8B")
-    setup = VLLMSetup(2, 1, 8, 4096, 8, gpu_memory_utilization=0.2)  # 16 GiB < 15 GiB weights + 2 GiB
-    report = check_fit(learner_memory(TINY, LearnerSetup(2, 0, 1, 1, 4, False)),
-                       vllm_memory(llama, setup, 80 * GiB), 80 * GiB, "disaggregated")
+    setup = VLLMSetup(
+        2, 1, 8, 4096, 8, gpu_memory_utilization=0.2
+    )  # 16 GiB < 15 GiB weights + 2 GiB
+    report = check_fit(
+        learner_memory(TINY, LearnerSetup(2, 0, 1, 1, 4, False)),
+        vllm_memory(llama, setup, 80 * GiB),
+        80 * GiB,
+        "disaggregated",
+    )
     assert not report.fits and "no room" in report.problems[0]
 
 
@@ -148,8 +179,18 @@ def test_colocated_needs_room_for_the_resident_learner():
 
 def test_shape_sources_and_errors(tmp_path):
     cfg_json = tmp_path / "config.json"
-    cfg_json.write_text(json.dumps({"hidden_size": 8, "num_hidden_layers": 2, "num_attention_heads": 2,
-                                    "intermediate_size": 16, "vocab_size": 100, "tie_word_embeddings": True}))
+    cfg_json.write_text(
+        json.dumps(
+            {
+                "hidden_size": 8,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 2,
+                "intermediate_size": 16,
+                "vocab_size": 100,
+                "tie_word_embeddings": True,
+            }
+        )
+    )
     shape, where = load_model_shape(str(tmp_path))
     assert shape.kv_heads == 2 and shape.head_dim == 4 and where == str(cfg_json)
     assert load_model_shape("org/unknown", model_config=str(cfg_json))[0] == shape

@@ -8,26 +8,32 @@ from rewards.countdown import verify_countdown
 ROW = {"numbers": [3, 7, 25, 50], "target": 82}  # 50 + 25 + 7 = 82; (50 - 25) * 3 + 7 = 82
 
 
-@pytest.mark.parametrize("completion,expected,reason", [
-    ("<answer>50 + 25 + 7</answer>", CORRECT, ""),
-    ("<answer>(50 - 25) * 3 + 7</answer>", CORRECT, ""),
-    ("thinking...\n<answer> 7 + 25 + 50 = 82 </answer>", CORRECT, ""),
-    ("<answer>82 = 50 + 25 + 7</answer>", CORRECT, ""),  # the side with the numbers counts
-    ("Let me try.\n(50 − 25) × 3 + 7", CORRECT, ""),  # last line; unicode operators
-    ("<answer>50 + 25 + 7</answer> then <answer>50 + 25</answer>", INCORRECT,
-     "misses the target"),  # the last answer block counts: 75
-    ("<answer>50 + 25 + 3</answer>", INCORRECT, "misses the target"),
-    ("<answer>50 + 25 + 7 + 7 - 7</answer>", INCORRECT, "uses numbers not given"),  # 7 twice
-    ("<answer>82</answer>", INCORRECT, "uses numbers not given"),
-    ("<answer>50 + 32</answer>", INCORRECT, "uses numbers not given"),
-    ("<answer>50 ** 1 + 25 + 7</answer>", INCORRECT, "no valid expression"),  # no powers
-    ("<answer>__import__('os').system('true')</answer>", INCORRECT, "no valid expression"),
-    ("<answer>(lambda: 82)()</answer>", INCORRECT, "no valid expression"),
-    ("<answer>50 + 25 + 7.0</answer>", INCORRECT, "no valid expression"),  # integers only
-    ("<answer>7 / (25 - 25)</answer>", INCORRECT, "no valid expression"),
-    ("<answer>" + "(" * 5000 + "7" + ")" * 5000 + "</answer>", INCORRECT, "answer too long"),
-    ("", INCORRECT, "no answer"),
-])
+@pytest.mark.parametrize(
+    "completion,expected,reason",
+    [
+        ("<answer>50 + 25 + 7</answer>", CORRECT, ""),
+        ("<answer>(50 - 25) * 3 + 7</answer>", CORRECT, ""),
+        ("thinking...\n<answer> 7 + 25 + 50 = 82 </answer>", CORRECT, ""),
+        ("<answer>82 = 50 + 25 + 7</answer>", CORRECT, ""),  # the side with the numbers counts
+        ("Let me try.\n(50 − 25) × 3 + 7", CORRECT, ""),  # last line; unicode operators
+        (
+            "<answer>50 + 25 + 7</answer> then <answer>50 + 25</answer>",
+            INCORRECT,
+            "misses the target",
+        ),  # the last answer block counts: 75
+        ("<answer>50 + 25 + 3</answer>", INCORRECT, "misses the target"),
+        ("<answer>50 + 25 + 7 + 7 - 7</answer>", INCORRECT, "uses numbers not given"),  # 7 twice
+        ("<answer>82</answer>", INCORRECT, "uses numbers not given"),
+        ("<answer>50 + 32</answer>", INCORRECT, "uses numbers not given"),
+        ("<answer>50 ** 1 + 25 + 7</answer>", INCORRECT, "no valid expression"),  # no powers
+        ("<answer>__import__('os').system('true')</answer>", INCORRECT, "no valid expression"),
+        ("<answer>(lambda: 82)()</answer>", INCORRECT, "no valid expression"),
+        ("<answer>50 + 25 + 7.0</answer>", INCORRECT, "no valid expression"),  # integers only
+        ("<answer>7 / (25 - 25)</answer>", INCORRECT, "no valid expression"),
+        ("<answer>" + "(" * 5000 + "7" + ")" * 5000 + "</answer>", INCORRECT, "answer too long"),
+        ("", INCORRECT, "no answer"),
+    ],
+)
 def test_countdown_cases(completion, expected, reason):
     outcome = verify_countdown(completion, "82", ROW)
     assert (outcome.status, outcome.reason) == (expected, reason)
@@ -41,8 +47,10 @@ def test_division_is_exact_not_floating():
 
 def test_use_all_requires_every_number():
     row = dict(ROW, use_all=True)
-    assert verify_countdown("<answer>50 + 25 + 7</answer>", "82", row).reason == \
-        "does not use every number"
+    assert (
+        verify_countdown("<answer>50 + 25 + 7</answer>", "82", row).reason
+        == "does not use every number"
+    )
     # (50 - 25) * 3 + 7 = 25 * 3 + 7 = 82 uses each of 3, 7, 25, 50 once.
     assert verify_countdown("<answer>(50 - 25) * 3 + 7</answer>", "82", row).status == CORRECT
 

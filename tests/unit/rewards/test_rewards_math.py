@@ -155,8 +155,9 @@ def test_math_verify_timeout_is_an_error_not_a_wrong_answer():
 def test_works_outside_the_main_thread():
     # signal.alarm is main-thread only; elsewhere math-verify runs without its timeout.
     outcomes = []
-    thread = threading.Thread(target=lambda: outcomes.append(
-        verify_math(r"\boxed{\frac{2}{4}}", "0.5", {})))
+    thread = threading.Thread(
+        target=lambda: outcomes.append(verify_math(r"\boxed{\frac{2}{4}}", "0.5", {}))
+    )
     thread.start()
     thread.join()
     assert [o.status for o in outcomes] == [C]

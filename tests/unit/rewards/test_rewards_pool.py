@@ -22,9 +22,23 @@ from rewards import VerifierPool, VerifyRequest
 from rewards.base import CORRECT, ERROR, INCORRECT
 
 TIMEOUT_S = 2.0  # below math-verify's own 3 s: `9^{9^{9^{9}}}` is killed by the pool
-HOSTILE = [f"hostile_verifiers:{name}" for name in (
-    "sleep_forever", "spin_forever", "allocate_forever", "hard_exit", "soft_exit", "raises",
-    "returns_bool", "returns_nan", "echo", "heavy_modules", "whoami", "nap")]
+HOSTILE = [
+    f"hostile_verifiers:{name}"
+    for name in (
+        "sleep_forever",
+        "spin_forever",
+        "allocate_forever",
+        "hard_exit",
+        "soft_exit",
+        "raises",
+        "returns_bool",
+        "returns_nan",
+        "echo",
+        "heavy_modules",
+        "whoami",
+        "nap",
+    )
+]
 
 
 def worker_pids() -> set[int]:
@@ -60,8 +74,7 @@ def pool(tmp_path_factory):
         for path in install_example(tmp_path_factory.mktemp("site")):
             mp.syspath_prepend(str(path))
         before = worker_pids()
-        with VerifierPool(num_workers=2, timeout_s=TIMEOUT_S, memory_mb=512,
-                          plugins=HOSTILE) as p:
+        with VerifierPool(num_workers=2, timeout_s=TIMEOUT_S, memory_mb=512, plugins=HOSTILE) as p:
             yield p
     assert worker_pids() == before
 
@@ -80,8 +93,9 @@ MIXED = [
 
 def test_batch_keeps_order_and_matches_the_serial_path(pool):
     expected = [CORRECT, INCORRECT, CORRECT, INCORRECT, CORRECT, INCORRECT, CORRECT, ERROR] * 3
-    with VerifierPool(num_workers=0, plugins=["hostile_verifiers:echo",
-                                              "hostile_verifiers:raises"]) as serial:
+    with VerifierPool(
+        num_workers=0, plugins=["hostile_verifiers:echo", "hostile_verifiers:raises"]
+    ) as serial:
         serial_out = serial.verify_batch(MIXED)
     pool_out = pool.verify_batch(MIXED)
     assert [o.status for o in pool_out] == expected
@@ -130,8 +144,12 @@ def test_unknown_verifier_fails_fast(pool):
 
 
 def test_workers_load_an_installed_entry_point_plugin(pool):
-    outcomes = pool.verify_batch([VerifyRequest("multiple_choice", "Answer: (B)", "B"),
-                                  VerifyRequest("multiple_choice", "Answer: (B)", "C")])
+    outcomes = pool.verify_batch(
+        [
+            VerifyRequest("multiple_choice", "Answer: (B)", "B"),
+            VerifyRequest("multiple_choice", "Answer: (B)", "C"),
+        ]
+    )
     assert [o.status for o in outcomes] == [CORRECT, INCORRECT]
 
 
@@ -182,8 +200,16 @@ def test_hostile_call_returns_in_time(pool, case):
 
 def test_pool_recovers_after_hostile_calls_in_one_batch(pool):
     good = VerifyRequest("math", r"\boxed{7}", "7")
-    batch = [good, VerifyRequest("hard_exit", "", ""), good, VerifyRequest("soft_exit", "", ""),
-             good, VerifyRequest("returns_bool", "", ""), good, good]
+    batch = [
+        good,
+        VerifyRequest("hard_exit", "", ""),
+        good,
+        VerifyRequest("soft_exit", "", ""),
+        good,
+        VerifyRequest("returns_bool", "", ""),
+        good,
+        good,
+    ]
     restarts = pool.metrics()["verifier/pool/restarts"]
     outcomes = pool.verify_batch(batch)
     assert [o.status for o in outcomes] == [CORRECT, ERROR] * 3 + [CORRECT, CORRECT]
@@ -203,7 +229,9 @@ def test_spin_in_c_code_is_killed_and_nothing_leaks(pool):
     others = worker_pids()
     with pytest.MonkeyPatch.context() as mp:
         mp.syspath_prepend(str(PLUGINS))
-        pool = VerifierPool(num_workers=1, timeout_s=1.0, plugins=["hostile_verifiers:spin_forever"])
+        pool = VerifierPool(
+            num_workers=1, timeout_s=1.0, plugins=["hostile_verifiers:spin_forever"]
+        )
     start = time.monotonic()
     [outcome] = pool.verify_batch([VerifyRequest("spin_forever", "", "")])
     assert time.monotonic() - start < 2.0 and outcome.reason == "timeout after 1 s"
@@ -239,9 +267,12 @@ PARENT = textwrap.dedent("""
 def test_workers_die_with_their_parent():
     """A parent that exits without close() (atexit finalizer) or is SIGKILLed (no Python code
     runs; the workers' PDEATHSIG acts) leaves no worker behind. Both run at once to save time."""
-    parents = {ending: subprocess.Popen([sys.executable, "-c", PARENT, ending], cwd=REPO,
-                                        text=True, stdout=subprocess.PIPE)
-               for ending in ("exit", "kill")}
+    parents = {
+        ending: subprocess.Popen(
+            [sys.executable, "-c", PARENT, ending], cwd=REPO, text=True, stdout=subprocess.PIPE
+        )
+        for ending in ("exit", "kill")
+    }
     for ending, parent in parents.items():
         out, _ = parent.communicate(timeout=120)
         assert parent.returncode == (-signal.SIGKILL if ending == "kill" else 0)

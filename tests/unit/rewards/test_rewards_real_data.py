@@ -28,7 +28,7 @@ OWN_GOLD_EXCEPTIONS: dict[tuple[str, int], str] = {}
 # Solutions accepted against the next row's different gold answer, and why that is right.
 NEIGHBOUR_EXCEPTIONS = {
     ("math500", 22): "gold '5' and the next row's gold 'x=5' are the same value; math-verify "
-                     "reads an assignment as its value",
+    "reads an assignment as its value",
 }
 # Unit-tier samples: every STRIDE-th row (fixed, so the same rows on every run).
 STRIDE = {"gsm8k": 8, "math500": 4, "minerva": 8}
@@ -49,19 +49,27 @@ def next_different(rows: list[dict]) -> list[int]:
 def pool():
     with pytest.MonkeyPatch.context() as mp:
         mp.syspath_prepend(str(PLUGINS))
-        with VerifierPool(num_workers=2, timeout_s=120,
-                          plugins=["hostile_verifiers:math_without_shortcut"]) as p:
+        with VerifierPool(
+            num_workers=2, timeout_s=120, plugins=["hostile_verifiers:math_without_shortcut"]
+        ) as p:
             yield p
 
 
 def check_positive(pool, name: str, verifier: str, stride: int) -> None:
     rows = load_rows(name)
     picked = list(range(0, len(rows), stride))
-    outcomes = dict(zip(picked, pool.verify_batch(
-        [VerifyRequest(verifier, rows[i]["solution"], rows[i]["answer"]) for i in picked])))
+    outcomes = dict(
+        zip(
+            picked,
+            pool.verify_batch(
+                [VerifyRequest(verifier, rows[i]["solution"], rows[i]["answer"]) for i in picked]
+            ),
+        )
+    )
     failed = {i for i, o in outcomes.items() if o.status != CORRECT}
-    unexplained = {i for i in failed if outcomes[i].status != ERROR} - \
-        {i for (s, i) in OWN_GOLD_EXCEPTIONS if s == name}
+    unexplained = {i for i in failed if outcomes[i].status != ERROR} - {
+        i for (s, i) in OWN_GOLD_EXCEPTIONS if s == name
+    }
     assert not unexplained, [(i, outcomes[i], rows[i]["answer"]) for i in sorted(unexplained)]
     assert len(failed) <= 0.01 * len(picked)
 
@@ -71,11 +79,13 @@ def check_negative(pool, name: str, stride: int) -> None:
     partner = next_different(rows)
     picked = list(range(0, len(rows), stride))
     outcomes = pool.verify_batch(
-        [VerifyRequest("math", rows[i]["solution"], rows[partner[i]]["answer"]) for i in picked])
+        [VerifyRequest("math", rows[i]["solution"], rows[partner[i]]["answer"]) for i in picked]
+    )
     accepted = {i for i, o in zip(picked, outcomes) if o.status == CORRECT}
     unexplained = accepted - {i for (s, i) in NEIGHBOUR_EXCEPTIONS if s == name}
-    assert not unexplained, [(i, rows[i]["answer"], rows[partner[i]]["answer"])
-                             for i in sorted(unexplained)]
+    assert not unexplained, [
+        (i, rows[i]["answer"], rows[partner[i]]["answer"]) for i in sorted(unexplained)
+    ]
     assert len(accepted) <= 0.01 * len(picked)
 
 
@@ -99,5 +109,6 @@ def test_the_exceptions_are_real(pool):
     for (name, i), _why in NEIGHBOUR_EXCEPTIONS.items():
         rows = load_rows(name)
         [outcome] = pool.verify_batch(
-            [VerifyRequest("math", rows[i]["solution"], rows[next_different(rows)[i]]["answer"])])
+            [VerifyRequest("math", rows[i]["solution"], rows[next_different(rows)[i]]["answer"])]
+        )
         assert outcome.status == CORRECT

@@ -90,8 +90,7 @@ def test_entry_point_plugin_package(clean_registry, monkeypatch, tmp_path):
     assert verify.__module__ == "rlvr_example_verifier"
     assert verify("Answer: (C)", "C", {}).status == CORRECT
     assert verify(r"so \boxed{B}", "C", {}).status == INCORRECT
-    assert verify("Answer: F", "C", {"choices": ["a", "b", "c", "d"]}).reason == \
-        "F is not a choice"
+    assert verify("Answer: F", "C", {"choices": ["a", "b", "c", "d"]}).reason == "F is not a choice"
     assert verify("I cannot tell.", "C", {}).reason == "no answer"
     assert verify("Answer: C", "Z", {}).status == ERROR
 
@@ -158,7 +157,8 @@ print(",".join(o.status for o in out))
 
 
 def test_rewards_runs_with_torch_and_ray_blocked():
-    result = subprocess.run([sys.executable, "-c", BLOCKER], cwd=REPO, capture_output=True,
-                            text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", BLOCKER], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "correct,correct,correct"

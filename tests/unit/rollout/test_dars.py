@@ -44,8 +44,9 @@ ET_16 = [16, 16, 16, 11, 6, 3, 2, 1] + [0] * 9
 HW_16 = [48, 48, 48, 27, 16, 10, 6, 3] + [0] * 9
 
 
-@pytest.mark.parametrize("n,mode,expected", [(8, "et", ET_8), (8, "hw", HW_8),
-                                             (16, "et", ET_16), (16, "hw", HW_16)])
+@pytest.mark.parametrize(
+    "n,mode,expected", [(8, "et", ET_8), (8, "hw", HW_8), (16, "et", ET_16), (16, "hw", HW_16)]
+)
 def test_every_accuracy_level(n, mode, expected):
     extra = dars_extra(levels(n), n, mode=mode)
     assert extra.dtype == torch.long
@@ -61,18 +62,23 @@ def test_every_accuracy_level(n, mode, expected):
 #      c=2: 8 sqrt(3) = 13.86 -> 6;            c=3: 8 sqrt(5/3) = 10.33 -> 3
 # N = 16, hw (cap 48): c=0: 16 sqrt(31) = 89.1 -> 48;  c=1: 16 sqrt(15) = 61.97 -> 46
 #   c=2: 16 sqrt(7) = 42.33 -> 27;  c=3: 16 sqrt(13/3) = 33.31 -> 18;  c=4: 16 sqrt(3) = 27.71 -> 12
-#   c=5: 16 sqrt(11/5) = 23.73 -> 8;  c=6: 16 sqrt(5/3) = 20.66 -> 5;  c=7: 16 sqrt(9/7) = 18.14 -> 3
-@pytest.mark.parametrize("n,mode,expected", [
-    (8, "et", [9, 5, 2, 1, 0, 0, 0, 0, 0]),
-    (8, "hw", [23, 14, 6, 3, 0, 0, 0, 0, 0]),
-    (16, "hw", [48, 46, 27, 18, 12, 8, 5, 3] + [0] * 9),
-])
+#   c=5: 16 sqrt(11/5) = 23.73 -> 8;  c=6: 16 sqrt(5/3) = 20.66 -> 5
+#   c=7: 16 sqrt(9/7) = 18.14 -> 3
+@pytest.mark.parametrize(
+    "n,mode,expected",
+    [
+        (8, "et", [9, 5, 2, 1, 0, 0, 0, 0, 0]),
+        (8, "hw", [23, 14, 6, 3, 0, 0, 0, 0, 0]),
+        (16, "hw", [48, 46, 27, 18, 12, 8, 5, 3] + [0] * 9),
+    ],
+)
 def test_std_normalised_levels(n, mode, expected):
     assert dars_extra(levels(n), n, mode=mode, std_normalized=True).tolist() == expected
 
 
 def test_std_normalised_total_advantage_reaches_target():
-    # The definition behind the formulas: (N + dN) * 2 sqrt(a(1-a)) >= target, and dN - 1 falls short.
+    # The definition behind the formulas: (N + dN) * 2 sqrt(a(1-a)) >= target, and dN - 1 falls
+    # short.
     # et target N (the peak at a = 0.5); hw target 2 (1 - a) N. Uncapped (n_max large).
     n = 8
     for c in range(1, 4):
@@ -84,7 +90,8 @@ def test_std_normalised_total_advantage_reaches_target():
 
 
 def test_float32_accuracy_that_lands_above_an_exact_integer():
-    # 8 correct of 25 verified (errors removed 7 of 32): a = 0.32 exactly, hw dN = 32/0.64 - 32 = 18.
+    # 8 correct of 25 verified (errors removed 7 of 32): a = 0.32 exactly,
+    # hw dN = 32/0.64 - 32 = 18.
     # In float32 a = 0.31999999..., so 32/(2a) - 32 = 18.0000011; a plain ceil would give 19.
     acc = torch.tensor([8.0]) / torch.tensor([25.0])
     assert dars_extra(acc, 32, mode="hw").tolist() == [18]

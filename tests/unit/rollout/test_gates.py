@@ -31,9 +31,13 @@ def test_refill_until_target_then_truncate():
     # round 2: 4 informative, room for 2 -> keep the first two in generation order
     assert gate.offer(t([0, 1, 1, 0, 1, 1])).tolist() == [False, True, True, False, False, False]
     assert not gate.more()
-    assert gate.metrics() == {"gate/gen_batches": 2.0, "gate/generated_groups": 12.0,
-                              "gate/informative_frac": 7 / 12, "gate/kept_groups": 5.0,
-                              "gate/short_groups": 0.0}
+    assert gate.metrics() == {
+        "gate/gen_batches": 2.0,
+        "gate/generated_groups": 12.0,
+        "gate/informative_frac": 7 / 12,
+        "gate/kept_groups": 5.0,
+        "gate/short_groups": 0.0,
+    }
     with pytest.raises(RuntimeError, match="after more"):
         gate.offer(t([1]))
 

@@ -174,7 +174,9 @@ def test_spearman_with_ties():
     np.testing.assert_array_equal(average_ranks(np.array([3, 1, 3, 2])), [3.5, 1, 3.5, 2])
     # ranks x = 1..4 (centred -1.5 -.5 .5 1.5), y ranks 1.5 1.5 3.5 3.5 (centred -1 -1 1 1):
     # 4 / sqrt(5 * 4)
-    assert spearman(np.array([1, 2, 3, 4]), np.array([0, 0, 1, 1])) == pytest.approx(4 / math.sqrt(20), abs=1e-15)
+    assert spearman(np.array([1, 2, 3, 4]), np.array([0, 0, 1, 1])) == pytest.approx(
+        4 / math.sqrt(20), abs=1e-15
+    )
     assert math.isnan(spearman(np.array([1, 2]), np.array([1, 1])))
 
 
@@ -184,11 +186,14 @@ def write_jsonl(path, records):
 
 
 def test_prior_file_pseudo_counts(tmp_path):
-    path = write_jsonl(tmp_path / "prior.jsonl", [
-        {"index": 0, "n": 8, "correct": 6},
-        {"prompt": "b", "n": 4, "success_rate": 0.25},
-        {"index": 0, "n": 8, "correct": 2},
-    ])
+    path = write_jsonl(
+        tmp_path / "prior.jsonl",
+        [
+            {"index": 0, "n": 8, "correct": 6},
+            {"prompt": "b", "n": 4, "success_rate": 0.25},
+            {"index": 0, "n": 8, "correct": 2},
+        ],
+    )
     prompts = ["a", "b", "c", "b"]
     alpha, beta = load_prior(path, 4, prompts, strength=0.5)
     # prompt 0: 8 of 16 -> 1 + .5*8 = 5, 1 + .5*8 = 5; text "b" = rows 1 and 3: 1 of 4 -> 1.5, 2.5
@@ -196,15 +201,18 @@ def test_prior_file_pseudo_counts(tmp_path):
     np.testing.assert_array_equal(beta, [5.0, 2.5, 1.0, 2.5])
 
 
-@pytest.mark.parametrize("record,message", [
-    ({"index": 9, "n": 4, "correct": 1}, "not a row"),
-    ({"index": 0, "correct": 1}, "positive number"),
-    ({"index": 0, "prompt": "a", "n": 4, "correct": 1}, "exactly one of 'index' and 'prompt'"),
-    ({"index": 0, "n": 4, "correct": 1, "success_rate": 0.2}, "exactly one of 'correct'"),
-    ({"index": 0, "n": 4, "correct": 5}, r"\[0, n=4\]"),
-    ({"index": 0, "n": 4, "success_rate": 1.5}, r"\[0, 1\]"),
-    ({"prompt": "zzz", "n": 4, "correct": 1}, "not in the training data"),
-])
+@pytest.mark.parametrize(
+    "record,message",
+    [
+        ({"index": 9, "n": 4, "correct": 1}, "not a row"),
+        ({"index": 0, "correct": 1}, "positive number"),
+        ({"index": 0, "prompt": "a", "n": 4, "correct": 1}, "exactly one of 'index' and 'prompt'"),
+        ({"index": 0, "n": 4, "correct": 1, "success_rate": 0.2}, "exactly one of 'correct'"),
+        ({"index": 0, "n": 4, "correct": 5}, r"\[0, n=4\]"),
+        ({"index": 0, "n": 4, "success_rate": 1.5}, r"\[0, 1\]"),
+        ({"prompt": "zzz", "n": 4, "correct": 1}, "not in the training data"),
+    ],
+)
 def test_prior_file_errors_name_the_line(tmp_path, record, message):
     path = write_jsonl(tmp_path / "p.jsonl", [{"index": 1, "n": 2, "correct": 1}, record])
     with pytest.raises(ValueError, match=message) as err:
@@ -216,8 +224,17 @@ def test_prior_file_errors_name_the_line(tmp_path, record, message):
 
 def test_config_builds_mopps_with_prior(tmp_path):
     path = write_jsonl(tmp_path / "prior.jsonl", [{"prompt": "x", "n": 10, "correct": 10}])
-    cfg = load_config(None, ["sampler.name=mopps", "sampler.decay=0.5", "sampler.ts_ratio=16",
-                             "sampler.mode=threshold", f"sampler.prior_file={path}", "sampler.prior_strength=2"])
+    cfg = load_config(
+        None,
+        [
+            "sampler.name=mopps",
+            "sampler.decay=0.5",
+            "sampler.ts_ratio=16",
+            "sampler.mode=threshold",
+            f"sampler.prior_file={path}",
+            "sampler.prior_strength=2",
+        ],
+    )
     s = make_sampler(cfg.sampler, 3, seed=0, prompts=["w", "x", "y"])
     assert isinstance(s, MoPPSSampler)
     assert (s.decay, s.ts_ratio, s.mode, s.low, s.high) == (0.5, 16.0, "threshold", 0.3, 0.7)
@@ -226,13 +243,16 @@ def test_config_builds_mopps_with_prior(tmp_path):
     assert isinstance(make_sampler(load_config(None).sampler, 3, seed=0), UniformSampler)
 
 
-@pytest.mark.parametrize("override,message", [
-    ("sampler.prior_file=/no/such/prior.jsonl", "file not found"),
-    ("sampler.low=0.8", "low must be < high"),
-    ("sampler.decay=0", "must be > 0"),
-    ("sampler.mode=best", "choose one of: topk, threshold"),
-    ("sampler.ts_ratio=0.5", "must be >= 1"),
-])
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("sampler.prior_file=/no/such/prior.jsonl", "file not found"),
+        ("sampler.low=0.8", "low must be < high"),
+        ("sampler.decay=0", "must be > 0"),
+        ("sampler.mode=best", "choose one of: topk, threshold"),
+        ("sampler.ts_ratio=0.5", "must be >= 1"),
+    ],
+)
 def test_config_rejects(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config(None, ["sampler.name=mopps", override])

@@ -17,14 +17,26 @@ def imported_packages(path):
 
 
 def test_rollout_does_not_import_rlvr_or_rewards():
-    bad = {str(p.relative_to(ROOT)): sorted(set(imported_packages(p)) & {"rlvr", "rewards"})
-           for p in (ROOT / "rollout").rglob("*.py")}
+    bad = {
+        str(p.relative_to(ROOT)): sorted(set(imported_packages(p)) & {"rlvr", "rewards"})
+        for p in (ROOT / "rollout").rglob("*.py")
+    }
     assert not {k: v for k, v in bad.items() if v}
 
 
 PLUGINS = ["samplers", "schedules", "gates", "mopps", "dars"]
-ALLOWED = {"__future__", "collections", "json", "math", "pathlib", "random", "typing", "numpy", "torch",
-           "rollout"}
+ALLOWED = {
+    "__future__",
+    "collections",
+    "json",
+    "math",
+    "pathlib",
+    "random",
+    "typing",
+    "numpy",
+    "torch",
+    "rollout",
+}
 
 
 def test_sampling_plugins_need_only_numpy_and_torch():

@@ -21,8 +21,17 @@ from rollout.weight_sync import fingerprint
 
 
 def test_engine_kwargs_follow_the_options():
-    kw = engine_kwargs("/m", VLLMOptions(tensor_parallel_size=2, seed=5, max_model_len=2048,
-                                         transfer_backend="ipc", enable_sleep_mode=True), engine_index=3)
+    kw = engine_kwargs(
+        "/m",
+        VLLMOptions(
+            tensor_parallel_size=2,
+            seed=5,
+            max_model_len=2048,
+            transfer_backend="ipc",
+            enable_sleep_mode=True,
+        ),
+        engine_index=3,
+    )
     assert kw["seed"] == 8 and kw["tensor_parallel_size"] == 2 and kw["max_model_len"] == 2048
     assert kw["logprobs_mode"] == "processed_logprobs" and kw["load_format"] == "dummy"
     assert kw["weight_transfer_config"] == {"backend": "ipc"} and kw["enable_sleep_mode"]
@@ -37,8 +46,17 @@ def test_engine_kwargs_follow_the_options():
 def test_sampling_kwargs_and_seed_spacing():
     s = SamplingSettings(n=4, temperature=0.7, top_p=1.0, max_new_tokens=9, seed=11)
     kw = sampling_kwargs(s, seed=123)
-    assert kw == dict(n=4, temperature=0.7, top_p=1.0, top_k=0, max_tokens=9, seed=123, logprobs=0,
-                      flat_logprobs=True, detokenize=False)
+    assert kw == dict(
+        n=4,
+        temperature=0.7,
+        top_p=1.0,
+        top_k=0,
+        max_tokens=9,
+        seed=123,
+        logprobs=0,
+        flat_logprobs=True,
+        detokenize=False,
+    )
     # vLLM seeds the n samples of a request seed .. seed + n - 1: prompts must not overlap
     seeds = [request_seed(11, p, 4) for p in range(50)]
     samples = {sd + k for sd in seeds for k in range(4)}
@@ -54,21 +72,39 @@ class Flat:
 
 
 def sample(index, tokens, values, reason, flat=True):
-    lps = Flat(tokens, values) if flat else [{t: SimpleNamespace(logprob=v)} for t, v in zip(tokens, values)]
+    lps = (
+        Flat(tokens, values)
+        if flat
+        else [{t: SimpleNamespace(logprob=v)} for t, v in zip(tokens, values)]
+    )
     return SimpleNamespace(index=index, token_ids=tokens, logprobs=lps, finish_reason=reason)
 
 
 def test_completions_from_outputs():
     outputs = [
-        SimpleNamespace(outputs=[sample(1, [7], [-0.5], "length"), sample(0, [3, 4, 2], [-1.0, -2.0, -0.25], "stop")]),
-        SimpleNamespace(outputs=[sample(0, [5, 6], [-3.0, -4.0], "length", flat=False),
-                                 sample(1, [2], [-0.125], "stop", flat=False)]),
+        SimpleNamespace(
+            outputs=[
+                sample(1, [7], [-0.5], "length"),
+                sample(0, [3, 4, 2], [-1.0, -2.0, -0.25], "stop"),
+            ]
+        ),
+        SimpleNamespace(
+            outputs=[
+                sample(0, [5, 6], [-3.0, -4.0], "length", flat=False),
+                sample(1, [2], [-0.125], "stop", flat=False),
+            ]
+        ),
     ]
     c = completions_from_outputs(outputs, n=2, pad_id=0)
     assert c.prompt_index_N.tolist() == [0, 0, 1, 1]
     assert c.token_ids_NL.tolist() == [[3, 4, 2], [7, 0, 0], [5, 6, 0], [2, 0, 0]]
     assert c.length_N.tolist() == [3, 1, 2, 1]
-    assert c.logprobs_NL.tolist() == [[-1.0, -2.0, -0.25], [-0.5, 0, 0], [-3.0, -4.0, 0], [-0.125, 0, 0]]
+    assert c.logprobs_NL.tolist() == [
+        [-1.0, -2.0, -0.25],
+        [-0.5, 0, 0],
+        [-3.0, -4.0, 0],
+        [-0.125, 0, 0],
+    ]
     assert c.finish_reason == ["stop", "length", "length", "stop"]
 
 
@@ -76,7 +112,9 @@ def test_completions_refuse_aborted_or_misaligned_samples():
     with pytest.raises(RuntimeError, match="'abort'"):
         completions_from_outputs([SimpleNamespace(outputs=[sample(0, [1], [-1.0], "abort")])], 1, 0)
     with pytest.raises(RuntimeError, match="2 samples for prompt 0, expected 3"):
-        completions_from_outputs([SimpleNamespace(outputs=[sample(0, [1], [-1.0], "stop")] * 2)], 3, 0)
+        completions_from_outputs(
+            [SimpleNamespace(outputs=[sample(0, [1], [-1.0], "stop")] * 2)], 3, 0
+        )
     bad = Flat([1, 9], [-1.0, -2.0])
     with pytest.raises(RuntimeError, match="mismatches at \\[1\\]"):
         sampled_logprobs(bad, [1, 2])
@@ -108,10 +146,19 @@ class FakeHandle:
 
 def test_multi_engine_client_gives_each_engine_its_offset():
     log, waited = [], []
-    client = MultiEngineClient([FakeHandle(log, i) for i in range(3)], [2, 2, 2],
-                               get=lambda refs, timeout: waited.append((refs, timeout)), timeout_s=5)
-    payload = {"master_address": "10.0.0.1", "master_port": 1234, "rank_offset": 1, "world_size": 7,
-               "packed": True}
+    client = MultiEngineClient(
+        [FakeHandle(log, i) for i in range(3)],
+        [2, 2, 2],
+        get=lambda refs, timeout: waited.append((refs, timeout)),
+        timeout_s=5,
+    )
+    payload = {
+        "master_address": "10.0.0.1",
+        "master_port": 1234,
+        "rank_offset": 1,
+        "world_size": 7,
+        "packed": True,
+    }
     client.init_weight_transfer_engine(payload)
     assert [args[0]["rank_offset"] for _, _, args in log] == [1, 3, 5]
     assert all(args[0]["world_size"] == 7 and args[0]["packed"] for _, _, args in log)
@@ -119,8 +166,9 @@ def test_multi_engine_client_gives_each_engine_its_offset():
     client.start_weight_update()
     client.update_weights({"names": []})
     client.finish_weight_update()
-    assert [m for _, m, _ in log[3:]] == ["start_weight_update"] * 3 + ["update_weights"] * 3 + \
-        ["finish_weight_update"] * 3
+    assert [m for _, m, _ in log[3:]] == ["start_weight_update"] * 3 + ["update_weights"] * 3 + [
+        "finish_weight_update"
+    ] * 3
     assert len(waited) == 4 and all(t == 5 for _, t in waited)
     with pytest.raises(ValueError, match="make 7"):
         client.init_weight_transfer_engine({**payload, "world_size": 3})
@@ -128,7 +176,9 @@ def test_multi_engine_client_gives_each_engine_its_offset():
 
 def test_multi_engine_client_passes_ipc_payload_unchanged():
     log = []
-    client = MultiEngineClient([FakeHandle(log, i) for i in range(2)], [1, 1], get=lambda r, t: None)
+    client = MultiEngineClient(
+        [FakeHandle(log, i) for i in range(2)], [1, 1], get=lambda r, t: None
+    )
     client.init_weight_transfer_engine({"packed": True})
     assert [args for _, _, args in log] == [({"packed": True},), ({"packed": True},)]
 
@@ -178,10 +228,16 @@ def test_gpu_modules_import_without_vllm_ray_or_deepspeed():
     import subprocess
     import sys
 
-    heavy = ("import sys; import rlvr.learner.ds_weight_source, rlvr.plan.memory, rlvr.cluster.placement, rlvr.cluster.vllm_cluster, "
-             "rlvr.learner.gpu_learner; bad = [m for m in ('vllm', 'ray', 'deepspeed') if m in sys.modules]; "
-             "assert not bad, bad")
-    layering = ("import sys; import rollout.vllm_engine, rollout.vllm_sync, rollout.vllm_worker_ext; "
-                "bad = [m for m in sys.modules if m == 'rlvr' or m.startswith('rlvr.')]; assert not bad, bad")
+    heavy = (
+        "import sys; import rlvr.learner.ds_weight_source, rlvr.plan.memory, "
+        "rlvr.cluster.placement, rlvr.cluster.vllm_cluster, rlvr.learner.gpu_learner; "
+        "bad = [m for m in ('vllm', 'ray', 'deepspeed') if m in sys.modules]; "
+        "assert not bad, bad"
+    )
+    layering = (
+        "import sys; import rollout.vllm_engine, rollout.vllm_sync, rollout.vllm_worker_ext; "
+        "bad = [m for m in sys.modules if m == 'rlvr' or m.startswith('rlvr.')]; "
+        "assert not bad, bad"
+    )
     for code in (heavy, layering):
         subprocess.run([sys.executable, "-c", code], check=True)

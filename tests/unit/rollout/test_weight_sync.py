@@ -1,4 +1,4 @@
-"""Weight-sync wire format: bucket plans, fingerprints, and a real gloo transfer between processes."""
+"""Weight-sync wire format: bucket plans, fingerprints, a real gloo transfer between processes."""
 
 import multiprocessing as mp
 
@@ -60,8 +60,14 @@ def _member(rank, world, port_q, out_q, corrupt_bucket):
         if rank == 2 and b == corrupt_bucket:
             flat[3] += 0.5
 
-    received = receive_buckets(group, manifest, plan, torch.device("cpu"),
-                               lambda views: got.update({n: t.clone() for n, t in views}), corrupt)
+    received = receive_buckets(
+        group,
+        manifest,
+        plan,
+        torch.device("cpu"),
+        lambda views: got.update({n: t.clone() for n, t in views}),
+        corrupt,
+    )
     out_q.put((rank, received, fingerprint(got.items()), None))
 
 

@@ -30,10 +30,10 @@ def test_parse_level():
 def test_evaluate_precedence_by_hand():
     assert evaluate("12+34") == 46
     assert evaluate("5-7") == -2
-    assert evaluate("2*3+4") == 10        # 6 + 4
-    assert evaluate("10-2*3") == 4        # 10 - 6
-    assert evaluate("2*3*4-1") == 23      # 24 - 1
-    assert evaluate("9-3-2") == 4         # left to right
+    assert evaluate("2*3+4") == 10  # 6 + 4
+    assert evaluate("10-2*3") == 4  # 10 - 6
+    assert evaluate("2*3*4-1") == 23  # 24 - 1
+    assert evaluate("9-3-2") == 4  # left to right
     assert evaluate("0*999+7") == 7
 
 
@@ -62,7 +62,9 @@ def test_splits_are_disjoint_deterministic_and_sized():
 
 
 def test_too_small_level_is_a_clear_error():
-    with pytest.raises(ConfigError, match=r"level 1:\+:2 has only \d+ held-out problems, 50 requested"):
+    with pytest.raises(
+        ConfigError, match=r"level 1:\+:2 has only \d+ held-out problems, 50 requested"
+    ):
         make_split({"1:+:2": 1.0}, 50, heldout=True, fraction=0.1, seed=0)
 
 
@@ -84,7 +86,11 @@ def test_perturb_keeps_sign_and_length():
     for answer in ["-5", "10", "907", "-123"]:
         for _ in range(50):
             out = perturb(answer, rng)
-            assert len(out) == len(answer) and out != answer and out.startswith("-") == answer.startswith("-")
+            assert (
+                len(out) == len(answer)
+                and out != answer
+                and out.startswith("-") == answer.startswith("-")
+            )
 
 
 def test_arith_verifier_is_exact():

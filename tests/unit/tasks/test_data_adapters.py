@@ -39,8 +39,14 @@ EXPECTED = {
     # "answer": 27.0 ; row 15 "answer": -1.0
     "amc23": (40, {0: "27", 15: "-1"}),
 }
-PROMPT_COLUMN = {"math500": "problem", "minerva": "problem", "gsm8k": "question",
-                 "olympiadbench": "question", "aime24": "problem", "amc23": "problem"}
+PROMPT_COLUMN = {
+    "math500": "problem",
+    "minerva": "problem",
+    "gsm8k": "question",
+    "olympiadbench": "question",
+    "aime24": "problem",
+    "amc23": "problem",
+}
 
 
 def raw(name: str) -> list[dict]:
@@ -97,14 +103,17 @@ def test_local_jsonl_with_column_mapping_and_verifier_column(tmp_path):
 
 def test_gold_from_the_last_box_of_a_solution(tmp_path):
     path = tmp_path / "math_style.json"
-    path.write_text(json.dumps([{"problem": "p", "solution": r"First \boxed{1}, then $\boxed{\frac{2}{3}}$."}]))
+    path.write_text(
+        json.dumps([{"problem": "p", "solution": r"First \boxed{1}, then $\boxed{\frac{2}{3}}$."}])
+    )
     assert load_rows(str(path))[0]["answer"] == r"\frac{2}{3}"
 
 
 def test_parquet(tmp_path):
     path = tmp_path / "train.parquet"
-    pq.write_table(pa.table({"problem": ["a", "b", "c"], "answer": ["1", "2", "3"],
-                             "level": [1, 2, 3]}), path)
+    pq.write_table(
+        pa.table({"problem": ["a", "b", "c"], "answer": ["1", "2", "3"], "level": [1, 2, 3]}), path
+    )
     rows = load_rows(str(path), limit=2)
     assert [(r["prompt"], r["answer"], r["level"]) for r in rows] == [("a", "1", 1), ("b", "2", 2)]
 
@@ -117,7 +126,9 @@ def test_clear_errors(tmp_path):
     with pytest.raises(DataSourceError, match=r"bad.jsonl:2: not JSON"):
         load_rows(str(bad))
     bad.write_text('{"question": "p", "answer": "1"}\n')
-    with pytest.raises(DataSourceError, match="row 0 has no prompt column 'problem'; columns: answer, question"):
+    with pytest.raises(
+        DataSourceError, match="row 0 has no prompt column 'problem'; columns: answer, question"
+    ):
         load_rows(str(bad))
     bad.write_text('{"problem": "p", "solution": "no box here"}\n')
     with pytest.raises(DataSourceError, match="row 0 has no gold answer"):
@@ -134,13 +145,25 @@ except Exception as e:
 
 
 def test_hub_name_offline_gives_one_line_error():
-    env = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PATH": "/usr/bin:/bin",
-           "HOME": str(Path.home())}
-    result = subprocess.run([sys.executable, "-c", OFFLINE], cwd=REPO, env=env, text=True,
-                            capture_output=True, timeout=120)
+    env = {
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(Path.home()),
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", OFFLINE],
+        cwd=REPO,
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=120,
+    )
     lines = result.stdout.strip().splitlines()
     assert len(lines) == 1, result.stdout + result.stderr[-2000:]
-    assert lines[0].startswith("DataSourceError: cannot load 'no-such-org/no-such-dataset:main:test'")
+    assert lines[0].startswith(
+        "DataSourceError: cannot load 'no-such-org/no-such-dataset:main:test'"
+    )
     assert "offline?" in lines[0] and "math500" in lines[0]
 
 
@@ -164,10 +187,15 @@ class RecordingTokenizer:
 
 def test_plain_and_literal_templates():
     assert render_prompt(ROW, "plain") == ROW["prompt"]
-    assert render_prompt(ROW, "plain", instruction=BOXED_INSTRUCTION) == \
-        ROW["prompt"] + "\n\nPlease reason step by step, and put your final answer within \\boxed{}."
-    assert render_prompt(ROW, "Q: {prompt}\n{instruction}\nA: {", instruction="Box it.") == \
-        "Q: " + ROW["prompt"] + "\nBox it.\nA: {"
+    assert (
+        render_prompt(ROW, "plain", instruction=BOXED_INSTRUCTION)
+        == ROW["prompt"]
+        + "\n\nPlease reason step by step, and put your final answer within \\boxed{}."
+    )
+    assert (
+        render_prompt(ROW, "Q: {prompt}\n{instruction}\nA: {", instruction="Box it.")
+        == "Q: " + ROW["prompt"] + "\nBox it.\nA: {"
+    )
     with pytest.raises(ValueError, match="unknown prompt template 'fancy'; valid: plain, chat"):
         render_prompt(ROW, "fancy")
     with pytest.raises(ValueError, match="needs a tokenizer"):
@@ -176,10 +204,14 @@ def test_plain_and_literal_templates():
 
 def test_chat_templates_place_the_instruction():
     tok = RecordingTokenizer()
-    assert render_prompt(ROW, "chat", tokenizer=tok, instruction="Box it.") == \
-        "user:" + ROW["prompt"] + "\n\nBox it."
-    assert render_prompt(ROW, "chat_system", tokenizer=tok, instruction="Box it.") == \
-        "system:Box it.|user:" + ROW["prompt"]
+    assert (
+        render_prompt(ROW, "chat", tokenizer=tok, instruction="Box it.")
+        == "user:" + ROW["prompt"] + "\n\nBox it."
+    )
+    assert (
+        render_prompt(ROW, "chat_system", tokenizer=tok, instruction="Box it.")
+        == "system:Box it.|user:" + ROW["prompt"]
+    )
     assert render_prompt(ROW, "chat_system", tokenizer=tok) == "user:" + ROW["prompt"]
 
 
@@ -187,10 +219,13 @@ def test_chat_template_with_a_real_transformers_tokenizer():
     from tokenizers import Tokenizer, models
     from transformers import PreTrainedTokenizerFast
 
-    template = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
-                "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+    template = (
+        "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+    )
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=Tokenizer(models.WordLevel({"[UNK]": 0}, unk_token="[UNK]")),
-        chat_template=template)
+        chat_template=template,
+    )
     text = render_prompt(ROW, "chat_system", tokenizer=tokenizer, instruction=BOXED_INSTRUCTION)
     assert text == (f"<|system|>{BOXED_INSTRUCTION}\n<|user|>{ROW['prompt']}\n<|assistant|>")

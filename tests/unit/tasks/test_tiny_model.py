@@ -53,7 +53,9 @@ def test_hf_engine_logprobs_match_a_fresh_forward(saved):
     engine = HFEngine(str(path), batch_size=5)  # 3 prompts x 4 samples: chunks of 5, 5, 2
     prompts = tok(["1+2=", "10+20=", "99+9="]).input_ids
     temp = 0.7
-    comps = engine.generate(prompts, SamplingSettings(n=4, temperature=temp, max_new_tokens=5, seed=3))
+    comps = engine.generate(
+        prompts, SamplingSettings(n=4, temperature=temp, max_new_tokens=5, seed=3)
+    )
     assert comps.prompt_index_N.tolist() == [0] * 4 + [1] * 4 + [2] * 4
     model = engine.model
     for i in range(len(comps)):
@@ -63,9 +65,11 @@ def test_hf_engine_logprobs_match_a_fresh_forward(saved):
         assert tok.eos_token_id not in gen[:-1]
         ids = torch.tensor([prompt + gen])
         with torch.no_grad():
-            logits = model(ids).logits[0, len(prompt) - 1: -1] / temp
+            logits = model(ids).logits[0, len(prompt) - 1 : -1] / temp
         expected = torch.log_softmax(logits, -1).gather(-1, torch.tensor(gen)[:, None]).squeeze(-1)
         torch.testing.assert_close(comps.logprobs_NL[i, : len(gen)], expected, atol=1e-5, rtol=1e-5)
-        assert torch.all(comps.logprobs_NL[i, len(gen):] == 0)
-    again = engine.generate(prompts, SamplingSettings(n=4, temperature=temp, max_new_tokens=5, seed=3))
+        assert torch.all(comps.logprobs_NL[i, len(gen) :] == 0)
+    again = engine.generate(
+        prompts, SamplingSettings(n=4, temperature=temp, max_new_tokens=5, seed=3)
+    )
     assert torch.equal(again.token_ids_NL, comps.token_ids_NL)  # seeded

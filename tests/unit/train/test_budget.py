@@ -13,7 +13,11 @@ def test_spent_counts_train_steps_only():
         {"kind": "train", "step": 1, "rollout/completions": 512},  # 64 prompts x 8
         {"kind": "train", "step": 2, "rollout/completions": 731},  # + 219 DARS stage-2 completions
         {"kind": "checkpoint", "step": 2, "time/checkpoint": 0.1},
-        {"kind": "train", "step": 3, "rollout/completions": 1536},  # 3 DAPO refill rounds in one record
+        {
+            "kind": "train",
+            "step": 3,
+            "rollout/completions": 1536,
+        },  # 3 DAPO refill rounds in one record
         {"kind": "eval", "step": 3, "pass@1": 0.6},
     ]
     assert completions_spent(history) == 512 + 731 + 1536

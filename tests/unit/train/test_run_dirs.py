@@ -46,9 +46,15 @@ def test_run_directory_rules(tmp_path):
     (named / "metrics.jsonl").write_text("{}\n")
     with pytest.raises(ConfigError, match="already holds a run; add trainer.resume=auto"):
         run_directory(load_config(None, [base, "trainer.name=mine"]), None)
-    assert run_directory(load_config(None, [base, "trainer.name=mine", "trainer.resume=auto"]), None) == named
+    assert (
+        run_directory(load_config(None, [base, "trainer.name=mine", "trainer.resume=auto"]), None)
+        == named
+    )
     ckpt = make_ckpt(tmp_path / "other", 7)
-    assert run_directory(load_config(None, [base, f"trainer.resume={ckpt}"]), None) == (tmp_path / "other").resolve()
+    assert (
+        run_directory(load_config(None, [base, f"trainer.resume={ckpt}"]), None)
+        == (tmp_path / "other").resolve()
+    )
 
 
 def test_uniform_sampler_epochs_and_state_round_trip(tmp_path):
