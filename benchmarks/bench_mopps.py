@@ -35,11 +35,12 @@ def rss_mib() -> float:
 
 
 def measure(num_prompts: int, steps: int, batch: int, k: int, ts_ratio: float, mode: str) -> dict:
-    from rollout.mopps import MoPPSSampler  # before the first RSS reading: torch is not our cost
+    # before the first RSS reading: torch is not our cost
+    from rollout.mopps import MoPPSConfig, MoPPSSampler
 
     rss_start = rss_mib()
     began = time.perf_counter()
-    sampler = MoPPSSampler(num_prompts, seed=0, ts_ratio=ts_ratio, mode=mode)
+    sampler = MoPPSSampler(num_prompts, seed=0, config=MoPPSConfig(ts_ratio=ts_ratio, mode=mode))
     init_s = time.perf_counter() - began
     truth = np.random.default_rng(1).beta(0.5, 0.5, size=num_prompts)  # hidden success rates
     outcome_rng = np.random.default_rng(2)

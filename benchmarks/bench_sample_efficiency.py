@@ -202,10 +202,10 @@ def warm_start_report(base: list[str], out: Path, log=print) -> dict:
     import torch
     from transformers import AutoTokenizer
 
-    from rewards.pool import VerifierPool
+    from rewards.pool import PoolConfig, VerifierPool
     from rlvr.config import load_config
     from rlvr.tasks.loading import load_task
-    from rlvr.tasks.tiny_model import builtin_model_dir
+    from rlvr.tasks.warm_start import builtin_model_dir
     from rlvr.train.evaluation import evaluate
     from rlvr.train.run import encode
     from rollout.hf_engine import HFEngine
@@ -215,10 +215,15 @@ def warm_start_report(base: list[str], out: Path, log=print) -> dict:
     model_path = str(builtin_model_dir(cfg, log=log))  # built once, cached by its settings
     sft = json.loads((Path(model_path) / "sft_metrics.json").read_text())
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    engine = HFEngine(model_path, batch_size=cfg.rollout.batch_size)
+    engine = HFEngine(
+        model_path,
+        dtype=cfg.model.dtype,
+        batch_size=cfg.rollout.batch_size,
+        trust_remote_code=False,
+    )
     rows = load_task(cfg)[1]
     report = {"model": model_path, "sft": sft, "levels": {}}
-    with VerifierPool(num_workers=0) as pool:
+    with VerifierPool(PoolConfig(num_workers=0)) as pool:
         for level in [None] + sorted({r["level"] for r in rows}):
             part = [r for r in rows if level is None or r["level"] == level]
             m = evaluate(

@@ -27,6 +27,7 @@ import time
 from collections import Counter
 
 from rewards import VerifierPool, VerifyRequest
+from rewards.pool import PoolConfig
 from rlvr.tasks.data import load_rows
 
 
@@ -101,9 +102,9 @@ def main() -> None:
         f"{len(cases)} math cases; {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start"
     )
-    with VerifierPool(num_workers=0) as serial:
+    with VerifierPool(PoolConfig(num_workers=0)) as serial:
         serial_s, serial_cpu, serial_counts = run(serial, cases)
-    with VerifierPool(num_workers=args.workers) as pool:
+    with VerifierPool(PoolConfig(num_workers=args.workers)) as pool:
         pool_s, pool_cpu, pool_counts = run(pool, cases)
         metrics = pool.metrics()
     n = len(cases)

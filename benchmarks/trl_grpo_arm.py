@@ -141,10 +141,10 @@ def main() -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import GRPOConfig, GRPOTrainer
 
-    from rewards.pool import VerifierPool
+    from rewards.pool import PoolConfig, VerifierPool
     from rlvr.config import load_config
     from rlvr.tasks.loading import load_task
-    from rlvr.tasks.tiny_model import builtin_model_dir
+    from rlvr.tasks.warm_start import builtin_model_dir
     from rlvr.train.run import encode
 
     cfg = load_config(args.recipe, args.overrides + [f"trainer.seed={args.seed}"])
@@ -190,7 +190,7 @@ def main() -> None:
         dataloader_num_workers=0,
         log_completions=False,
     )
-    with VerifierPool(num_workers=0) as pool:
+    with VerifierPool(PoolConfig(num_workers=0)) as pool:
         callback = make_callback(
             cfg,
             model,

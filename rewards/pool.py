@@ -32,7 +32,9 @@ from collections import defaultdict, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
-from typing import Any
+from typing import Any, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from rewards.base import CORRECT, ERROR, Outcome, call_verifier, describe
 from rewards.registry import _REGISTRY, get_verifier, load_plugin, verifier_names
@@ -234,31 +236,51 @@ class _Batch:
         self.stats.record(self.requests[index].verifier, outcome, seconds, kind)
 
 
+class PoolConfig(BaseModel):
+    """The `verifier` section: the verifier pool's processes and limits."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    num_workers: int = Field(
+        0,
+        ge=0,
+        description="verifier processes (0 = in the calling process, no isolation: for cheap "
+        "verifiers)",
+    )
+    timeout_s: float = Field(
+        10.0,
+        gt=0.0,
+        description="wall-clock limit per verification; past it the outcome is an error",
+    )
+    memory_mb: Optional[int] = Field(
+        2048, ge=64, description="address-space cap per verifier process (None: no cap)"
+    )
+    plugins: list[str] = Field(
+        default_factory=list,
+        description="extra verifiers as module:function or name=module:function",
+    )
+
+
 class VerifierPool:
     """Verify batches of completions in worker processes with per-call time and memory limits.
 
-    `plugins` are "module:function" or "name=module:function" paths, loaded in the parent (so a
-    typo fails here) and in every worker. `verify_batch` returns outcomes in request order and
-    never raises for a bad completion; it raises KeyError for a verifier name that no built-in,
-    entry point or plug-in provides (a configuration error, caught before any work is done).
+    Configured by `PoolConfig`. Its `plugins` are "module:function" or "name=module:function"
+    paths, loaded in the parent (so a typo fails here) and in every worker. `verify_batch`
+    returns outcomes in request order and never raises for a bad completion; it raises KeyError
+    for a verifier name that no built-in, entry point or plug-in provides (a configuration
+    error, caught before any work is done).
     One caller at a time: the pool is not thread-safe.
     """
 
-    def __init__(
-        self,
-        num_workers: int = 2,
-        timeout_s: float = 10.0,
-        memory_mb: int | None = 2048,
-        plugins: Sequence[str] = (),
-    ) -> None:
-        if num_workers < 0 or timeout_s <= 0 or (memory_mb is not None and memory_mb <= 0):
-            raise ValueError(
-                f"need num_workers >= 0, timeout_s > 0, memory_mb > 0 or None; got "
-                f"{num_workers}, {timeout_s}, {memory_mb}"
-            )
-        self.num_workers, self.timeout_s, self.memory_mb = num_workers, timeout_s, memory_mb
-        self._config = {"memory_mb": memory_mb, "plugins": list(plugins)}
-        for spec in plugins:
+    def __init__(self, config: PoolConfig) -> None:
+        num_workers, self.config = config.num_workers, config
+        self.num_workers, self.timeout_s, self.memory_mb = (
+            num_workers,
+            config.timeout_s,
+            config.memory_mb,
+        )
+        self._config = {"memory_mb": config.memory_mb, "plugins": list(config.plugins)}
+        for spec in config.plugins:
             load_plugin(spec)
         self._stats = _Stats()
         self._restarts = 0

@@ -92,6 +92,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser(
+        "config",
+        help="print the resolved config of a recipe, or the JSON schema of recipes",
+        description="Print the resolved config (every field, defaults included) of a recipe with "
+        "its overrides as YAML, or with --schema the JSON schema that recipes follow (editors "
+        "complete and check recipes with it).",
+    )
+    p.add_argument("recipe", nargs="?", help="recipe YAML (sparse overrides of the defaults)")
+    p.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+    p.add_argument("--schema", action="store_true", help="print the JSON schema instead")
+    p.set_defaults(func=cmd_config)
+
+    p = sub.add_parser(
         "sft",
         help="warm-start the built-in model (supervised)",
         description="Train the built-in tiny model on demonstrations (the sft section) "
@@ -136,6 +148,24 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_config(args) -> int:
+    if args.schema:
+        if args.recipe or args.overrides:
+            raise ConfigError("rlvr config --schema takes no recipe or overrides")
+        import json
+
+        from rlvr.config import json_schema
+
+        print(json.dumps(json_schema(), indent=2))
+        return 0
+    if args.recipe is None:
+        raise ConfigError("rlvr config needs a recipe (or --schema)")
+    import yaml
+
+    print(yaml.safe_dump(load(args).model_dump(), sort_keys=False), end="")
+    return 0
+
+
 def cmd_plan(args) -> int:
     from rlvr.plan.report import plan_text
 
@@ -169,7 +199,7 @@ def refuse_if_too_big(cfg) -> None:
 
 def cmd_sft(args) -> int:
     cfg = load(args)
-    from rlvr.tasks.tiny_model import builtin_model_dir
+    from rlvr.tasks.warm_start import builtin_model_dir
 
     if not cfg.model.path.startswith("builtin:"):
         raise ConfigError(
@@ -189,7 +219,7 @@ def cmd_sft(args) -> int:
 
 def cmd_eval(args) -> int:
     cfg = load(args)
-    from rlvr.tasks.tiny_model import resolve_model_path
+    from rlvr.tasks.warm_start import resolve_model_path
 
     path = args.model or resolve_model_path(cfg)
     if (Path(path) / "policy" / "config.json").exists():
@@ -214,14 +244,13 @@ def report_eval(cfg, model_path: str) -> dict:
     torch.set_num_threads(os.cpu_count() or 1)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     rows = load_task(cfg)[1]
-    engine = HFEngine(model_path, dtype=cfg.model.dtype, batch_size=cfg.rollout.batch_size)
-    vc = cfg.verifier
-    with VerifierPool(
-        num_workers=vc.num_workers,
-        timeout_s=vc.timeout_s,
-        memory_mb=vc.memory_mb,
-        plugins=vc.plugins,
-    ) as pool:
+    engine = HFEngine(
+        model_path,
+        dtype=cfg.model.dtype,
+        batch_size=cfg.rollout.batch_size,
+        trust_remote_code=cfg.model.trust_remote_code,
+    )
+    with VerifierPool(cfg.verifier) as pool:
         metrics = evaluate(
             engine.generate,
             pool,

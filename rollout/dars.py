@@ -22,32 +22,51 @@ Departures from the authors' code: their scripts hard-code tables of totals for 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Literal, Optional
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-MODES = ("et", "hw")
 DEFAULT_N_MAX = {"et": 32, "hw": 64}
 # Accuracies arrive as float32 ratios; an exact integer dN (e.g. hw at acc = 1/4: N) can land a
 # hair above the integer. True fractional parts are >= 1/N^2 for stage-1 groups up to N = 64.
 CEIL_TOL = 1e-4
 
 
+class DARSConfig(BaseModel):
+    """DARS's settings (the `schedule` section adds `name`; docs/sampling.md)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    mode: Literal["et", "hw"] = Field(
+        "hw", description="et (equal treatment) or hw (hardness weighted)"
+    )
+    n_max: Optional[int] = Field(
+        None, ge=1, description="cap on a prompt's total completions (default 32 for et, 64 for hw)"
+    )
+    std_normalized: Optional[bool] = Field(
+        None,
+        description="size the extra completions for std-normalised advantages (default: as "
+        "algorithm.std_normalize, which the root config fills in)",
+    )
+
+    @model_validator(mode="after")
+    def _default_cap(self) -> DARSConfig:
+        if self.n_max is None:
+            self.n_max = DEFAULT_N_MAX[self.mode]
+        return self
+
+
 def dars_extra(
-    acc_P: torch.Tensor,
-    n: int,
-    *,
-    mode: str = "hw",
-    n_max: int | None = None,
-    std_normalized: bool = False,
+    acc_P: torch.Tensor, n: int, *, mode: str, n_max: int, std_normalized: bool
 ) -> torch.Tensor:
     """dN_P (long [P]): extra completions per prompt from first-stage accuracies acc_P (NaN
     allowed)."""
-    if mode not in MODES:
-        raise ValueError(f"unknown DARS mode {mode!r}; valid: {', '.join(MODES)}")
+    if mode not in DEFAULT_N_MAX:
+        raise ValueError(f"unknown DARS mode {mode!r}; valid: {', '.join(DEFAULT_N_MAX)}")
     if n < 1:
         raise ValueError(f"DARS needs a first stage of n >= 1 completions, got {n}")
-    cap = max((DEFAULT_N_MAX[mode] if n_max is None else n_max) - n, 0)
+    cap = max(n_max - n, 0)
     acc = acc_P.double()
     hard = acc < 0.5  # False for NaN
     a = torch.where(acc == 0, torch.full_like(acc, 0.5 / n), acc).clamp(min=0.5 / n, max=0.5)
@@ -62,17 +81,14 @@ def dars_extra(
 class DARSSchedule:
     """Multi-stage rollout schedule: `extra` sizes stage 2, `after_expand` scores it."""
 
-    def __init__(self, mode: str = "hw", n_max: int | None = None, std_normalized: bool = False):
-        if mode not in MODES:
-            raise ValueError(f"unknown DARS mode {mode!r}; valid: {', '.join(MODES)}")
-        self.mode, self.std_normalized = mode, std_normalized
-        self.n_max = DEFAULT_N_MAX[mode] if n_max is None else n_max
+    def __init__(self, config: DARSConfig):
+        if config.std_normalized is None:
+            raise ValueError(
+                "DARSConfig.std_normalized is unset: say whether advantages are std-normalised"
+            )
+        self.mode, self.n_max = config.mode, config.n_max
+        self.std_normalized = config.std_normalized
         self._metrics: dict[str, float] = {}
-
-    @classmethod
-    def from_config(cls, cfg: Any) -> DARSSchedule:
-        """From an object with the `schedule` config section's attributes (rlvr ScheduleConfig)."""
-        return cls(cfg.mode, cfg.n_max, cfg.std_normalized)
 
     def extra(self, acc_P: torch.Tensor, n: int) -> torch.Tensor:
         extra_P = dars_extra(

@@ -9,6 +9,26 @@ from __future__ import annotations
 import math
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class GateConfig(BaseModel):
+    """The `gate` section: which groups enter the update beyond the zero-variance filter
+    (algorithm.drop_zero_variance)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    refill: bool = Field(
+        False,
+        description="DAPO dynamic sampling: draw further prompt batches until "
+        "trainer.prompts_per_step informative groups are collected",
+    )
+    max_gen_batches: int = Field(
+        10,
+        ge=1,
+        description="refill: at most this many generation rounds per step; train on what was "
+        "collected if still short",
+    )
 
 
 def zero_variance_admit(
@@ -41,19 +61,16 @@ class DynamicSampling:
     `refill` there is one round and every informative group is kept (the plain filter).
     """
 
-    def __init__(self, target: int, max_gen_batches: int = 10, refill: bool = True):
-        if target < 1 or max_gen_batches < 1:
-            raise ValueError(
-                f"DynamicSampling needs target >= 1 and max_gen_batches >= 1, "
-                f"got {target} and {max_gen_batches}"
-            )
-        self.target, self.max_gen_batches, self.refill = target, max_gen_batches, refill
+    def __init__(self, config: GateConfig, target: int):
+        """`target`: the informative groups a step wants (trainer.prompts_per_step)."""
+        if target < 1:
+            raise ValueError(f"DynamicSampling needs target >= 1, got {target}")
+        self.target, self.max_gen_batches, self.refill = (
+            target,
+            config.max_gen_batches,
+            config.refill,
+        )
         self.begin()
-
-    @classmethod
-    def from_config(cls, cfg, target: int) -> DynamicSampling:
-        """From the `gate` config section (refill, max_gen_batches) and trainer.prompts_per_step."""
-        return cls(target, cfg.max_gen_batches, cfg.refill)
 
     def begin(self) -> None:
         """Start a step: no rounds, nothing kept."""

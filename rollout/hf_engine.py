@@ -25,10 +25,10 @@ class HFEngine:
         self,
         model_path: str,
         *,
-        dtype: str = "float32",
+        dtype: str,
+        batch_size: int,
+        trust_remote_code: bool,
         device: str = "cpu",
-        batch_size: int = 512,
-        trust_remote_code: bool = False,
     ):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 

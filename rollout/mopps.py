@@ -29,13 +29,74 @@ import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Optional
 
 import numpy as np
 import torch
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-MODES = ("topk", "threshold")
 STEP_METRICS = ("sampler/rank_corr", "sampler/selected_posterior_mean", "sampler/pool_size")
+
+
+class MoPPSConfig(BaseModel):
+    """MoPPS's settings (the `sampler` section adds `name`; docs/sampling.md)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    decay: float = Field(
+        1.0,
+        gt=0.0,
+        le=1.0,
+        description="posterior decay lambda (1.0 = no forgetting; 0.5 in the paper for "
+        "Countdown and geometry)",
+    )
+    ts_ratio: float = Field(
+        8.0,
+        ge=1.0,
+        description="candidate pool = ts_ratio x prompts_per_step, drawn uniformly (16 in the "
+        "paper for MATH, 8 otherwise)",
+    )
+    target: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="topk: keep the candidates whose sampled success rate is nearest to this",
+    )
+    mode: Literal["topk", "threshold"] = Field(
+        "topk",
+        description="topk (nearest to target) or threshold (random among [low, high], topped "
+        "up by distance to the interval)",
+    )
+    low: float = Field(
+        0.3, ge=0.0, le=1.0, description="threshold mode: lower end of the success-rate interval"
+    )
+    high: float = Field(
+        0.7, ge=0.0, le=1.0, description="threshold mode: upper end of the success-rate interval"
+    )
+    prior_file: Optional[str] = Field(
+        None,
+        description="prior from an offline evaluation (JSONL, one {index | prompt, n, "
+        "correct | success_rate} per line)",
+    )
+    prior_strength: float = Field(
+        1.0,
+        gt=0.0,
+        description="weight of one offline completion in pseudo-counts "
+        "(alpha = 1 + strength x correct)",
+    )
+
+    @field_validator("prior_file")
+    @classmethod
+    def _prior_exists(cls, path: Optional[str]) -> Optional[str]:
+        if path and not Path(path).expanduser().exists():
+            raise ValueError("file not found")
+        return path
+
+    @model_validator(mode="after")
+    def _interval(self) -> MoPPSConfig:
+        if self.low >= self.high:
+            raise ValueError(f"low={self.low}, high={self.high}: low must be < high")
+        return self
 
 
 class MoPPSSampler:
@@ -45,65 +106,32 @@ class MoPPSSampler:
         self,
         num_prompts: int,
         seed: int,
-        *,
-        decay: float = 1.0,
-        ts_ratio: float = 8.0,
-        target: float = 0.5,
-        mode: str = "topk",
-        low: float = 0.3,
-        high: float = 0.7,
-        prior: tuple[np.ndarray, np.ndarray] | None = None,
+        config: MoPPSConfig,
+        prompts: Sequence[str] | None = None,
     ):
+        """`prompts` (the training rows' texts) is read only by a prior file that names prompts
+        by text."""
         if num_prompts < 1:
             raise ValueError("MoPPSSampler needs at least one prompt")
-        if not 0.0 < decay <= 1.0:
-            raise ValueError(f"MoPPS decay={decay}: must be in (0, 1]")
-        if ts_ratio < 1.0:
-            raise ValueError(f"MoPPS ts_ratio={ts_ratio}: must be >= 1")
-        if mode not in MODES:
-            raise ValueError(f"unknown MoPPS mode {mode!r}; valid: {', '.join(MODES)}")
-        if not 0.0 <= low < high <= 1.0:
-            raise ValueError(f"MoPPS low={low}, high={high}: need 0 <= low < high <= 1")
-        self.num_prompts = num_prompts
-        self.decay, self.ts_ratio, self.target, self.mode = decay, ts_ratio, target, mode
-        self.low, self.high = low, high
+        self.num_prompts, self.config = num_prompts, config
         self.alpha_P = np.ones(num_prompts, dtype=np.float64)
         self.beta_P = np.ones(num_prompts, dtype=np.float64)
-        if prior is not None:
-            self.alpha_P[:], self.beta_P[:] = prior
+        if config.prior_file:
+            self.alpha_P[:], self.beta_P[:] = load_prior(
+                config.prior_file, num_prompts, prompts, config.prior_strength
+            )
         self.seen_P = np.zeros(num_prompts, dtype=bool)
         self.num_seen = 0
         self.rng = np.random.default_rng(seed)
-        self._pending: list[
-            tuple[np.ndarray, np.ndarray]
-        ] = []  # (indices, g) selected since observe
+        # (indices, g) selected since the last observe
+        self._pending: list[tuple[np.ndarray, np.ndarray]] = []
         self._metrics = dict.fromkeys(STEP_METRICS, math.nan)
-
-    @classmethod
-    def from_config(
-        cls, cfg: Any, num_prompts: int, seed: int, prompts: Sequence[str] | None = None
-    ) -> MoPPSSampler:
-        """From an object with the `sampler` config section's attributes (rlvr SamplerConfig)."""
-        prior = None
-        if cfg.prior_file:
-            prior = load_prior(cfg.prior_file, num_prompts, prompts, cfg.prior_strength)
-        return cls(
-            num_prompts,
-            seed,
-            decay=cfg.decay,
-            ts_ratio=cfg.ts_ratio,
-            target=cfg.target,
-            mode=cfg.mode,
-            low=cfg.low,
-            high=cfg.high,
-            prior=prior,
-        )
 
     def next_batch(self, size: int) -> list[int]:
         """B distinct prompt indices chosen by Thompson sampling from a uniform candidate pool."""
         if not 1 <= size <= self.num_prompts:
             raise ValueError(f"MoPPS cannot select {size} distinct prompts from {self.num_prompts}")
-        pool_size = min(self.num_prompts, max(size, math.ceil(self.ts_ratio * size)))
+        pool_size = min(self.num_prompts, max(size, math.ceil(self.config.ts_ratio * size)))
         # Floyd's algorithm inside numpy for small pools: O(pool), independent of num_prompts.
         pool = self.rng.choice(self.num_prompts, size=pool_size, replace=False)
         g = self.rng.beta(self.alpha_P[pool], self.beta_P[pool])
@@ -117,14 +145,15 @@ class MoPPSSampler:
 
     def _pick(self, g: np.ndarray, size: int) -> np.ndarray:
         """Positions in the pool of the `size` kept candidates."""
-        if self.mode == "topk":
-            return np.argsort((g - self.target) ** 2, kind="stable")[:size]
-        inside = (g >= self.low) & (g <= self.high)
+        c = self.config
+        if c.mode == "topk":
+            return np.argsort((g - c.target) ** 2, kind="stable")[:size]
+        inside = (g >= c.low) & (g <= c.high)
         ins = np.flatnonzero(inside)
         if ins.size >= size:
             return self.rng.choice(ins, size=size, replace=False)
         out = np.flatnonzero(~inside)
-        gap = np.maximum(self.low - g[out], g[out] - self.high)
+        gap = np.maximum(c.low - g[out], g[out] - c.high)
         return np.concatenate([ins, out[np.argsort(gap, kind="stable")[: size - ins.size]]])
 
     def observe(
@@ -148,7 +177,7 @@ class MoPPSSampler:
         uniq, inv = np.unique(idx[keep], return_inverse=True)
         s_u = np.bincount(inv, weights=s[keep], minlength=uniq.size)
         k_u = np.bincount(inv, weights=k[keep], minlength=uniq.size)
-        lam = self.decay
+        lam = self.config.decay
         self.alpha_P[uniq] = lam * self.alpha_P[uniq] + (1.0 - lam) + s_u
         self.beta_P[uniq] = lam * self.beta_P[uniq] + (1.0 - lam) + (k_u - s_u)
         self.num_seen += int(np.count_nonzero(~self.seen_P[uniq]))

@@ -5,23 +5,36 @@ Contract: `next_batch(size) -> list[int]` (indices into the training rows),
 counts = verified completions, per selected prompt), `state_dict()` / `load_state_dict()` for
 checkpoints, and `metrics()` (flat floats).
 
-Registry: `uniform` (below) and `mopps` (rollout/mopps.py). `make_sampler` takes either a name
-or the `sampler` config section (any object with `.name` and the sampler's options).
+Registry: `uniform` (below) and `mopps` (rollout/mopps.py); every sampler class is built as
+`cls(num_prompts, seed, config, prompts)` from the `sampler` section (`SamplerConfig`).
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
-from rollout.mopps import MoPPSSampler
+from pydantic import Field
+
+from rollout.mopps import MoPPSConfig, MoPPSSampler
+
+
+class SamplerConfig(MoPPSConfig):
+    """The `sampler` section: which prompt sampler, plus MoPPS's options (docs/sampling.md)."""
+
+    name: Literal["uniform", "mopps"] = Field(
+        "uniform", description="prompt sampler: uniform epochs, or MoPPS Bayesian selection"
+    )
 
 
 class UniformSampler:
     """Epochs over a shuffled permutation of the training prompts (without replacement)."""
 
-    def __init__(self, num_prompts: int, seed: int):
+    def __init__(
+        self, num_prompts: int, seed: int, config: Any = None, prompts: Sequence[str] | None = None
+    ):
+        """`config` and `prompts` are accepted for the registry's common signature, unused."""
         if num_prompts < 1:
             raise ValueError("UniformSampler needs at least one prompt")
         self.num_prompts = num_prompts
@@ -78,20 +91,8 @@ SAMPLERS = {"uniform": UniformSampler, "mopps": MoPPSSampler}
 
 
 def make_sampler(
-    config: Any, num_prompts: int, seed: int, prompts: Sequence[str] | None = None, **options
+    config: SamplerConfig, num_prompts: int, seed: int, prompts: Sequence[str] | None = None
 ):
-    """A sampler from a name (plus keyword `options`) or from the `sampler` config section.
-
-    `prompts` (the training rows' texts) is only read by a MoPPS prior file that names prompts
-    by text.
-    """
-    name = config if isinstance(config, str) else config.name
-    try:
-        cls = SAMPLERS[name]
-    except KeyError:
-        raise ValueError(
-            f"unknown prompt sampler {name!r}; valid: {', '.join(sorted(SAMPLERS))}"
-        ) from None
-    if isinstance(config, str) or not hasattr(cls, "from_config"):
-        return cls(num_prompts, seed, **options)
-    return cls.from_config(config, num_prompts, seed, prompts=prompts)
+    """The sampler the `sampler` section names. `prompts` (the training rows' texts) is only
+    read by a MoPPS prior file that names prompts by text."""
+    return SAMPLERS[config.name](num_prompts, seed, config, prompts)

@@ -6,21 +6,32 @@ first-stage group size n. Extra completions come from the same, not-yet-updated 
 merged into the prompt's group. `after_expand(acc_stage1_P, acc_merged_P)` is told the accuracies
 before and after the merge (for metrics), and `metrics()` returns flat floats.
 
-Registry: `single` (below) and `dars` (rollout/dars.py). `make_schedule` takes either a name or
-the `schedule` config section (any object with `.name` and the schedule's options).
+Registry: `single` (below) and `dars` (rollout/dars.py); each class is built as `cls(config)`
+from the `schedule` section (`ScheduleConfig`).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
+from pydantic import Field
 
-from rollout.dars import DARSSchedule
+from rollout.dars import DARSConfig, DARSSchedule
+
+
+class ScheduleConfig(DARSConfig):
+    """The `schedule` section: how many completions each prompt gets. `dars` adds completions
+    to prompts whose first-stage accuracy is below 0.5 (docs/sampling.md)."""
+
+    name: Literal["single", "dars"] = Field("single", description="rollout schedule")
 
 
 class SingleStage:
     """Plain GRPO: one stage, no extra completions."""
+
+    def __init__(self, config: Any = None):
+        """`config` is accepted for the registry's common signature, unused."""
 
     def extra(self, acc_P: torch.Tensor, n: int) -> torch.Tensor:
         return torch.zeros(acc_P.shape[0], dtype=torch.long)
@@ -35,15 +46,6 @@ class SingleStage:
 SCHEDULES = {"single": SingleStage, "dars": DARSSchedule}
 
 
-def make_schedule(config: Any, **options):
-    """A schedule from a name (plus keyword `options`) or from the `schedule` config section."""
-    name = config if isinstance(config, str) else config.name
-    try:
-        cls = SCHEDULES[name]
-    except KeyError:
-        raise ValueError(
-            f"unknown rollout schedule {name!r}; valid: {', '.join(sorted(SCHEDULES))}"
-        ) from None
-    if isinstance(config, str) or not hasattr(cls, "from_config"):
-        return cls(**options)
-    return cls.from_config(config)
+def make_schedule(config: ScheduleConfig):
+    """The schedule the `schedule` section names."""
+    return SCHEDULES[config.name](config)

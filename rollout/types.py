@@ -1,4 +1,7 @@
-"""Batch types that cross actor boundaries. Tensors are CPU tensors with documented shapes.
+"""Batch types that cross actor boundaries, and the contracts of the rollout plug-ins.
+
+Tensors are CPU tensors with documented shapes. The `Protocol`s at the end are what the
+controller calls on a prompt sampler, a rollout schedule, a gate and an engine.
 
 Shape letters: P prompts, N completions (prompt-major: the completions of prompt 0 first),
 L the longest completion of the batch in tokens.
@@ -6,7 +9,9 @@ L the longest completion of the batch in tokens.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import torch
 
@@ -72,3 +77,55 @@ class Completions:
             finish_reason=[r for p in parts for r in p.finish_reason],
             pad_id=parts[0].pad_id if parts else 0,
         )
+
+
+# ---- the plug-in contracts the controller relies on (docs/sampling.md) -----------------------
+class PromptSampler(Protocol):
+    """Which training prompts a step uses (rollout.samplers: uniform, mopps)."""
+
+    def next_batch(self, size: int) -> list[int]:
+        """`size` indices into the training rows."""
+
+    def observe(self, indices: list[int], successes: list[float], counts: list[int]) -> None:
+        """Outcomes of the selected prompts: correct of `counts` verified completions each."""
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+    def metrics(self) -> dict[str, float]: ...
+
+
+class RolloutSchedule(Protocol):
+    """How many completions each prompt gets after the first stage (rollout.schedules)."""
+
+    def extra(self, acc_P: torch.Tensor, n: int) -> torch.Tensor:
+        """long [P]: extra completions per prompt, from first-stage accuracies (NaN: unknown)."""
+
+    def after_expand(self, acc_stage1_P: torch.Tensor, acc_merged_P: torch.Tensor) -> None:
+        """Told the accuracies before and after the merge (for metrics)."""
+
+    def metrics(self) -> dict[str, float]: ...
+
+
+class Gate(Protocol):
+    """Which groups enter the update, and whether to generate another round (rollout.gates)."""
+
+    def begin(self) -> None:
+        """Start a step."""
+
+    def offer(self, informative_P: torch.Tensor) -> torch.Tensor:
+        """bool [P]: which of a round's admissible groups are kept."""
+
+    def more(self) -> bool:
+        """Whether to generate another round this step."""
+
+    def metrics(self) -> dict[str, float]: ...
+
+
+class Engine(Protocol):
+    """A generation engine (rollout.hf_engine, rollout.vllm_engine)."""
+
+    def generate(self, prompts: list[list[int]], sampling: SamplingSettings) -> Completions: ...
+
+    def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None: ...

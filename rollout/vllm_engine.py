@@ -22,8 +22,10 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
+from typing import Literal, Optional
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 
 from rollout.types import FINISH_LENGTH, FINISH_STOP, Completions, SamplingSettings
 
@@ -32,37 +34,73 @@ SEED_MODULUS = 2**31 - 1  # vLLM seeds are C ints in places
 TRANSFER_BACKENDS = ("nccl", "ipc")
 
 
-@dataclass(frozen=True)
-class VLLMOptions:
-    """Engine arguments we set (the config's rollout.vllm section plus what placement decides)."""
+class VLLMConfig(BaseModel):
+    """The `rollout.vllm` section: options of the vLLM engine, each one vLLM engine argument."""
 
-    tensor_parallel_size: int = 1
-    gpu_memory_utilization: float = 0.85
-    max_model_len: int | None = None
-    max_num_seqs: int = 256
-    enable_prefix_caching: bool = True
-    enforce_eager: bool = False
-    load_format: str = "dummy"
-    seed: int = 0
-    dtype: str = "bfloat16"
-    transfer_backend: str | None = (
-        "nccl"  # nccl (disaggregated), ipc (colocated), None: load_weights only
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    tensor_parallel_size: int = Field(
+        1, ge=1, description="GPUs per engine (one vLLM LLM per rollout actor)"
     )
-    enable_sleep_mode: bool = False
-    trust_remote_code: bool = False
+    gpu_memory_utilization: float = Field(
+        0.85,
+        gt=0.0,
+        le=1.0,
+        description="share of each engine GPU vLLM may take (weights + KV cache); colocated runs "
+        "leave the rest to the learner",
+    )
+    max_model_len: Optional[int] = Field(
+        None,
+        ge=1,
+        description="longest prompt + completion (default: rollout.max_prompt_tokens + "
+        "rollout.max_new_tokens)",
+    )
+    max_num_seqs: int = Field(256, ge=1, description="sequences one engine decodes at once")
+    enable_prefix_caching: bool = Field(
+        True,
+        description="share KV of common prompt prefixes (the n samples of a prompt); reset "
+        "after every weight sync",
+    )
+    enforce_eager: bool = Field(
+        False, description="no CUDA graphs: faster start-up, slower decoding"
+    )
+    load_format: Literal["dummy", "auto"] = Field(
+        "dummy",
+        description="dummy: random weights, the first sync fills them before any rollout; "
+        "auto: read model.path",
+    )
+    seed: int = Field(0, description="engine seed; engine i uses seed + i")
+    sleep_level: Literal[1, 2] = Field(
+        1,
+        description="colocated: vLLM sleep level between rollouts (1 keeps a CPU copy of the "
+        "weights, 2 drops them; the next sync refills them)",
+    )
 
 
-def engine_kwargs(model_path: str, options: VLLMOptions, engine_index: int = 0) -> dict:
+@dataclass(frozen=True)
+class EngineSetup:
+    """What the controller decides for an engine beyond `rollout.vllm` (placement, model)."""
+
+    dtype: str
+    max_model_len: int
+    transfer_backend: str | None  # nccl (disaggregated), ipc (colocated), None: load_weights only
+    enable_sleep_mode: bool
+    trust_remote_code: bool
+
+
+def engine_kwargs(
+    model_path: str, config: VLLMConfig, setup: EngineSetup, engine_index: int = 0
+) -> dict:
     """Keyword arguments of `vllm.LLM(...)` (each one an `EngineArgs` field)."""
-    o = options
-    if o.transfer_backend not in (*TRANSFER_BACKENDS, None):
+    o = config
+    if setup.transfer_backend not in (*TRANSFER_BACKENDS, None):
         raise ValueError(
-            f"unknown weight transfer backend {o.transfer_backend!r}; valid: nccl, ipc"
+            f"unknown weight transfer backend {setup.transfer_backend!r}; valid: nccl, ipc"
         )
     kwargs = dict(
         model=model_path,
         tensor_parallel_size=o.tensor_parallel_size,
-        dtype=o.dtype,
+        dtype=setup.dtype,
         seed=o.seed + engine_index,
         gpu_memory_utilization=o.gpu_memory_utilization,
         max_num_seqs=o.max_num_seqs,
@@ -71,15 +109,14 @@ def engine_kwargs(model_path: str, options: VLLMOptions, engine_index: int = 0) 
         load_format=o.load_format,
         logprobs_mode="processed_logprobs",
         worker_extension_cls=WORKER_EXTENSION,
-        enable_sleep_mode=o.enable_sleep_mode,
-        trust_remote_code=o.trust_remote_code,
+        enable_sleep_mode=setup.enable_sleep_mode,
+        trust_remote_code=setup.trust_remote_code,
+        max_model_len=setup.max_model_len,
         # Workers as local processes of this actor: it owns the node's GPUs Ray gave it.
         distributed_executor_backend="mp" if o.tensor_parallel_size > 1 else "uni",
     )
-    if o.max_model_len is not None:
-        kwargs["max_model_len"] = o.max_model_len
-    if o.transfer_backend is not None:
-        kwargs["weight_transfer_config"] = {"backend": o.transfer_backend}
+    if setup.transfer_backend is not None:
+        kwargs["weight_transfer_config"] = {"backend": setup.transfer_backend}
     return kwargs
 
 
@@ -154,15 +191,17 @@ class VLLMEngine:
     """Engine contract of `HFEngine` plus the weight-transfer, cache and sleep controls that the
     controller reaches through `RolloutWorker.engine_call`."""
 
-    def __init__(self, model_path: str, options: VLLMOptions, engine_index: int = 0):
-        if options.transfer_backend == "ipc":
+    def __init__(
+        self, model_path: str, config: VLLMConfig, setup: EngineSetup, engine_index: int = 0
+    ):
+        if setup.transfer_backend == "ipc":
             # IPC handles arrive pickled inside the update request (vLLM refuses them otherwise);
             # vLLM reads its environment when the engine is built, so set it first.
             os.environ["VLLM_ALLOW_INSECURE_SERIALIZATION"] = "1"
         from vllm import LLM
 
-        self.options, self.engine_index = options, engine_index
-        self.llm = LLM(**engine_kwargs(model_path, options, engine_index))
+        self.config, self.setup, self.engine_index = config, setup, engine_index
+        self.llm = LLM(**engine_kwargs(model_path, config, setup, engine_index))
         tokenizer = self.llm.get_tokenizer()
         self.pad_id = (
             tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -239,4 +278,9 @@ class VLLMEngine:
         self.asleep = not awake
 
     def describe(self) -> dict:
-        return {"engine": "vllm", "index": self.engine_index, **asdict(self.options)}
+        return {
+            "engine": "vllm",
+            "index": self.engine_index,
+            **self.config.model_dump(),
+            **asdict(self.setup),
+        }

@@ -15,9 +15,21 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from pydantic import BaseModel, ConfigDict, Field
 
 GROUP_PREFIX = "rlvr_weight_sync"
 IN_FLIGHT = 2  # broadcasts posted before waiting on the oldest: overlaps packing with transfer
+
+
+class SyncConfig(BaseModel):
+    """The `sync` section: how weights travel from learner rank 0 to the rollout workers."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    bucket_mb: float = Field(32.0, gt=0.0, description="weight-sync bucket size in MiB")
+    check_fingerprint: bool = Field(
+        True, description="compare rollout and learner weight fingerprints after every sync"
+    )
 
 
 @dataclass(frozen=True)

@@ -7,33 +7,74 @@ interleave with another call, or the collectives lose their order (NOTES.md, dea
 from __future__ import annotations
 
 import os
+from typing import Literal
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 
 from rollout.types import Completions, SamplingSettings
+from rollout.vllm_engine import EngineSetup, VLLMConfig
 from rollout.weight_sync import ParamSpec, SyncGroup, fingerprint, plan_buckets, receive_buckets
+
+
+class RolloutConfig(BaseModel):
+    """The `rollout` section: how completions are generated."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    engine: Literal["hf", "vllm"] = Field(
+        "hf", description="generation engine (vllm: GPUs, see rollout.vllm and placement)"
+    )
+    max_prompt_tokens: int = Field(
+        1024,
+        ge=1,
+        description="longest prompt in tokens: sizes vLLM's max_model_len and the memory plan "
+        "(rlvr plan)",
+    )
+    vllm: VLLMConfig = Field(default_factory=VLLMConfig)
+    num_workers: int = Field(
+        1, ge=1, description="rollout actors; the prompts of a step are split between them"
+    )
+    n: int = Field(8, ge=1, description="completions per prompt (first stage)")
+    temperature: float = Field(1.0, gt=0.0)
+    top_p: float = Field(
+        1.0, gt=0.0, le=1.0, description="nucleus sampling; keep 1.0 for unbiased importance ratios"
+    )
+    max_new_tokens: int = Field(8, ge=1, description="completion length cap (L_max)")
+    batch_size: int = Field(
+        512, ge=1, description="sequences per generate() call inside a worker (HF engine)"
+    )
+    cpus_per_worker: float = Field(0.5, ge=0.0, description="Ray CPUs reserved per rollout actor")
+    gpus_per_worker: float = Field(0.0, ge=0.0, description="Ray GPUs per rollout actor")
 
 
 class RolloutWorker:
     def __init__(
         self,
         index: int,
-        engine: str,
+        config: RolloutConfig,
         model_path: str,
         *,
-        dtype: str = "float32",
-        batch_size: int = 512,
+        dtype: str,
+        trust_remote_code: bool,
         threads: int = 1,
-        trust_remote_code: bool = False,
-        engine_options: dict | None = None,
+        vllm_setup: EngineSetup | None = None,
+        cuda_visible_devices: str | None = None,
     ):
+        """`vllm_setup`: what the controller decided for a vLLM engine; `cuda_visible_devices`:
+        the GPUs of colocated learners that a vLLM engine shares."""
         torch.set_num_threads(max(1, threads))
         self.index = index
-        if engine == "vllm":
-            self._init_vllm(model_path, dict(engine_options or {}))
+        self.group: SyncGroup | None = None
+        self._corrupt_bucket: int | None = None
+        if config.engine == "vllm":
+            if cuda_visible_devices is not None:  # before anything initialises CUDA here
+                os.environ["CUDA_VISIBLE_DEVICES"] = cuda_visible_devices
+            from rollout.vllm_engine import VLLMEngine
+
+            self.engine = VLLMEngine(model_path, config.vllm, vllm_setup, self.index)
+            self.device = torch.device("cuda")
             return
-        if engine != "hf":
-            raise ValueError(f"unknown rollout engine {engine!r}; valid: hf, vllm")
         import transformers
 
         from rollout.hf_engine import HFEngine
@@ -45,23 +86,10 @@ class RolloutWorker:
             model_path,
             dtype=dtype,
             device=device,
-            batch_size=batch_size,
+            batch_size=config.batch_size,
             trust_remote_code=trust_remote_code,
         )
         self.device = torch.device(device)
-        self.group: SyncGroup | None = None
-        self._corrupt_bucket: int | None = None
-
-    def _init_vllm(self, model_path: str, options: dict) -> None:
-        """engine_options: `rollout.vllm_engine.VLLMOptions` fields, plus cuda_visible_devices
-        when the engine shares GPUs that Ray assigned to colocated learners."""
-        visible = options.pop("cuda_visible_devices", None)
-        if visible is not None:  # before anything initialises CUDA in this process
-            os.environ["CUDA_VISIBLE_DEVICES"] = visible
-        from rollout.vllm_engine import VLLMEngine, VLLMOptions
-
-        self.engine = VLLMEngine(model_path, VLLMOptions(**options), self.index)
-        self.device, self.group, self._corrupt_bucket = torch.device("cuda"), None, None
 
     def engine_call(self, method: str, *args):
         """vLLM engine controls by name (weight transfer, prefix cache, sleep/wake), for the

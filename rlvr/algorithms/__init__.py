@@ -9,6 +9,7 @@ defaults and the global-normalisation rule are in docs/algorithms.md.
 from rlvr.algorithms._registry import UnknownNameError
 from rlvr.algorithms.advantages import (
     ADVANTAGES,
+    AdvantageConfig,
     compute_advantages,
     grpo_advantages,
     rloo_advantages,
@@ -17,7 +18,7 @@ from rlvr.algorithms.eval_stats import mean_with_ci, pass_at_k
 from rlvr.algorithms.loss import (
     AGGREGATIONS,
     METRIC_KEYS,
-    LossSettings,
+    LossConfig,
     aggregate,
     loss_counts,
     microbatch_loss,
@@ -41,11 +42,12 @@ from rlvr.algorithms.policy import (
 
 __all__ = [
     "ADVANTAGES",
+    "AdvantageConfig",
     "AGGREGATIONS",
     "KL_ESTIMATORS",
     "METRIC_KEYS",
     "POLICY_LOSSES",
-    "LossSettings",
+    "LossConfig",
     "PolicyLoss",
     "UnknownNameError",
     "aggregate",

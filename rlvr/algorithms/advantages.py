@@ -10,12 +10,36 @@ and is marked invalid, so the caller masks its tokens out of the loss.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Literal, NamedTuple, Optional
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor
 
 from rlvr.algorithms._registry import lookup
+
+PAPER_STD_NORMALIZE = {"grpo": True, "rloo": False}
+"""Whether each estimator's paper divides by the group std (the default of std_normalize)."""
+
+
+class AdvantageConfig(BaseModel):
+    """How rewards become advantages (part of the `algorithm` section)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    advantage: Literal["grpo", "rloo"] = Field("grpo", description="group advantage estimator")
+    std_normalize: Optional[bool] = Field(
+        None,
+        description="divide by the group std; default: the estimator's paper form (grpo: "
+        "true; rloo: false; grpo with false is Dr.GRPO)",
+    )
+    eps: float = Field(1e-6, ge=0.0, description="added to the group std")
+
+    @model_validator(mode="after")
+    def _paper_form(self) -> AdvantageConfig:
+        if self.std_normalize is None:
+            self.std_normalize = PAPER_STD_NORMALIZE[self.advantage]
+        return self
 
 
 class _GroupStats(NamedTuple):
@@ -68,7 +92,7 @@ def _group_stats(rewards_N: Tensor, valid_N: Tensor, group_N: Tensor) -> _GroupS
 
 
 def grpo_advantages(
-    rewards_N: Tensor, group_N: Tensor, *, std_normalize: bool = True, eps: float = 1e-6
+    rewards_N: Tensor, group_N: Tensor, *, std_normalize: bool, eps: float
 ) -> tuple[Tensor, Tensor]:
     """GRPO group-relative advantage (Shao et al. 2024, DeepSeekMath, arXiv 2402.03300).
 
@@ -88,15 +112,16 @@ def grpo_advantages(
 
 
 def rloo_advantages(
-    rewards_N: Tensor, group_N: Tensor, *, std_normalize: bool = True, eps: float = 1e-6
+    rewards_N: Tensor, group_N: Tensor, *, std_normalize: bool, eps: float
 ) -> tuple[Tensor, Tensor]:
     """REINFORCE leave-one-out (Ahmadian et al. 2024, arXiv 2402.14740; Kool et al. 2019).
 
     A_i = r_i - mean of the OTHER valid members of the group = n/(n-1) (r_i - mean_g).
     A group with a single valid member has no baseline and gets 0. The paper has no std
-    normalisation: pass std_normalize=False for it. With std_normalize=True the leave-one-out
-    advantage is further divided by (std_g + eps), std_g the population std of the group's valid
-    rewards, the same scaling as `grpo`. NaN and flat groups as in `grpo_advantages`.
+    normalisation (std_normalize=False, the config's default for rloo). With std_normalize=True
+    the leave-one-out advantage is further divided by (std_g + eps), std_g the population std of
+    the group's valid rewards, the same scaling as `grpo`. NaN and flat groups as in
+    `grpo_advantages`.
     """
     rewards_N, valid_N = _validate(rewards_N, group_N)
     stats = _group_stats(rewards_N, valid_N, group_N)
@@ -115,7 +140,7 @@ ADVANTAGES: dict[str, AdvantageFn] = {"grpo": grpo_advantages, "rloo": rloo_adva
 
 
 def compute_advantages(
-    name: str, rewards_N: Tensor, group_N: Tensor, *, std_normalize: bool = True, eps: float = 1e-6
+    name: str, rewards_N: Tensor, group_N: Tensor, *, std_normalize: bool, eps: float
 ) -> tuple[Tensor, Tensor]:
     """Advantages by registry name (see ADVANTAGES); returns (adv_N, valid_N).
 

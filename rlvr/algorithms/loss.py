@@ -12,13 +12,14 @@ from __future__ import annotations
 import functools
 import operator
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import Literal, Optional
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor
 
 from rlvr.algorithms._registry import lookup
-from rlvr.algorithms.policy import KL_ESTIMATORS, POLICY_LOSSES, PolicyLoss, kl_estimate, tis_weight
+from rlvr.algorithms.policy import POLICY_LOSSES, PolicyLoss, kl_estimate, tis_weight
 
 
 def _masked(loss_BT: Tensor, mask_BT: Tensor) -> Tensor:
@@ -105,44 +106,52 @@ def loss_counts(mask_BT: Tensor) -> tuple[int, int]:
     return int(mask_BT.sum()), int(mask_BT.any(-1).sum())
 
 
-@dataclass(frozen=True)
-class LossSettings:
-    """Knobs of the policy loss; names are checked at construction (ValueError / KeyError)."""
+class LossConfig(BaseModel):
+    """Knobs of the policy loss (part of the `algorithm` section); docs/algorithms.md."""
 
-    policy_loss: str = "ppo"  # see POLICY_LOSSES: "ppo" | "gspo"
-    clip_low: float = 0.2  # ppo: ratio floor 1 - clip_low
-    clip_high: float = 0.2  # ppo: ratio ceiling 1 + clip_high (0.28 = DAPO clip-higher)
-    dual_clip: float | None = None  # ppo: c > 1 bounds the loss of A < 0 tokens at -c A
-    gspo_clip_low: float = 3e-4
-    gspo_clip_high: float = 4e-4
-    aggregation: str = "token-mean"  # see AGGREGATIONS
-    max_len: int | None = None  # L_max, required by "seq-mean-token-sum-norm"
-    kl_coef: float = 0.0  # beta; > 0 needs ref_logp_BT
-    kl_estimator: str = "k3"  # see KL_ESTIMATORS
-    entropy_coef: float = 0.0  # > 0 rewards entropy; needs entropy_BT
-    tis_cap: float | None = None  # C of truncated IS; needs rollout_logp_BT
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    def __post_init__(self) -> None:
-        lookup(POLICY_LOSSES, self.policy_loss, "policy loss")
-        lookup(AGGREGATIONS, self.aggregation, "loss aggregation")
-        lookup(KL_ESTIMATORS, self.kl_estimator, "KL estimator")
-        for field in ("clip_low", "gspo_clip_low"):
-            _require(0 <= getattr(self, field) < 1, field, getattr(self, field), "in [0, 1)")
-        for field in ("clip_high", "gspo_clip_high"):
-            _require(getattr(self, field) >= 0, field, getattr(self, field), ">= 0")
-        if self.dual_clip is not None:
-            _require(self.dual_clip > 1, "dual_clip", self.dual_clip, "None or > 1")
-            _require(self.policy_loss == "ppo", "dual_clip", self.dual_clip, "None unless ppo")
-        if self.max_len is not None or self.aggregation == "seq-mean-token-sum-norm":
-            ok = isinstance(self.max_len, int) and self.max_len > 0
-            _require(ok, "max_len", self.max_len, f"an int > 0 (aggregation {self.aggregation})")
-        _require(self.kl_coef >= 0, "kl_coef", self.kl_coef, ">= 0")
-        _require(self.tis_cap is None or self.tis_cap > 0, "tis_cap", self.tis_cap, "None or > 0")
+    policy_loss: Literal["ppo", "gspo"] = Field(
+        "ppo", description="token-level PPO clip, or GSPO's sequence-level clip"
+    )
+    clip_low: float = Field(0.2, ge=0.0, lt=1.0, description="ppo: ratio floor 1 - clip_low")
+    clip_high: float = Field(
+        0.2, ge=0.0, description="ppo: ratio ceiling 1 + clip_high (0.28 = DAPO clip-higher)"
+    )
+    dual_clip: Optional[float] = Field(
+        None, gt=1.0, description="ppo: dual-clip constant c, bounds the loss of A < 0 at -c A"
+    )
+    gspo_clip_low: float = Field(
+        3e-4, ge=0.0, lt=1.0, description="gspo: sequence-ratio floor 1 - gspo_clip_low"
+    )
+    gspo_clip_high: float = Field(
+        4e-4, ge=0.0, description="gspo: sequence-ratio ceiling 1 + gspo_clip_high"
+    )
+    aggregation: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"] = Field(
+        "token-mean", description="how token losses become one number (global counts)"
+    )
+    max_len: Optional[int] = Field(
+        None,
+        ge=1,
+        description="L_max of seq-mean-token-sum-norm (default: rollout.max_new_tokens, which "
+        "the root config fills in)",
+    )
+    kl_coef: float = Field(
+        0.0, ge=0.0, description="weight of the KL penalty to the initial policy"
+    )
+    kl_estimator: Literal["k1", "k2", "k3"] = Field("k3", description="KL estimator")
+    entropy_coef: float = Field(0.0, ge=0.0, description="entropy bonus")
+    tis_cap: Optional[float] = Field(
+        None, gt=0.0, description="truncated importance-sampling cap C (rollout vs learner)"
+    )
 
-
-def _require(ok: bool, field: str, value, allowed: str) -> None:
-    if not ok:
-        raise ValueError(f"LossSettings.{field}={value!r}: must be {allowed}")
+    @model_validator(mode="after")
+    def _dual_clip_is_ppo(self) -> LossConfig:
+        if self.dual_clip is not None and self.policy_loss != "ppo":
+            raise ValueError(
+                f"dual_clip={self.dual_clip}: the dual clip applies to policy_loss=ppo only"
+            )
+        return self
 
 
 METRIC_KEYS = (
@@ -167,7 +176,7 @@ METRIC_KEYS = (
 
 
 def microbatch_loss(
-    settings: LossSettings,
+    settings: LossConfig,
     logp_BT: Tensor,
     old_logp_BT: Tensor,
     adv_BT: Tensor,
@@ -226,7 +235,7 @@ def microbatch_loss(
 
 
 def _kl_and_entropy(
-    settings: LossSettings, logp_BT, mask_BT, ref_logp_BT, entropy_BT
+    settings: LossConfig, logp_BT, mask_BT, ref_logp_BT, entropy_BT
 ) -> tuple[Tensor | None, Tensor | None]:
     """Per-token KL estimate and entropy, 0 where masked; None when not given.
 

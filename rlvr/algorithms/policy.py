@@ -9,15 +9,22 @@ exp, so neither the loss nor its gradient can pick up a NaN from them.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple, Protocol
 
 import torch
 from torch import Tensor
 
 from rlvr.algorithms._registry import lookup
 
-if TYPE_CHECKING:
-    from rlvr.algorithms.loss import LossSettings
+
+class ClipSettings(Protocol):
+    """What a policy loss reads of its settings (`rlvr.algorithms.loss.LossConfig` has these)."""
+
+    clip_low: float
+    clip_high: float
+    dual_clip: float | None
+    gspo_clip_low: float
+    gspo_clip_high: float
 
 
 class PolicyLoss(NamedTuple):
@@ -45,7 +52,7 @@ def _clipped_surrogate(
 
 
 def ppo_clip_loss(
-    logp_BT: Tensor, old_logp_BT: Tensor, adv_BT: Tensor, mask_BT: Tensor, settings: LossSettings
+    logp_BT: Tensor, old_logp_BT: Tensor, adv_BT: Tensor, mask_BT: Tensor, settings: ClipSettings
 ) -> PolicyLoss:
     """Token-level PPO clip (Schulman et al. 2017, arXiv 1707.06347) as used by GRPO (2402.03300).
 
@@ -71,7 +78,7 @@ def ppo_clip_loss(
 
 
 def gspo_loss(
-    logp_BT: Tensor, old_logp_BT: Tensor, adv_BT: Tensor, mask_BT: Tensor, settings: LossSettings
+    logp_BT: Tensor, old_logp_BT: Tensor, adv_BT: Tensor, mask_BT: Tensor, settings: ClipSettings
 ) -> PolicyLoss:
     """GSPO sequence-level clip (Zheng et al. 2025, arXiv 2507.18071).
 
@@ -94,7 +101,7 @@ def gspo_loss(
     return PolicyLoss(loss_BT, ratio_BT, low_BT, high_BT, torch.zeros_like(low_BT))
 
 
-PolicyLossFn = Callable[[Tensor, Tensor, Tensor, Tensor, "LossSettings"], PolicyLoss]
+PolicyLossFn = Callable[[Tensor, Tensor, Tensor, Tensor, ClipSettings], PolicyLoss]
 """(logp_BT, old_logp_BT, adv_BT, mask_BT bool or 0/1, settings) -> PolicyLoss."""
 
 POLICY_LOSSES: dict[str, PolicyLossFn] = {"ppo": ppo_clip_loss, "gspo": gspo_loss}

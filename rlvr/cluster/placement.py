@@ -13,10 +13,42 @@ rollout actor launches them as local processes).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from rlvr.errors import ConfigError
 
 MODES = ("disaggregated", "colocated")
+
+
+class PlacementConfig(BaseModel):
+    """The `placement` section: where vLLM engines and learners run on a GPU cluster."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    mode: Literal["disaggregated", "colocated"] = Field(
+        "disaggregated",
+        description="disaggregated: engines and learners on separate GPUs, weights sent over "
+        "NCCL; colocated: one learner rank and one vLLM worker share each GPU, vLLM sleeps during "
+        "the update, weights move by CUDA IPC",
+    )
+    gpu_memory_gib: float = Field(
+        80.0,
+        gt=0.0,
+        description="memory of one GPU in GiB, for the fit check (rlvr plan; an H100 80GB "
+        "reports 79.2)",
+    )
+    offload_learner: bool = Field(
+        True,
+        description="colocated: move the learner's optimizer state off the GPU while vLLM "
+        "generates",
+    )
+    check_fit: bool = Field(
+        True,
+        description="rlvr train refuses a recipe whose memory plan does not fit (false, or rlvr "
+        "train --force, starts it anyway)",
+    )
 
 
 class PlacementError(ConfigError):

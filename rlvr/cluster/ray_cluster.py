@@ -9,18 +9,25 @@ from __future__ import annotations
 
 import math
 import os
-import socket
-from contextlib import closing
+from typing import Optional
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from rlvr.errors import ConfigError, PipelineError
 from rlvr.learner.batch import TrainBatch, plan_update, shard_rows
+from rlvr.learner.spec import LearnerSpec
 from rollout.types import Completions, SamplingSettings
 
 
-def free_port() -> int:
-    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
-        s.bind(("", 0))
-        return s.getsockname()[1]
+class RayConfig(BaseModel):
+    """The `ray` section: which Ray to run on."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    address: Optional[str] = Field(
+        None, description="Ray cluster address; default: $RAY_ADDRESS, else a local Ray"
+    )
+    num_cpus: Optional[int] = Field(None, ge=1, description="CPUs of a local Ray (default: all)")
 
 
 def init_ray(cfg, log=print) -> None:
@@ -88,12 +95,11 @@ class Cluster:
         self.workers = [
             worker_cls.remote(
                 i,
-                rc.engine,
+                rc,
                 model_path,
                 dtype=cfg.model.dtype,
-                batch_size=rc.batch_size,
-                threads=threads(local, cores, rc.num_workers, rc.cpus_per_worker),
                 trust_remote_code=cfg.model.trust_remote_code,
+                threads=threads(local, cores, rc.num_workers, rc.cpus_per_worker),
             )
             for i in range(rc.num_workers)
         ]
@@ -102,8 +108,7 @@ class Cluster:
             learner_cls.remote(
                 r,
                 lc.num_workers,
-                cfg,
-                model_path,
+                LearnerSpec.from_config(cfg, model_path),
                 threads=threads(local, cores, lc.num_workers, lc.cpus_per_worker),
             )
             for r in range(lc.num_workers)
@@ -238,35 +243,42 @@ class Cluster:
         return self.get(refs, "learner update")
 
     def sync_weights(self) -> dict:
-        """Broadcast learner weights to every worker and check each worker's fingerprint."""
+        """Send the learner's weights to every worker and check each worker's fingerprint."""
         if self.vllm is not None:
-            return self.vllm.sync_weights(self.workers, self.learners)
-        sends = [lr.send_weights.remote() for lr in self.learners]
-        recvs = [w.receive_weights.remote() for w in self.workers]
-        sent = self.get(sends, "sending weights")[0]
-        received = self.get(recvs, "receiving weights")
+            sent, received = self.vllm.sync_weights(self.workers, self.learners)
+        else:
+            sends = [lr.send_weights.remote() for lr in self.learners]
+            recvs = [w.receive_weights.remote() for w in self.workers]
+            sent = self.get(sends, "sending weights")[0]
+            received = [[got["fingerprint"]] for got in self.get(recvs, "receiving weights")]
+        checked = 0
         if self.cfg.sync.check_fingerprint:
-            for i, got in enumerate(received):
-                if got["fingerprint"] != sent["fingerprint"]:
-                    raise PipelineError(
-                        f"weight sync: rollout worker {i} fingerprint {got['fingerprint']} "
-                        f"!= learner {sent['fingerprint']}; its weights are not the learner's"
-                    )
+            checked = check_fingerprints(sent["fingerprint"], received)
         return {
             "bytes": sent["bytes"],
             "fingerprint": sent["fingerprint"],
-            "checked_workers": len(received) if self.cfg.sync.check_fingerprint else 0,
+            "checked_workers": checked,
         }
 
-    def learner_call(self, method: str, *args):
-        """Call `method` on every learner rank (collective calls must reach all ranks)."""
+    # ---- learner state (every rank takes part: ZeRO-3 gathers are collectives) ---------------
+    def save_policy(self, path: str) -> None:
+        """The policy in Hugging Face format (written by learner rank 0)."""
+        self._learners("save_policy", path)
+
+    def save_learner_state(self, path: str) -> None:
+        """DeepSpeed engine state of every rank: weights, optimizer, lr scheduler."""
+        self._learners("save_checkpoint", path)
+
+    def load_learner_state(self, path: str) -> None:
+        self._learners("load_checkpoint", path)
+
+    def full_weights(self) -> dict:
+        """Every parameter in full, as learner rank 0 holds it (CPU tensors)."""
+        return self._learners("full_state_dict")[0]
+
+    def _learners(self, method: str, *args):
         return self.get(
             [getattr(lr, method).remote(*args) for lr in self.learners], f"learner {method}"
-        )
-
-    def worker_call(self, method: str, *args):
-        return self.get(
-            [getattr(w, method).remote(*args) for w in self.workers], f"rollout {method}"
         )
 
     def shutdown(self) -> None:
@@ -276,6 +288,21 @@ class Cluster:
             ray.kill(actor)
         if self.vllm is not None:
             self.vllm.shutdown()
+
+
+def check_fingerprints(sent: str, received: list[list[str]]) -> int:
+    """Compare the learner's fingerprint with every rollout worker's (received[i]: one per
+    engine process of worker i, several for tensor-parallel vLLM). Returns how many were
+    compared; raises PipelineError naming the first worker that differs."""
+    for i, per_process in enumerate(received):
+        bad = [k for k, fp in enumerate(per_process) if fp != sent]
+        if bad:
+            where = f" (vLLM worker(s) {bad} of {len(per_process)})" if len(per_process) > 1 else ""
+            raise PipelineError(
+                f"weight sync: rollout worker {i} fingerprint {per_process[bad[0]]} != learner "
+                f"{sent}{where}; its weights are not the learner's"
+            )
+    return sum(map(len, received))
 
 
 def first_line(exc: BaseException) -> str:

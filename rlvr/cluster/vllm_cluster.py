@@ -13,12 +13,10 @@ IPC, wake the KV cache, reset the prefix cache, generate.
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
 from rlvr.cluster.placement import plan_for_config
-from rlvr.errors import PipelineError
+from rlvr.learner.spec import LearnerSpec
 from rlvr.plan.memory import max_model_len
-from rollout.vllm_engine import VLLMOptions
+from rollout.vllm_engine import EngineSetup
 
 
 def node_gpu_counts(ray) -> list[int]:
@@ -34,18 +32,11 @@ class VLLMCluster:
         self.groups: list = []
         self.asleep = False
 
-    def options(self, engine_index: int) -> VLLMOptions:
-        vc = self.cfg.rollout.vllm
-        return VLLMOptions(
-            tensor_parallel_size=vc.tensor_parallel_size,
-            gpu_memory_utilization=vc.gpu_memory_utilization,
-            max_model_len=max_model_len(self.cfg),
-            max_num_seqs=vc.max_num_seqs,
-            enable_prefix_caching=vc.enable_prefix_caching,
-            enforce_eager=vc.enforce_eager,
-            load_format=vc.load_format,
-            seed=vc.seed,
+    def setup(self) -> EngineSetup:
+        """What every engine gets beyond `rollout.vllm` (engine i seeds with its seed + i)."""
+        return EngineSetup(
             dtype=self.cfg.model.dtype,
+            max_model_len=max_model_len(self.cfg),
             transfer_backend="ipc" if self.colocated else "nccl",
             enable_sleep_mode=self.colocated,
             trust_remote_code=self.cfg.model.trust_remote_code,
@@ -55,6 +46,7 @@ class VLLMCluster:
     def start(self, worker_cls, learner_cls):
         """Create learners and engines in the order placement needs; returns (workers, learners)."""
         cfg, rc, lc = self.cfg, self.cfg.rollout, self.cfg.learner
+        spec = LearnerSpec.from_config(cfg, self.model_path)
         if self.colocated:
             from ray.util.placement_group import placement_group
             from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
@@ -71,7 +63,7 @@ class VLLMCluster:
             learners = [
                 learner_cls.options(
                     num_gpus=1, num_cpus=lc.cpus_per_worker, scheduling_strategy=s
-                ).remote(r, lc.num_workers, cfg, self.model_path)
+                ).remote(r, lc.num_workers, spec)
                 for r, s in enumerate(in_group)
             ]
             gpu_ids = self.get([lr.gpu_ids.remote() for lr in learners], "placing learner ranks")
@@ -82,10 +74,14 @@ class VLLMCluster:
                     scheduling_strategy=in_group[i * self.tp],
                 ).remote(
                     i,
-                    "vllm",
+                    rc,
                     self.model_path,
                     dtype=cfg.model.dtype,
-                    engine_options=self._engine_dict(i, gpu_ids[i * self.tp : (i + 1) * self.tp]),
+                    trust_remote_code=cfg.model.trust_remote_code,
+                    vllm_setup=self.setup(),
+                    cuda_visible_devices=",".join(
+                        map(str, gpu_ids[i * self.tp : (i + 1) * self.tp])
+                    ),
                 )
                 for i in range(rc.num_workers)
             ]
@@ -93,16 +89,17 @@ class VLLMCluster:
             workers = [
                 worker_cls.options(num_gpus=self.tp, num_cpus=rc.cpus_per_worker).remote(
                     i,
-                    "vllm",
+                    rc,
                     self.model_path,
                     dtype=cfg.model.dtype,
-                    engine_options=self._engine_dict(i),
+                    trust_remote_code=cfg.model.trust_remote_code,
+                    vllm_setup=self.setup(),
                 )
                 for i in range(rc.num_workers)
             ]
             learners = [
                 learner_cls.options(num_gpus=1, num_cpus=lc.cpus_per_worker).remote(
-                    r, lc.num_workers, cfg, self.model_path
+                    r, lc.num_workers, spec
                 )
                 for r in range(lc.num_workers)
             ]
@@ -113,12 +110,6 @@ class VLLMCluster:
             self._engines(workers, "sleep", cfg.rollout.vllm.sleep_level)
             self.asleep = True
         return workers, learners
-
-    def _engine_dict(self, index: int, gpu_ids: list[int] | None = None) -> dict:
-        options = asdict(self.options(index))
-        if gpu_ids is not None:
-            options["cuda_visible_devices"] = ",".join(map(str, gpu_ids))
-        return options
 
     def init_sync(self, workers, learners, host: str, port: int) -> None:
         """Trainer side on every learner rank; rank 0 opens the group with every engine worker."""
@@ -145,8 +136,9 @@ class VLLMCluster:
             self._engines(workers, "sleep", self.cfg.rollout.vllm.sleep_level)
             self.asleep = True
 
-    def sync_weights(self, workers, learners) -> dict:
-        """Send, reset every prefix cache (checked) and compare every worker's fingerprint."""
+    def sync_weights(self, workers, learners) -> tuple[dict, list[list[str]]]:
+        """Send, reset every prefix cache (checked); returns (what learner rank 0 sent, every
+        engine's per-worker fingerprints of what it received)."""
         if self.colocated:
             if self.cfg.placement.offload_learner:
                 self.get(
@@ -161,20 +153,7 @@ class VLLMCluster:
             workers, "after_sync"
         )  # wakes the KV cache, resets the prefix cache
         self.asleep = False
-        if self.cfg.sync.check_fingerprint:
-            for i, per_worker in enumerate(received):
-                bad = [w for w, fp in enumerate(per_worker) if fp != sent["fingerprint"]]
-                if bad:
-                    raise PipelineError(
-                        f"weight sync: vLLM engine {i} worker(s) {bad} fingerprint "
-                        f"{per_worker[bad[0]]} != learner {sent['fingerprint']}; "
-                        "their weights are not the learner's"
-                    )
-        return {
-            "bytes": sent["bytes"],
-            "fingerprint": sent["fingerprint"],
-            "checked_workers": sum(map(len, received)) if self.cfg.sync.check_fingerprint else 0,
-        }
+        return sent, received
 
     def _engines(self, workers, method: str, *args):
         return self.get([w.engine_call.remote(method, *args) for w in workers], f"vLLM {method}")

@@ -1,27 +1,28 @@
-"""The typed configuration tree: every default lives here, once.
+"""Loading the configuration tree: recipe YAML + `key.sub=value` overrides -> a validated `Config`.
 
-A recipe YAML is a sparse override of these defaults; `key.sub=value` arguments override the
-recipe. `load_config` validates everything before any work starts and raises `ConfigError` with
-one line naming the field, the value and what is allowed (the CLI turns it into exit status 2).
-The field declarations live in `rlvr/config/schema.py`; this module holds the machinery.
+A recipe is a sparse override of the defaults that each part declares beside its code
+(`rlvr.config.schema` lists the sections). `load_config` validates everything before any work
+starts and raises `ConfigError` with one line naming the field, the value and what is allowed
+(the CLI turns it into exit status 2); `format_error` turns pydantic's errors into that line.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import os
+import re
 import types
 import typing
 from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import BaseModel, ValidationError
 
 from rlvr.config.schema import Config
 from rlvr.errors import ConfigError
 
-__all__ = ["Config", "ConfigError", "load_config", "dump_yaml", "to_dict"]
+__all__ = ["Config", "ConfigError", "load_config", "dump_yaml", "json_schema", "format_error"]
 
 
 def load_config(recipe: str | os.PathLike | None, overrides: list[str] = ()) -> Config:
@@ -32,17 +33,38 @@ def load_config(recipe: str | os.PathLike | None, overrides: list[str] = ()) -> 
     for item in overrides:
         key, value = parse_override(item)
         set_dotted(data, key, value)
-    cfg = from_dict(Config, data, "")
-    check_values(cfg, "")
-    cfg.validate()
-    return cfg
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_error(exc, Config)) from None
+
+
+def dump_yaml(cfg: Config, path: Path) -> None:
+    """Write the resolved config (every field, defaults included)."""
+    cfg.write_yaml(path)
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON schema of a recipe (editors complete and check recipes with it)."""
+    return Config.model_json_schema()
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 reads 1e-6 (no dot) as a string; read it as the number it means."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"recipe file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=_Loader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
@@ -62,7 +84,7 @@ def parse_override(item: str) -> tuple[str, Any]:
     if not sep or not key.strip():
         raise ConfigError(f"override {item!r} must look like section.key=value")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = yaml.load(raw, Loader=_Loader) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     return key.strip(), value
@@ -79,119 +101,120 @@ def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def from_dict(cls: type, data: Any, prefix: str) -> Any:
-    """Build dataclass `cls` from a mapping, checking keys and types; fields not given keep
-    defaults."""
-    if not isinstance(data, dict):
-        raise ConfigError(
-            f"{prefix.rstrip('.') or 'config'}: expected a section (mapping), got {data!r}"
+# ---- one line from pydantic's errors ---------------------------------------------------------
+_EXPECTED = {
+    "int_type": "expected an integer",
+    "int_parsing": "expected an integer",
+    "int_from_float": "expected an integer",
+    "bool_type": "expected true or false",
+    "bool_parsing": "expected true or false",
+    "list_type": "expected a list",
+    "dict_type": "expected a mapping",
+    "float_type": "expected float",
+    "float_parsing": "expected float",
+    "string_type": "expected str",
+}
+_BOUNDS = {
+    "greater_than": ">",
+    "greater_than_equal": ">=",
+    "less_than": "<",
+    "less_than_equal": "<=",
+}
+_BOUND_KEYS = {">": "gt", ">=": "ge", "<": "lt", "<=": "le"}
+
+
+def format_error(exc: ValidationError, root: type[BaseModel]) -> str:
+    """The first error as one line: the dotted field name, the value and what is allowed."""
+    err = exc.errors(include_url=False)[0]
+    loc, kind, value = err["loc"], err["type"], err.get("input")
+    name = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc)[1:]
+    where = _locate(root, loc)
+    if kind == "extra_forbidden":
+        return _unknown_key(loc, where.parent_fields)
+    if kind in ("model_type", "model_attributes_type"):
+        return f"{name or 'config'}: expected a section (mapping), got {value!r}"
+    if kind in ("value_error", "assertion_error"):
+        message = str(err["ctx"]["error"]) if "ctx" in err else err["msg"]
+        if not loc:
+            return message
+        if where.is_section:
+            return f"{name}: {message}"
+        return f"{name}={value!r}: {message}"
+    if kind in _BOUNDS:
+        return _out_of_range(name, value, kind, err["ctx"], where)
+    if kind == "literal_error":
+        return (
+            f"{name}={value!r} is not allowed; choose one of: {', '.join(map(str, where.choices))}"
         )
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    kwargs = {}
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        if key not in names:
-            close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.6)
-            hint = (
-                f"; did you mean {prefix}{close[0]}?"
-                if close
-                else f"; valid keys: {', '.join(names)}"
-            )
-            raise ConfigError(f"unknown key {name}{hint}")
-        kwargs[key] = coerce(hints[key], value, name)
-    return cls(**kwargs)
+    if kind in _EXPECTED:
+        return f"{name}={value!r}: {_EXPECTED[kind]}"
+    return f"{name}={value!r}: {err['msg']}"
 
 
-def coerce(tp: Any, value: Any, name: str) -> Any:
-    """Check `value` against type hint `tp` (converting int -> float and nested sections)."""
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        return from_dict(tp, value, name + ".")
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return coerce(inner[0], value, name)
-    if origin is list:
-        (item_tp,) = typing.get_args(tp)
-        if not isinstance(value, list):
-            raise ConfigError(f"{name}={value!r}: expected a list")
-        return [coerce(item_tp, v, f"{name}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        key_tp, val_tp = typing.get_args(tp)
-        if not isinstance(value, dict):
-            raise ConfigError(f"{name}={value!r}: expected a mapping")
-        return {coerce(key_tp, k, name): coerce(val_tp, v, f"{name}.{k}") for k, v in value.items()}
-    if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if tp is float and isinstance(value, str):
-        try:  # YAML 1.1 reads 1e-6 (no dot) as a string; accept it as the number it means
-            return float(value)
-        except ValueError:
-            pass
-    if tp is bool and not isinstance(value, bool):
-        raise ConfigError(f"{name}={value!r}: expected true or false")
-    if tp is int and (isinstance(value, bool) or not isinstance(value, int)):
-        raise ConfigError(f"{name}={value!r}: expected an integer")
-    if not isinstance(value, tp):
-        raise ConfigError(f"{name}={value!r}: expected {tp.__name__}")
-    return value
+def _unknown_key(loc: tuple, valid: list[str]) -> str:
+    prefix = "".join(f"{part}." for part in loc[:-1])
+    key = str(loc[-1])
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+    hint = f"; did you mean {prefix}{close[0]}?" if close else f"; valid keys: {', '.join(valid)}"
+    return f"unknown key {prefix}{key}{hint}"
 
 
-def check_values(obj: Any, prefix: str) -> None:
-    """Range, choice and file checks declared in field metadata (see `config_schema.spec`)."""
-    for f in dataclasses.fields(obj):
-        value = getattr(obj, f.name)
-        name = f"{prefix}{f.name}"
-        if dataclasses.is_dataclass(value):
-            check_values(value, name + ".")
-            continue
-        if value is None:
-            continue
-        if isinstance(value, dict):
-            items = [(f"{name}.{k}", v) for k, v in value.items()]
-        elif isinstance(value, list):
-            items = [(f"{name}[{i}]", v) for i, v in enumerate(value)]
+def _out_of_range(name: str, value: Any, kind: str, ctx: dict, where: _Where) -> str:
+    op = _BOUNDS[kind]
+    bound = ctx[_BOUND_KEYS[op]]
+    if isinstance(bound, float) and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)  # the value as the field holds it
+    text = f"{name}={value!r} is out of range: must be {op} {bound}"
+    # A range closed on both sides ([lo, hi]) names the other end too.
+    other = {">=": "<=", "<=": ">="}.get(op)
+    limit = where.bounds.get(_BOUND_KEYS[other]) if other else None
+    return text if limit is None else f"{text} and {other} {limit}"
+
+
+class _Where(typing.NamedTuple):
+    """What the schema says about the place an error points at."""
+
+    parent_fields: list[str]  # the keys valid beside it
+    is_section: bool  # it is a section (a model), not a value
+    choices: tuple  # Literal choices of a value
+    bounds: dict[str, Any]  # gt / ge / lt / le of a value
+
+
+def _locate(root: type[BaseModel], loc: tuple) -> _Where:
+    """Walk the model classes along `loc` (field names, dict keys, list indices)."""
+    tp: Any = root
+    parent: list[str] = list(root.model_fields)
+    meta: list[Any] = []
+    for part in loc:
+        tp, meta_here = _unwrap(tp)
+        meta = meta_here or meta
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            parent = list(tp.model_fields)
+            field = tp.model_fields.get(str(part))
+            if field is None:
+                return _Where(parent, False, (), {})
+            tp, meta = field.annotation, list(field.metadata)
+        elif typing.get_origin(tp) in (list, dict):
+            tp, meta = typing.get_args(tp)[-1], []
+    tp, meta_here = _unwrap(tp)
+    meta = meta_here or meta
+    is_section = isinstance(tp, type) and issubclass(tp, BaseModel)
+    choices = typing.get_args(tp) if typing.get_origin(tp) is typing.Literal else ()
+    bounds = {k: getattr(m, k) for m in meta for k in ("gt", "ge", "lt", "le") if hasattr(m, k)}
+    return _Where(parent, is_section, choices, bounds)
+
+
+def _unwrap(tp: Any) -> tuple[Any, list[Any]]:
+    """Strip Optional[...] and Annotated[...] (keeping Annotated's constraints)."""
+    meta: list[Any] = []
+    while True:
+        origin = typing.get_origin(tp)
+        if origin is typing.Annotated:
+            tp, *extra = typing.get_args(tp)
+            for m in extra:  # a Field(...) inside Annotated carries its constraints as metadata
+                meta += getattr(m, "metadata", [m])
+        elif origin in (typing.Union, types.UnionType):
+            args = [a for a in typing.get_args(tp) if a is not type(None)]
+            tp = args[0]
         else:
-            items = [(name, value)]
-        for item_name, item in items:
-            check_one(f.metadata, item, item_name)
-
-
-def check_one(meta: typing.Mapping[str, Any], value: Any, name: str) -> None:
-    lo, hi = meta.get("min"), meta.get("max")
-    if lo is not None and value < lo:
-        raise ConfigError(
-            f"{name}={value!r} is out of range: must be >= {lo}{bound_text(hi, '<=')}"
-        )
-    if hi is not None and value > hi:
-        raise ConfigError(
-            f"{name}={value!r} is out of range: must be <= {hi}{bound_text(lo, '>=')}"
-        )
-    if meta.get("gt") is not None and value <= meta["gt"]:
-        raise ConfigError(f"{name}={value!r} is out of range: must be > {meta['gt']}")
-    choices = meta.get("choices")
-    if choices and value not in choices:
-        raise ConfigError(
-            f"{name}={value!r} is not allowed; choose one of: {', '.join(map(str, choices))}"
-        )
-    if meta.get("file") and value and not Path(os.path.expanduser(value)).exists():
-        raise ConfigError(f"{name}={value!r}: file not found")
-
-
-def bound_text(bound: Any, op: str) -> str:
-    return "" if bound is None else f" and {op} {bound}"
-
-
-def to_dict(cfg: Any) -> dict[str, Any]:
-    return dataclasses.asdict(cfg)
-
-
-def dump_yaml(cfg: Config, path: Path) -> None:
-    """Write the resolved config (every field, defaults included)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    os.replace(tmp, path)
+            return tp, meta

@@ -11,12 +11,15 @@ multiplied by the world size so that the ranks' gradients add instead.
 from __future__ import annotations
 
 import os
+import socket
 from collections import defaultdict
+from contextlib import closing
 
 import torch
 
-from rlvr.algorithms import LossSettings, microbatch_loss
+from rlvr.algorithms import microbatch_loss
 from rlvr.learner.batch import StepPlan, TrainBatch
+from rlvr.learner.spec import LearnerSpec
 from rollout.weight_sync import (
     ParamSpec,
     SyncGroup,
@@ -27,18 +30,23 @@ from rollout.weight_sync import (
 )
 
 
+def free_port() -> int:
+    """A TCP port that is free now (the OS picks it)."""
+    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
+
+
 class Learner:
-    def __init__(self, rank: int, world_size: int, cfg, model_path: str, *, threads: int = 1):
+    def __init__(self, rank: int, world_size: int, spec: LearnerSpec, *, threads: int = 1):
         """Cheap: the DeepSpeed world forms in `setup`, once rank 0's address is known."""
         torch.set_num_threads(max(1, threads))
-        self.rank, self.world_size, self.cfg, self.model_path = rank, world_size, cfg, model_path
+        self.rank, self.world_size, self.spec = rank, world_size, spec
         self.sync_group: SyncGroup | None = None
 
     def address(self) -> tuple[str, int]:
         """This node's IP and a free port: the DeepSpeed master, when asked of rank 0."""
         import ray
-
-        from rlvr.cluster.ray_cluster import free_port
 
         return ray.util.get_node_ip_address(), free_port()
 
@@ -69,17 +77,19 @@ class Learner:
 
         from rlvr.learner.lr_schedule import lr_lambda
 
-        cfg, model_path, lc = self.cfg, self.model_path, self.cfg.learner
-        dtype = getattr(torch, cfg.model.dtype)
+        spec, lc = self.spec, self.spec.learner
+        dtype = getattr(torch, spec.dtype)
         model = AutoModelForCausalLM.from_pretrained(
-            model_path, dtype=dtype, trust_remote_code=cfg.model.trust_remote_code
+            spec.model_path, dtype=dtype, trust_remote_code=spec.trust_remote_code
         )
-        if cfg.model.gradient_checkpointing:
+        if spec.gradient_checkpointing:
             model.gradient_checkpointing_enable()
         self.ref = None
-        if cfg.algorithm.kl_coef > 0:
+        if spec.loss.kl_coef > 0:
             self.ref = (
-                AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
+                AutoModelForCausalLM.from_pretrained(
+                    spec.model_path, dtype=dtype, trust_remote_code=spec.trust_remote_code
+                )
                 .eval()
                 .requires_grad_(False)
             )
@@ -87,7 +97,7 @@ class Learner:
             model.parameters(), lr=lc.lr, betas=tuple(lc.betas), weight_decay=lc.weight_decay
         )
         sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lr_lambda(lc.lr_schedule, lc.warmup_steps, self.total_optimizer_steps())
+            opt, lr_lambda(lc.lr_schedule, lc.warmup_steps, spec.total_optimizer_steps)
         )
         ds_config = {
             "train_micro_batch_size_per_gpu": 1,
@@ -95,7 +105,7 @@ class Learner:
             "managed_gradient_accumulation": False,
             "gradient_clipping": lc.grad_clip,
             "zero_optimization": {"stage": lc.zero_stage},
-            "bf16": {"enabled": cfg.model.dtype == "bfloat16"},
+            "bf16": {"enabled": spec.dtype == "bfloat16"},
             "steps_per_print": 2**31,
         }
         self.engine, *_ = deepspeed.initialize(
@@ -106,15 +116,10 @@ class Learner:
             dist_init_required=True,
         )
         self.device = self.engine.device
-        self.settings = loss_settings(cfg)
-        self.temperature = cfg.rollout.temperature
+        self.settings = spec.loss
+        self.temperature = spec.temperature
         self.fused = lc.uses_fused_logprobs
         return os.getpid()
-
-    def total_optimizer_steps(self) -> int:
-        lc = self.cfg.learner
-        per_step = lc.epochs * (lc.mini_batches if lc.update == "mini-batch" else 1)
-        return self.cfg.trainer.steps * per_step
 
     # ---- log-probs -------------------------------------------------------------------------
     def _logp_entropy(self, model, mb: TrainBatch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -138,7 +143,7 @@ class Learner:
     def _old_logp(self, shard: TrainBatch) -> torch.Tensor:
         """Mini-batch mode: log-probs of the not-yet-updated policy for the whole shard."""
         out = torch.zeros_like(shard.loss_mask_BT)
-        size = self.cfg.learner.micro_batch_size
+        size = self.spec.learner.micro_batch_size
         for start in range(0, len(shard), size):
             rows = list(range(start, min(start + size, len(shard))))
             mb = shard.select(rows)
@@ -208,7 +213,7 @@ class Learner:
             return
         for key, value in stats.items():
             sums[key] += float(value)
-        if first_pass or self.cfg.learner.update == "mini-batch":
+        if first_pass or self.spec.learner.update == "mini-batch":
             diff = (mb.rollout_logp_BT.to(self.device) - logp.detach()).abs() * mask
             sums["rollout_logp_diff_sum"] += float(diff.sum())
             sums["rollout_logp_tokens"] += float(mask.sum())
@@ -294,20 +299,4 @@ def fused_next_token(model, ids_BT, attn_BT, mask_BT, temperature: float):
     weight_VH = module.get_output_embeddings().weight
     return kernels.next_token_logprobs_entropy(
         hidden_BTH, weight_VH, ids_BT, temperature, mask_BT=mask_BT > 0
-    )
-
-
-def loss_settings(cfg) -> LossSettings:
-    a = cfg.algorithm
-    return LossSettings(
-        policy_loss=a.policy_loss,
-        clip_low=a.clip_low,
-        clip_high=a.clip_high,
-        dual_clip=a.dual_clip,
-        aggregation=a.aggregation,
-        max_len=a.max_len or cfg.rollout.max_new_tokens,
-        kl_coef=a.kl_coef,
-        kl_estimator=a.kl_estimator,
-        entropy_coef=a.entropy_coef,
-        tis_cap=a.tis_cap,
     )

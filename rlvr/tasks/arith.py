@@ -15,9 +15,36 @@ import hashlib
 import itertools
 import random
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from rlvr.errors import ConfigError
+
+
+class ArithConfig(BaseModel):
+    """`data.arith`: the built-in arithmetic task. A level is 'DIGITS:OPERATORS:OPERANDS', e.g.
+    '2:+:2' is a + b with a, b in 0..99 and '3:+-:3' three operands of up to 3 digits joined by
+    + or -."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    mix: dict[str, Annotated[float, Field(gt=0.0)]] = Field(
+        default_factory=lambda: {"2:+:2": 1.0},
+        description="level -> share of the training prompts",
+    )
+    train_size: int = Field(8000, ge=1, description="distinct training prompts")
+    heldout_size: int = Field(500, ge=1, description="distinct held-out prompts (evaluation)")
+    heldout_fraction: float = Field(
+        0.1,
+        gt=0.0,
+        le=0.5,
+        description="share of each level's problem space reserved for held-out",
+    )
+    seed: int = Field(
+        0, description="seed of the problem draw (the split itself is fixed by a hash)"
+    )
+
 
 OPERATORS = "+-*"
 MAX_DIGITS, MAX_OPERANDS = 6, 4

@@ -3,7 +3,57 @@ prompt, answer and verifier; and the text each prompt is given to the model as."
 
 from __future__ import annotations
 
-from rlvr.tasks.arith import make_split
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from rlvr.tasks.arith import ArithConfig, make_split
+
+
+class DataConfig(BaseModel):
+    """The `data` section: the built-in arith task, or datasets (rlvr.tasks.data.load_rows)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    task: Literal["arith", "dataset"] = Field(
+        "arith", description="arith: the built-in task; dataset: data.train and data.eval"
+    )
+    arith: ArithConfig = Field(default_factory=ArithConfig)
+    train: str = Field(
+        "",
+        description="task=dataset: a .jsonl/.json/.parquet file, a hub name "
+        "owner/name[:config]:split, or a shipped set (math500, minerva, gsm8k, olympiadbench, "
+        "aime24, amc23)",
+    )
+    eval: list[str] = Field(
+        default_factory=lambda: ["math500"],
+        description="task=dataset: held-out sets, same forms as data.train",
+    )
+    prompt_key: Optional[str] = Field(
+        None, description="prompt column (default: the set's convention, else 'problem')"
+    )
+    answer_key: Optional[str] = Field(None, description="gold-answer column (default 'answer')")
+    solution_key: Optional[str] = Field(
+        None,
+        description="solution column whose last \\boxed{} is the gold when there is no answer "
+        "column (default 'solution')",
+    )
+    verifier: Optional[str] = Field(
+        None, description="verifier for rows without a 'verifier' column (default math)"
+    )
+    template: str = Field(
+        "plain",
+        description="prompt template: plain, chat (instruction in the user turn), chat_system, "
+        "or a string containing {prompt}",
+    )
+    instruction: Optional[str] = Field(
+        None,
+        description="appended by the template, e.g. 'Please reason step by step, and put your "
+        "final answer within \\boxed{}.'",
+    )
+    limit: Optional[int] = Field(
+        None, ge=1, description="task=dataset: read at most this many training rows"
+    )
 
 
 def load_task(cfg) -> tuple[list[dict], list[dict]]:

@@ -9,13 +9,39 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Annotated
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 from tqdm import tqdm
 
 from rlvr.learner.lr_schedule import lr_lambda
 from rlvr.tasks.arith import DemoSampler
 from rlvr.tasks.tiny_model import build_model, build_tokenizer
+
+
+class SFTConfig(BaseModel):
+    """The `sft` section: warm start of the built-in model on noisy demonstrations (rlvr sft)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    steps: int = Field(600, ge=1, description="optimizer steps")
+    batch_size: int = Field(256, ge=1, description="sequences per step")
+    lr: float = Field(3e-3, gt=0.0, description="peak AdamW learning rate")
+    warmup_steps: int = Field(50, ge=0, description="linear warm-up before the cosine decay")
+    weight_decay: float = Field(0.0, ge=0.0)
+    noise: float = Field(
+        0.4,
+        ge=0.0,
+        le=1.0,
+        description="probability that a demonstration's answer has one digit shifted by +-1 "
+        "(leaves the model unreliable, so RL has something to sharpen)",
+    )
+    mix: dict[str, Annotated[float, Field(gt=0.0)]] = Field(
+        default_factory=dict, description="levels of the demonstrations; empty = data.arith.mix"
+    )
+    seed: int = Field(0)
+
 
 IGNORE = -100
 

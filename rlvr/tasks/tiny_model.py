@@ -1,20 +1,50 @@
 """The built-in base model: a tiny Llama with a character-level tokenizer.
 
 Saved with `save_pretrained`, so `AutoModelForCausalLM` / `AutoTokenizer` (and vLLM) load it
-like any hub model. `builtin_model_dir` builds and warm-starts it (SFT) into a cache directory
+like any hub model. `rlvr.tasks.warm_start` builds and warm-starts it (SFT) into a cache directory
 on first use, keyed by everything that shapes its weights, and reuses it afterwards.
 """
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
-import json
-import os
-import shutil
-from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from rlvr.tasks.arith import OPERATORS
+
+BUILTIN_PREFIX = "builtin:"
+
+
+class TinyModelConfig(BaseModel):
+    """`model.tiny`: architecture of the built-in character-level Llama (model.path=builtin:...)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    hidden_size: int = Field(128, ge=8, description="width")
+    num_layers: int = Field(2, ge=1, description="transformer blocks")
+    num_heads: int = Field(4, ge=1, description="attention heads")
+    intermediate_size: int = Field(512, ge=8, description="MLP width")
+    max_positions: int = Field(64, ge=8, description="longest prompt + completion in tokens")
+
+
+class ModelConfig(BaseModel):
+    """The `model` section: the policy's weights and how learners hold them."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    path: str = Field(
+        "builtin:arith-tiny",
+        description="HF hub name, local HF directory, or builtin:arith-tiny (built and "
+        "warm-started by SFT into the cache on first use)",
+    )
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32", description="parameter dtype"
+    )
+    trust_remote_code: bool = Field(False, description="passed to from_pretrained")
+    gradient_checkpointing: bool = Field(False, description="recompute activations in the learner")
+    tiny: TinyModelConfig = Field(default_factory=TinyModelConfig)
+
 
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
 SYMBOLS = list("0123456789") + list(OPERATORS) + ["="]
@@ -63,47 +93,3 @@ def build_model(tiny, tokenizer, seed: int):
     )
     torch.manual_seed(seed)
     return LlamaForCausalLM(config)
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("RLVR_CACHE", Path.home() / ".cache" / "rlvr"))
-
-
-def builtin_key(cfg) -> str:
-    """Hash of every setting that shapes the warm-started weights."""
-    import dataclasses
-
-    payload = {
-        "v": BUILD_VERSION,
-        "tiny": dataclasses.asdict(cfg.model.tiny),
-        "sft": dataclasses.asdict(cfg.sft),
-        "arith": dataclasses.asdict(cfg.data.arith),
-    }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
-
-
-def builtin_model_dir(cfg, *, log=print) -> Path:
-    """The cached warm-started model for `cfg`, built (once, under a file lock) if missing."""
-    name = cfg.model.path.split(":", 1)[1]
-    target = cache_root() / "models" / f"{name}-{builtin_key(cfg)}"
-    if (target / "config.json").exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.parent / f".{target.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # a second process waits, then finds it built
-        if not (target / "config.json").exists():
-            from rlvr.tasks.sft import run_sft
-
-            log(f"building {cfg.model.path} into {target} (one-time warm start)")
-            tmp = target.with_name(target.name + ".tmp")
-            shutil.rmtree(tmp, ignore_errors=True)
-            run_sft(cfg, tmp, log=log)
-            os.replace(tmp, target)
-    return target
-
-
-def resolve_model_path(cfg, *, log=print) -> str:
-    """model.path as a from_pretrained argument (building the built-in model when asked for)."""
-    if cfg.model.path.startswith("builtin:"):
-        return str(builtin_model_dir(cfg, log=log))
-    return os.path.expanduser(cfg.model.path)

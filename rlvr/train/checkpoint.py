@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from rlvr.config import dump_yaml
 from rlvr.errors import ConfigError
 
 STATE_FILE = "trainer_state.pt"
@@ -53,12 +52,12 @@ def save_checkpoint(
     tmp = root / f"step_{step:06d}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    cluster.learner_call("save_policy", str(tmp / "policy"))
+    cluster.save_policy(str(tmp / "policy"))
     tokenizer.save_pretrained(tmp / "policy")
-    cluster.learner_call("save_checkpoint", str(tmp))
+    cluster.save_learner_state(str(tmp))
     state = {"step": step, "sampler": sampler.state_dict(), "rng": rng_state(), "extra": extra}
     torch.save(state, tmp / STATE_FILE)
-    dump_yaml(cfg, tmp / "config.yaml")
+    cfg.write_yaml(tmp / "config.yaml")
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
@@ -99,7 +98,7 @@ def load_checkpoint(path: Path, cluster, sampler) -> dict[str, Any]:
         raise ConfigError(
             f"checkpoint {path} lacks {sorted(missing)}; it was not written by this version"
         )
-    cluster.learner_call("load_checkpoint", str(path))
+    cluster.load_learner_state(str(path))
     sampler.load_state_dict(state["sampler"])
     set_rng_state(state["rng"])
     return state

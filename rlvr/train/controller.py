@@ -7,10 +7,8 @@ prompt sampler (select, observe), the rollout schedule (expand) and the zero-var
 
 from __future__ import annotations
 
-import itertools
 import time
 import zlib
-from dataclasses import dataclass
 
 import torch
 
@@ -18,11 +16,11 @@ from rlvr.algorithms import compute_advantages
 from rlvr.learner.batch import build_train_batch
 from rlvr.train.checkpoint import find_resume, load_checkpoint, save_checkpoint
 from rlvr.train.metrics import PhaseTimer, RunLogger, summary_table, write_plots
+from rlvr.train.rollouts import Rollouts
 from rlvr.train.run import Run
-from rlvr.train.scoring import Scores, group_accuracy, score
+from rlvr.train.scoring import GroupStats, Scores, score
 from rlvr.train.step_metrics import learner_metrics, rollout_metrics
-from rollout.gates import zero_variance_admit
-from rollout.types import Completions
+from rollout.types import Completions, PromptSampler
 
 
 def train(cfg, recipe: str | None = None, log=print) -> dict:
@@ -60,48 +58,47 @@ def _loop(run: Run, cfg, log) -> dict:
                     [run.train_prompts[i] for i in idx],
                 )
             with timer("generate"):
-                comps = cluster.generate(
-                    prompts, run.sampling(cfg.rollout.n, step, len(rounds), stage=0)
-                )
+                sampling = run.sampling(cfg.rollout.n, step, len(rounds), stage=0)
+                comps = cluster.generate(prompts, sampling)
             with timer("verify"):
                 scores = score(run.pool, run.tokenizer, rows, comps)
             with timer("expand"):
-                comps, scores, extra_P = expand(
+                comps, scores, stats, extra_P = expand(
                     run, rows, prompts, comps, scores, step, len(rounds)
                 )
             with timer("observe"):
-                acc_P, admit_P = observe(run, idx, comps, scores)
-                rounds.append(
-                    Rollouts(idx, prompts, comps, scores, acc_P, run.gate.offer(admit_P), extra_P)
-                )
-        idx, prompts, comps, scores, acc_P, admit_P, extra_P = Rollouts.merge(rounds)
+                feed_sampler(run.sampler, idx, stats)
+                admit_P = run.gate.offer(admissible(stats, cfg.algorithm.drop_zero_variance))
+            rounds.append(Rollouts(idx, prompts, comps, scores, stats, extra_P, admit_P))
+        batch = Rollouts.merge(rounds)
+        comps = batch.comps
         with timer("advantage"):
             adv_N, valid_N = compute_advantages(
                 cfg.algorithm.advantage,
-                scores.reward_N.double(),
+                batch.scores.reward_N.double(),
                 comps.prompt_index_N,
                 std_normalize=cfg.algorithm.std_normalize,
                 eps=cfg.algorithm.eps,
             )
-            keep_N = valid_N & admit_P[comps.prompt_index_N]
+            keep_N = valid_N & batch.admit_P[comps.prompt_index_N]
         with timer("update"):
-            stats = []
+            sums = []
             if keep_N.any():
-                batch = build_train_batch(prompts, comps, keep_N, adv_N.float(), run.pad_id)
-                stats = cluster.update(batch, seed=tc.seed * 7919 + step)
+                train = build_train_batch(batch.prompts, comps, keep_N, adv_N.float(), run.pad_id)
+                sums = cluster.update(train, seed=tc.seed * 7919 + step)
         with timer("sync"):
-            sync = cluster.sync_weights() if stats else {"bytes": 0, "checked_workers": 0}
+            sync = cluster.sync_weights() if sums else {"bytes": 0, "checked_workers": 0}
         times = timer.pop()
         spent += len(comps)
         done = tc.max_completions is not None and spent >= tc.max_completions
         logger.log(
             step + 1,
             {
-                **rollout_metrics(comps, scores, acc_P, keep_N, extra_P, times),
-                **learner_metrics(stats),
+                **rollout_metrics(batch, keep_N, times),
+                **learner_metrics(sums),
                 "sync/bytes": sync["bytes"],
                 "sync/checked_workers": sync["checked_workers"],
-                "sampler/batch_hash": zlib.crc32(str(idx).encode()),
+                "sampler/batch_hash": zlib.crc32(str(batch.idx).encode()),
                 **run.sampler.metrics(),
                 **run.schedule.metrics(),
                 **run.gate.metrics(),
@@ -141,55 +138,29 @@ def completions_spent(history: list[dict]) -> int:
 
 
 def expand(run: Run, rows, prompts, comps: Completions, scores: Scores, step: int, round_: int):
-    """Second stage: the schedule's extra completions per prompt, same policy, merged in."""
-    acc_P = group_accuracy(scores.correct_N, scores.error_N, comps.prompt_index_N, len(prompts))
-    extra_P = run.schedule.extra(acc_P, run.cfg.rollout.n)
+    """Second stage: the schedule's extra completions per prompt, same policy, merged into the
+    groups. Returns (comps, scores, stats of the merged groups, extra_P)."""
+    first = GroupStats.of(scores, comps.prompt_index_N, len(prompts))
+    extra_P = run.schedule.extra(first.acc_P, run.cfg.rollout.n)
     if int(extra_P.sum()) == 0:
-        run.schedule.after_expand(acc_P, acc_P)
-        return comps, scores, extra_P
+        run.schedule.after_expand(first.acc_P, first.acc_P)
+        return comps, scores, first, extra_P
     order = [p for p in range(len(prompts)) for _ in range(int(extra_P[p]))]
     more = run.cluster.generate([prompts[p] for p in order], run.sampling(1, step, round_, stage=1))
     more.prompt_index_N = torch.tensor(order, dtype=torch.long)[more.prompt_index_N]
     comps = Completions.concat([comps, more], [0, 0])
     scores = Scores.concat([scores, score(run.pool, run.tokenizer, rows, more)])
-    run.schedule.after_expand(
-        acc_P, group_accuracy(scores.correct_N, scores.error_N, comps.prompt_index_N, len(prompts))
-    )
-    return comps, scores, extra_P
+    merged = GroupStats.of(scores, comps.prompt_index_N, len(prompts))
+    run.schedule.after_expand(first.acc_P, merged.acc_P)
+    return comps, scores, merged, extra_P
 
 
-def observe(run: Run, idx: list[int], comps: Completions, scores: Scores):
-    """Feed outcomes to the sampler (every group, kept or not); which groups carry signal."""
-    acc_P = group_accuracy(scores.correct_N, scores.error_N, comps.prompt_index_N, len(idx))
-    counts_P = torch.zeros(len(idx)).index_add_(0, comps.prompt_index_N, (~scores.error_N).float())
-    run.sampler.observe(idx, (acc_P.nan_to_num(0) * counts_P).tolist(), counts_P.long().tolist())
-    if run.cfg.algorithm.drop_zero_variance:
-        return acc_P, zero_variance_admit(scores.reward_N, comps.prompt_index_N, len(idx))
-    return acc_P, ~acc_P.isnan()
+def feed_sampler(sampler: PromptSampler, idx: list[int], stats: GroupStats) -> None:
+    """Every group's outcome goes to the sampler, whether it enters the update or not."""
+    counts_P = stats.verified_P.float()
+    sampler.observe(idx, (stats.acc_P.nan_to_num(0) * counts_P).tolist(), stats.verified_P.tolist())
 
 
-@dataclass
-class Rollouts:
-    """One generation round of a step: P prompts and their (possibly expanded) groups."""
-
-    idx: list[int]
-    prompts: list[list[int]]
-    comps: Completions
-    scores: Scores
-    acc_P: torch.Tensor
-    admit_P: torch.Tensor
-    extra_P: torch.Tensor
-
-    @staticmethod
-    def merge(rounds: list[Rollouts]) -> tuple:
-        """All rounds of a step as one batch (group indices offset by earlier rounds' prompts)."""
-        offsets = list(itertools.accumulate([0] + [len(r.prompts) for r in rounds[:-1]]))
-        return (
-            [i for r in rounds for i in r.idx],
-            [p for r in rounds for p in r.prompts],
-            Completions.concat([r.comps for r in rounds], offsets),
-            Scores.concat([r.scores for r in rounds]),
-            torch.cat([r.acc_P for r in rounds]),
-            torch.cat([r.admit_P for r in rounds]),
-            torch.cat([r.extra_P for r in rounds]),
-        )
+def admissible(stats: GroupStats, drop_zero_variance: bool) -> torch.Tensor:
+    """Groups that may enter the update: those with signal, or every group with a verdict."""
+    return stats.informative_P if drop_zero_variance else stats.verified_P > 0

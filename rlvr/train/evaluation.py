@@ -4,12 +4,32 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable
+from typing import Annotated
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 
 from rlvr.algorithms import mean_with_ci, pass_at_k
 from rlvr.train.scoring import score
 from rollout.types import Completions, SamplingSettings
+
+
+class EvalConfig(BaseModel):
+    """The `eval` section: held-out pass@k during training and in `rlvr eval`."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    every: int = Field(10, ge=0, description="evaluate every N steps (0 = only at start and end)")
+    num_problems: int = Field(
+        500,
+        ge=1,
+        description="held-out problems per evaluation set (arith: at most data.arith.heldout_size)",
+    )
+    n: int = Field(8, ge=1, description="samples per problem")
+    k: list[Annotated[int, Field(ge=1)]] = Field(
+        default_factory=lambda: [1, 8], description="pass@k values to report"
+    )
+    temperature: float = Field(1.0, gt=0.0)
 
 
 def evaluate(

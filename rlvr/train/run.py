@@ -6,34 +6,74 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Optional
 
-from rlvr.config import dump_yaml
+from pydantic import BaseModel, ConfigDict, Field
+
 from rlvr.errors import ConfigError
 from rlvr.tasks.loading import load_task, prompt_texts
-from rlvr.tasks.tiny_model import resolve_model_path
+from rlvr.tasks.warm_start import resolve_model_path
 from rlvr.train.checkpoint import list_checkpoints
 from rlvr.train.evaluation import evaluate
 from rlvr.train.metrics import RunLogger, read_history
 from rollout.gates import DynamicSampling
 from rollout.samplers import make_sampler
 from rollout.schedules import make_schedule
-from rollout.types import SamplingSettings
+from rollout.types import Gate, PromptSampler, RolloutSchedule, SamplingSettings
+
+if TYPE_CHECKING:  # annotations only: these import the run's own modules or heavy packages
+    from transformers import PreTrainedTokenizerBase
+
+    from rewards.pool import VerifierPool
+    from rlvr.cluster.ray_cluster import Cluster
+    from rlvr.config.schema import Config
+
+
+class TrainerConfig(BaseModel):
+    """The `trainer` section: length of the run, its directory, checkpoints and limits."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    steps: int = Field(100, ge=1, description="RL steps")
+    prompts_per_step: int = Field(64, ge=1, description="B: prompts selected per step")
+    seed: int = Field(0)
+    output_dir: str = Field("runs", description="parent of run directories")
+    name: str = Field("", description="run directory name (default: recipe name + time)")
+    checkpoint_every: int = Field(
+        50, ge=0, description="steps between checkpoints (0 = only at the end)"
+    )
+    keep_checkpoints: int = Field(2, ge=1, description="newest checkpoints kept")
+    resume: str = Field(
+        "", description="'' = fresh run, 'auto' = newest checkpoint of the run dir, or a path"
+    )
+    actor_timeout_s: float = Field(900.0, gt=0.0, description="limit on every wait for a Ray actor")
+    max_time_s: Optional[float] = Field(
+        None, gt=0.0, description="stop (with a checkpoint) after this much wall time"
+    )
+    max_completions: Optional[int] = Field(
+        None,
+        ge=1,
+        description="stop (with an evaluation and a checkpoint) after the step whose generated "
+        "completions bring the run's total to this (DARS stage 2 and DAPO refill rounds count)",
+    )
 
 
 @dataclass
 class Run:
-    cfg: object
+    """A run's directory, data, tokenizer, plug-ins, verifier pool and actors."""
+
+    cfg: Config
     dir: Path
-    tokenizer: object
+    tokenizer: PreTrainedTokenizerBase
     train_rows: list[dict]
     train_prompts: list[list[int]]
     eval_rows: list[dict]
     eval_prompts: list[list[int]]
-    sampler: object
-    schedule: object
-    gate: DynamicSampling
-    pool: object
-    cluster: object
+    sampler: PromptSampler
+    schedule: RolloutSchedule
+    gate: Gate
+    pool: VerifierPool
+    cluster: Cluster
     pad_id: int
 
     @classmethod
@@ -45,20 +85,14 @@ class Run:
 
         run_dir = run_directory(cfg, recipe)
         run_dir.mkdir(parents=True, exist_ok=True)
-        dump_yaml(cfg, run_dir / "config.yaml")
+        cfg.write_yaml(run_dir / "config.yaml")
         log(f"run directory: {run_dir}")
         model_path = resolve_model_path(cfg, log=log)
         tokenizer = AutoTokenizer.from_pretrained(
             model_path, trust_remote_code=cfg.model.trust_remote_code
         )
         train_rows, eval_rows = load_task(cfg)
-        vc = cfg.verifier
-        pool = VerifierPool(
-            num_workers=vc.num_workers,
-            timeout_s=vc.timeout_s,
-            memory_mb=vc.memory_mb,
-            plugins=vc.plugins,
-        )
+        pool = VerifierPool(cfg.verifier)
         try:  # a row naming a verifier nobody provides is a config error, found before Ray starts
             pool.require({row["verifier"] for row in train_rows + eval_rows})
         except KeyError as exc:
@@ -82,7 +116,7 @@ class Run:
             cfg.trainer.seed,
             prompts=[r["prompt"] for r in train_rows],
         )
-        gate = DynamicSampling.from_config(cfg.gate, cfg.trainer.prompts_per_step)
+        gate = DynamicSampling(cfg.gate, cfg.trainer.prompts_per_step)
         return cls(
             cfg,
             run_dir,

@@ -8,6 +8,7 @@ import torch
 
 from rewards import Outcome
 from rewards.pool import VerifyRequest
+from rollout.gates import zero_variance_admit
 from rollout.types import Completions
 
 
@@ -52,11 +53,39 @@ def score(pool, tokenizer, rows: list[dict], comps: Completions) -> Scores:
     )
 
 
-def group_accuracy(
-    correct_N: torch.Tensor, error_N: torch.Tensor, group_N: torch.Tensor, num_groups: int
-) -> torch.Tensor:
-    """Fraction correct among each group's verified completions; NaN for a group with none."""
-    valid = (~error_N).float()
-    hits = torch.zeros(num_groups).index_add_(0, group_N, correct_N.float() * valid)
-    seen = torch.zeros(num_groups).index_add_(0, group_N, valid)
-    return torch.where(seen > 0, hits / seen.clamp(min=1), torch.full_like(seen, float("nan")))
+@dataclass
+class GroupStats:
+    """Outcomes per group (prompt) of one round, computed once and read by every later phase.
+
+    verified_P: long, completions with a verdict (not errored); correct_P: long, correct ones
+    among them; informative_P: bool, the verified rewards are not all equal (see
+    `rollout.gates.zero_variance_admit`): the group carries advantage signal.
+    """
+
+    verified_P: torch.Tensor
+    correct_P: torch.Tensor
+    informative_P: torch.Tensor
+
+    @classmethod
+    def of(cls, scores: Scores, group_N: torch.Tensor, num_groups: int) -> GroupStats:
+        valid_N = ~scores.error_N
+        verified = torch.zeros(num_groups, dtype=torch.long).index_add_(0, group_N, valid_N.long())
+        correct = torch.zeros(num_groups, dtype=torch.long).index_add_(
+            0, group_N, (scores.correct_N & valid_N).long()
+        )
+        return cls(verified, correct, zero_variance_admit(scores.reward_N, group_N, num_groups))
+
+    @property
+    def acc_P(self) -> torch.Tensor:
+        """Fraction correct among each group's verified completions; NaN for a group with none."""
+        seen = self.verified_P.float()
+        hits = self.correct_P.float()
+        return torch.where(seen > 0, hits / seen.clamp(min=1), torch.full_like(seen, float("nan")))
+
+    @staticmethod
+    def concat(parts: list[GroupStats]) -> GroupStats:
+        return GroupStats(
+            torch.cat([p.verified_P for p in parts]),
+            torch.cat([p.correct_P for p in parts]),
+            torch.cat([p.informative_P for p in parts]),
+        )

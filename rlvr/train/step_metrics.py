@@ -6,20 +6,17 @@ import math
 
 import torch
 
-from rlvr.train.scoring import Scores
-from rollout.types import FINISH_LENGTH, Completions
+from rlvr.train.rollouts import Rollouts
+from rollout.types import FINISH_LENGTH
 
 
 def rollout_metrics(
-    comps: Completions,
-    scores: Scores,
-    acc_P: torch.Tensor,
-    keep_N: torch.Tensor,
-    extra_P: torch.Tensor,
-    times: dict[str, float],
+    batch: Rollouts, keep_N: torch.Tensor, times: dict[str, float]
 ) -> dict[str, float]:
+    comps, scores = batch.comps, batch.scores
     verified = ~scores.error_N
     rewards = scores.reward_N[verified]
+    acc_P = batch.stats.acc_P
     solved = acc_P[~acc_P.isnan()]
     gen_tokens = int(comps.length_N.sum())
     gen_time = times.get("time/generate", 0.0) + times.get("time/expand", 0.0)
@@ -37,7 +34,7 @@ def rollout_metrics(
         "groups/solved_all": (solved == 1).float().mean().item() if solved.numel() else math.nan,
         "groups/trained_completions": int(keep_N.sum()),
         "rollout/completions": len(comps),
-        "rollout/extra_completions": int(extra_P.sum()),
+        "rollout/extra_completions": int(batch.extra_P.sum()),
         "length/mean": comps.length_N.float().mean().item(),
         "length/max": int(comps.length_N.max()),
         "length/truncated_frac": sum(r == FINISH_LENGTH for r in comps.finish_reason) / len(comps),

@@ -32,7 +32,7 @@ E2E = [
 @pytest.fixture(scope="session")
 def e2e_overrides(tmp_path_factory):
     from rlvr.config import load_config
-    from rlvr.tasks.tiny_model import builtin_model_dir
+    from rlvr.tasks.warm_start import builtin_model_dir
 
     out = tmp_path_factory.mktemp("runs")
     overrides = E2E + [f"trainer.output_dir={out}"]

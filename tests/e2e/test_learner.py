@@ -8,7 +8,7 @@ import torch
 from rlvr.cluster.ray_cluster import Cluster, init_ray
 from rlvr.config import load_config
 from rlvr.learner.batch import TrainBatch
-from rlvr.tasks.tiny_model import resolve_model_path
+from rlvr.tasks.warm_start import resolve_model_path
 
 pytestmark = pytest.mark.e2e
 
@@ -55,7 +55,7 @@ def updated_weights(overrides, micro: int, ranks: int, stage: int):
     cluster = Cluster(cfg, resolve_model_path(cfg), log=lambda *_: None)
     try:
         stats = cluster.update(synthetic_batch(), seed=0)
-        weights = cluster.learner_call("full_state_dict")[0]
+        weights = cluster.full_weights()
     finally:
         cluster.shutdown()
     return weights, stats[0]["grad_norm_sum"]

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from rlvr.config import load_config
-from rlvr.tasks.tiny_model import resolve_model_path
+from rlvr.tasks.warm_start import resolve_model_path
 from rlvr.train.controller import train
 from rlvr.train.metrics import read_history
 

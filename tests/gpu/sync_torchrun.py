@@ -70,8 +70,7 @@ def main() -> int:
 
 
 def build_model_dir(path: Path, hidden: int, layers: int) -> None:
-    from rlvr.config.schema import TinyModelConfig
-    from rlvr.tasks.tiny_model import build_model, build_tokenizer
+    from rlvr.tasks.tiny_model import TinyModelConfig, build_model, build_tokenizer
 
     if (path / "config.json").exists():
         return
@@ -110,8 +109,9 @@ def run_learner(store, rank, learners, cfg, model_dir, args, backend):
     from rlvr.cluster.ray_cluster import free_port
     from rlvr.learner.batch import TrainBatch, plan_update, shard_rows
     from rlvr.learner.deepspeed_learner import Learner
+    from rlvr.learner.spec import LearnerSpec
 
-    learner = Learner(rank, learners, cfg, str(model_dir))
+    learner = Learner(rank, learners, LearnerSpec.from_config(cfg, str(model_dir)))
     if rank == 0:
         store.set("ds_port", str(free_port()))
     learner.setup("127.0.0.1", int(store.get("ds_port")))
@@ -165,7 +165,13 @@ def run_engine(store, model_dir, args, backend):
     from rollout.weight_sync import SyncGroup, plan_buckets, receive_buckets
 
     device = torch.device("cuda" if args.gpus else "cpu")
-    engine = HFEngine(str(model_dir), dtype=dtype(args), device=device.type, batch_size=1024)
+    engine = HFEngine(
+        str(model_dir),
+        dtype=dtype(args),
+        device=device.type,
+        batch_size=1024,
+        trust_remote_code=False,
+    )
     sync = torch.cuda.synchronize if args.gpus else (lambda: None)
     prompts = [[1] + [4 + (i * 7 + j) % 10 for j in range(5)] for i in range(64)]  # <bos> + digits
     sampling = SamplingSettings(n=8, temperature=1.0, max_new_tokens=8, seed=1)

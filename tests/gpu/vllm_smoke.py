@@ -46,7 +46,7 @@ def main(workdir: str = "/tmp/rlvr-vllm-smoke") -> int:
 
     from rlvr.learner.ds_weight_source import deepspeed_weight_source
     from rollout.types import SamplingSettings
-    from rollout.vllm_engine import VLLMEngine, VLLMOptions
+    from rollout.vllm_engine import EngineSetup, VLLMConfig, VLLMEngine
     from tests.gpu.sync_torchrun import build_model_dir
 
     model_dir = Path(workdir) / "model"
@@ -57,12 +57,13 @@ def main(workdir: str = "/tmp/rlvr-vllm-smoke") -> int:
             p.add_(0.01 * torch.randn_like(p))
     engine = VLLMEngine(
         str(model_dir),
-        VLLMOptions(
+        VLLMConfig(gpu_memory_utilization=0.3, enforce_eager=True),
+        EngineSetup(
             dtype="float32",
-            gpu_memory_utilization=0.3,
             max_model_len=64,
-            enforce_eager=True,
             transfer_backend="ipc",
+            enable_sleep_mode=False,
+            trust_remote_code=False,
         ),
     )
     source = deepspeed_weight_source(learner, digest=True)

@@ -54,28 +54,38 @@ def engine_args_accept_our_kwargs():
     from vllm import LLM, EngineArgs
     from vllm.config.model import LogprobsMode
 
-    from rollout.vllm_engine import VLLMOptions, engine_kwargs
+    from rollout.vllm_engine import EngineSetup, VLLMConfig, engine_kwargs
 
     fields = {f.name for f in dataclasses.fields(EngineArgs)}
     llm_params = set(params(LLM.__init__))
-    for options in (
-        VLLMOptions(),
-        VLLMOptions(
-            tensor_parallel_size=4,
-            transfer_backend="ipc",
-            enable_sleep_mode=True,
-            max_model_len=4096,
+
+    def setup(**changes):
+        base = dict(
+            dtype="bfloat16",
+            max_model_len=1032,
+            transfer_backend="nccl",
+            enable_sleep_mode=False,
+            trust_remote_code=False,
+        )
+        return EngineSetup(**{**base, **changes})
+
+    for config, engine_setup in (
+        (VLLMConfig(), setup()),
+        (
+            VLLMConfig(tensor_parallel_size=4),
+            setup(transfer_backend="ipc", enable_sleep_mode=True, max_model_len=4096),
         ),
-        VLLMOptions(transfer_backend=None, load_format="auto"),
+        (VLLMConfig(load_format="auto"), setup(transfer_backend=None)),
     ):
-        kw = engine_kwargs("/models/x", options, engine_index=2)
+        kw = engine_kwargs("/models/x", config, engine_setup, engine_index=2)
         unknown = [k for k in kw if k not in fields and k not in llm_params]
         assert not unknown, f"not engine arguments: {unknown}"
         args = EngineArgs(**kw)  # validates weight_transfer_config into a WeightTransferConfig
         assert args.logprobs_mode == "processed_logprobs" in LogprobsMode.__args__
-        assert args.seed == options.seed + 2
-        if options.transfer_backend:
-            assert args.weight_transfer_config.backend == options.transfer_backend
+        assert args.seed == config.seed + 2
+        assert args.max_model_len == engine_setup.max_model_len
+        if engine_setup.transfer_backend:
+            assert args.weight_transfer_config.backend == engine_setup.transfer_backend
         assert args.worker_extension_cls == "rollout.vllm_worker_ext.RLVRWorkerExtension"
 
 

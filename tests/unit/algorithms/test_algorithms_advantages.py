@@ -5,7 +5,13 @@ import math
 import pytest
 import torch
 
-from rlvr.algorithms import ADVANTAGES, compute_advantages, grpo_advantages, rloo_advantages
+from rlvr.algorithms import (
+    ADVANTAGES,
+    AdvantageConfig,
+    compute_advantages,
+    grpo_advantages,
+    rloo_advantages,
+)
 
 EPS = 1e-6
 NAN = float("nan")
@@ -18,7 +24,9 @@ def t64(values):
 def test_grpo_one_group_hand_values():
     # rewards [1, 0, 0, 1]: mean .5, population std sqrt(mean((+-.5)^2)) = .5
     # -> A = +-.5 / (.5 + 1e-6)
-    adv, valid = compute_advantages("grpo", t64([1, 0, 0, 1]), torch.tensor([0, 0, 0, 0]))
+    adv, valid = compute_advantages(
+        "grpo", t64([1, 0, 0, 1]), torch.tensor([0, 0, 0, 0]), std_normalize=True, eps=EPS
+    )
     a = 0.5 / (0.5 + EPS)
     torch.testing.assert_close(adv, t64([a, -a, -a, a]), rtol=0, atol=1e-12)
     assert valid.tolist() == [True, True, True, True]
@@ -34,7 +42,7 @@ def test_grpo_unequal_interleaved_groups_with_arbitrary_labels():
     # group 42 (1 member): [0.5] -> 0 (a single reward is trivially flat)
     rewards = t64([1, 1, 0, 0, 1, 0, 0, 0, 0.5])
     groups = torch.tensor([3, 9, 3, 3, 9, 3, 3, 3, 42])
-    adv, valid = compute_advantages("grpo", rewards, groups)
+    adv, valid = compute_advantages("grpo", rewards, groups, std_normalize=True, eps=EPS)
     std = math.sqrt(5) / 6
     hi, lo = (5 / 6) / (std + EPS), (-1 / 6) / (std + EPS)
     torch.testing.assert_close(adv, t64([hi, 0, lo, lo, 0, lo, lo, lo, 0]), rtol=0, atol=1e-12)
@@ -48,7 +56,7 @@ def test_grpo_abstaining_completions():
     # group 2: [0, 1]: mean .5, std .5 -> [-a, a]
     rewards = t64([1, NAN, 0, NAN, NAN, 0, 1])
     groups = torch.tensor([0, 0, 0, 1, 1, 2, 2])
-    adv, valid = compute_advantages("grpo", rewards, groups)
+    adv, valid = compute_advantages("grpo", rewards, groups, std_normalize=True, eps=EPS)
     a = 0.5 / (0.5 + EPS)
     torch.testing.assert_close(adv, t64([a, 0, -a, 0, 0, -a, a]), rtol=0, atol=1e-12)
     assert valid.tolist() == [True, False, True, False, False, True, True]
@@ -59,7 +67,9 @@ def test_grpo_flat_group_is_exactly_zero_even_with_rounding():
     # this test): r - mean is a rounding error of ~6e-8, which dividing by (std ~ 0 + 1e-6) would
     # turn into an advantage of ~.06 out of nothing. Flat groups must give exactly 0.
     rewards = torch.tensor([0.9] * 3 + [0.1] * 7, dtype=torch.float32)
-    adv, _ = compute_advantages("grpo", rewards, torch.tensor([0] * 3 + [1] * 7))
+    adv, _ = compute_advantages(
+        "grpo", rewards, torch.tensor([0] * 3 + [1] * 7), std_normalize=True, eps=EPS
+    )
     assert adv.tolist() == [0.0] * 10
 
 
@@ -69,7 +79,7 @@ def test_dr_grpo_without_std():
     #   -> [.5, 0, .5, -.5, -.5]
     rewards = t64([1, 0, 0, 0, 1, NAN, 1, 0, 0])
     groups = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1, 1])
-    adv, valid = grpo_advantages(rewards, groups, std_normalize=False)
+    adv, valid = grpo_advantages(rewards, groups, std_normalize=False, eps=EPS)
     expected = t64([0.75, -0.25, -0.25, -0.25, 0.5, 0, 0.5, -0.5, -0.5])
     torch.testing.assert_close(adv, expected, rtol=0, atol=1e-15)
     assert valid.tolist() == [True] * 5 + [False] + [True] * 3
@@ -82,7 +92,7 @@ def test_rloo_hand_values():
     # group 3: [NaN] -> 0
     rewards = t64([1, 0, 0, 0, 1, NAN, 0, 0, 1, NAN, NAN])
     groups = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 3])
-    adv, valid = compute_advantages("rloo", rewards, groups, std_normalize=False)
+    adv, valid = compute_advantages("rloo", rewards, groups, std_normalize=False, eps=EPS)
     expected = t64([1, -1 / 3, -1 / 3, -1 / 3, 1, 0, -0.5, -0.5, 0, 0, 0])
     torch.testing.assert_close(adv, expected, rtol=0, atol=1e-15)
     assert valid.tolist() == [True] * 5 + [False, True, True, True, False, False]
@@ -93,7 +103,7 @@ def test_rloo_with_std_normalisation():
     # each divided by (sqrt(3)/4 + eps). Unequal second group [0, 1] (size 2):
     # A = [-1, 1] / (.5 + eps)
     rewards = t64([1, 0, 0, 0, 0, 1])
-    adv, _ = rloo_advantages(rewards, torch.tensor([0, 0, 0, 0, 1, 1]))
+    adv, _ = rloo_advantages(rewards, torch.tensor([0, 0, 0, 0, 1, 1]), std_normalize=True, eps=EPS)
     d = math.sqrt(3) / 4 + EPS
     expected = t64([1 / d, -1 / 3 / d, -1 / 3 / d, -1 / 3 / d, -1 / (0.5 + EPS), 1 / (0.5 + EPS)])
     torch.testing.assert_close(adv, expected, rtol=0, atol=1e-12)
@@ -101,24 +111,43 @@ def test_rloo_with_std_normalisation():
 
 def test_unknown_advantage_lists_valid_names():
     with pytest.raises(KeyError, match="'gpro'.*valid: grpo, rloo"):
-        compute_advantages("gpro", t64([1.0]), torch.tensor([0]))
+        compute_advantages("gpro", t64([1.0]), torch.tensor([0]), std_normalize=True, eps=EPS)
     with pytest.raises(ValueError, match="valid: grpo, rloo"):  # also a ValueError
-        compute_advantages("ppo", t64([1.0]), torch.tensor([0]))
+        compute_advantages("ppo", t64([1.0]), torch.tensor([0]), std_normalize=True, eps=EPS)
     assert sorted(ADVANTAGES) == ["grpo", "rloo"]
 
 
 def test_bad_inputs_raise():
     with pytest.raises(TypeError, match="integer group"):
-        compute_advantages("grpo", t64([1, 0]), torch.tensor([0.0, 0.0]))
+        compute_advantages(
+            "grpo", t64([1, 0]), torch.tensor([0.0, 0.0]), std_normalize=True, eps=EPS
+        )
     with pytest.raises(ValueError, match="finite"):
-        compute_advantages("grpo", t64([1, float("inf")]), torch.tensor([0, 0]))
+        compute_advantages(
+            "grpo", t64([1, float("inf")]), torch.tensor([0, 0]), std_normalize=True, eps=EPS
+        )
     with pytest.raises(ValueError, match="equal length"):
-        compute_advantages("grpo", t64([1, 0]), torch.tensor([0, 0, 0]))
+        compute_advantages(
+            "grpo", t64([1, 0]), torch.tensor([0, 0, 0]), std_normalize=True, eps=EPS
+        )
 
 
 def test_integer_rewards_are_accepted():
     # int rewards [1, 0] -> float: mean .5, std .5 -> [a, -a]
-    adv, _ = compute_advantages("grpo", torch.tensor([1, 0]), torch.tensor([0, 0]))
+    adv, _ = compute_advantages(
+        "grpo", torch.tensor([1, 0]), torch.tensor([0, 0]), std_normalize=True, eps=EPS
+    )
     assert adv.dtype == torch.get_default_dtype()
     a = 0.5 / (0.5 + EPS)
     torch.testing.assert_close(adv, torch.tensor([a, -a]), rtol=0, atol=1e-6)
+
+
+def test_advantage_config_defaults_to_each_papers_form():
+    # std_normalize unset: grpo divides by the group std (DeepSeekMath), rloo does not.
+    assert AdvantageConfig().model_dump() == dict(advantage="grpo", std_normalize=True, eps=EPS)
+    assert AdvantageConfig(advantage="rloo").std_normalize is False
+    assert AdvantageConfig(advantage="grpo", std_normalize=False).std_normalize is False  # Dr.GRPO
+    with pytest.raises(ValueError, match="advantage"):
+        AdvantageConfig(advantage="gpro")
+    with pytest.raises(ValueError, match="eps"):
+        AdvantageConfig(eps=-1.0)

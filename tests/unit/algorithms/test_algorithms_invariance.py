@@ -7,7 +7,7 @@ must give the same gradient (float64, 1e-10) when every piece is normalised by t
 import pytest
 import torch
 
-from rlvr.algorithms import METRIC_KEYS, LossSettings, loss_counts, microbatch_loss
+from rlvr.algorithms import METRIC_KEYS, LossConfig, loss_counts, microbatch_loss
 
 F64 = torch.float64
 B, T = 12, 10
@@ -81,7 +81,7 @@ def accumulate(settings, batch, ranks, global_counts: bool = True):
 @pytest.mark.parametrize("config", list(CONFIGS))
 def test_gradient_invariant_to_microbatch_and_shard_split(config, aggregation):
     gspo = config.startswith("gspo")
-    settings = LossSettings(aggregation=aggregation, max_len=T, **CONFIGS[config])
+    settings = LossConfig(aggregation=aggregation, max_len=T, **CONFIGS[config])
     batch = make_batch(log_ratio_scale=1e-3 if gspo else 0.3, float_mask=config == "ppo")
     loss_full, grads_full, metrics_full, counts = accumulate(settings, batch, [FULL])
     # 12 rows, 2 fully masked; tokens = 10+7+3+1+10+5+8+2+6+4 = 56
@@ -106,7 +106,7 @@ def test_gradient_invariant_to_microbatch_and_shard_split(config, aggregation):
 def test_local_normalisation_would_break_invariance(aggregation):
     # The control: normalising each micro-batch by its own counts changes the gradient, so the
     # test above can tell global from local normalisation.
-    settings = LossSettings(aggregation=aggregation, max_len=T, clip_high=0.28)
+    settings = LossConfig(aggregation=aggregation, max_len=T, clip_high=0.28)
     batch = make_batch(log_ratio_scale=0.3, float_mask=False)
     _, grads_full, _, _ = accumulate(settings, batch, [FULL])
     _, grads_local, _, _ = accumulate(settings, batch, [MICRO_8], global_counts=False)

@@ -4,10 +4,11 @@ import math
 
 import pytest
 import torch
+from pydantic import ValidationError
 
 from rlvr.algorithms import (
     METRIC_KEYS,
-    LossSettings,
+    LossConfig,
     aggregate,
     gspo_loss,
     kl_estimate,
@@ -47,14 +48,14 @@ def test_ppo_clip_higher_asymmetry():
     logp = leaf_logp([[1.5, 1.25, 0.7, 0.85, 1.5, 0.5]], old)
     adv = t64([[1, 1, -1, -1, -1, 1]])
     mask = torch.ones(1, 6, dtype=torch.bool)
-    out = ppo_clip_loss(logp, old, adv, mask, LossSettings(clip_low=0.2, clip_high=0.28))
+    out = ppo_clip_loss(logp, old, adv, mask, LossConfig(clip_low=0.2, clip_high=0.28))
     close(out.loss_BT, [[-1.28, -1.25, 0.8, 0.85, 1.5, -0.5]])
     out.loss_BT.sum().backward()
     close(logp.grad, [[0.0, -1.25, 0.0, 0.85, 1.5, -0.5]])
     assert out.clip_high_BT.tolist() == [[True, False, False, False, False, False]]
     assert out.clip_low_BT.tolist() == [[False, False, True, False, False, False]]
     # Symmetric .2 clips the r = 1.25, A = +1 token at 1.2.
-    sym = ppo_clip_loss(logp, old, adv, mask, LossSettings(clip_low=0.2, clip_high=0.2))
+    sym = ppo_clip_loss(logp, old, adv, mask, LossConfig(clip_low=0.2, clip_high=0.2))
     close(sym.loss_BT[0, 1], -1.2)
 
 
@@ -68,7 +69,7 @@ def test_ppo_dual_clip():
     logp = leaf_logp([[5.0, 2.0, 5.0, 4.0]], old)
     adv = t64([[-1, -1, 2, -0.5]])
     mask = torch.ones(1, 4, dtype=torch.bool)
-    out = ppo_clip_loss(logp, old, adv, mask, LossSettings(clip_high=0.28, dual_clip=3.0))
+    out = ppo_clip_loss(logp, old, adv, mask, LossConfig(clip_high=0.28, dual_clip=3.0))
     close(out.loss_BT, [[3.0, 2.0, -2.56, 1.5]])
     out.loss_BT.sum().backward()
     close(logp.grad, [[0.0, 2.0, 0.0, 0.0]])
@@ -87,7 +88,7 @@ def test_gspo_sequence_ratio_and_clip():
     old = torch.full((4, 3), -2.0, dtype=F64)
     logp = (old + log_r).requires_grad_(True)
     adv = t64([[1.0] * 3, [1.0] * 3, [-1.0] * 3, [-1.0] * 3])
-    out = gspo_loss(logp, old, adv, mask, LossSettings(policy_loss="gspo"))
+    out = gspo_loss(logp, old, adv, mask, LossConfig(policy_loss="gspo"))
     s0, s3 = math.exp(3e-4), math.exp(-1e-4)
     close(out.loss_BT, [[-s0, -s0, 0], [-1.0004] * 3, [0.9997, 0, 0], [s3, s3, 0]])
     out.loss_BT.sum().backward()
@@ -155,7 +156,7 @@ def test_microbatch_loss_all_terms_hand_values():
     ref = t64([[-1.0 + LN2, -2.0, -float("inf")]])
     rollout = t64([[-1.0 - math.log(3), -2.0, nan]])
     mask = t64([[1.0, 1.0, 0.0]])
-    settings = LossSettings(kl_coef=0.1, entropy_coef=0.01, tis_cap=2.0)
+    settings = LossConfig(kl_coef=0.1, entropy_coef=0.01, tis_cap=2.0)
     loss, m = microbatch_loss(
         settings, logp, old, adv, mask, num_tokens=2, num_seqs=1,
         entropy_BT=entropy, ref_logp_BT=ref, rollout_logp_BT=rollout,
@@ -185,7 +186,7 @@ def test_metrics_count_clipped_tokens_and_drift():
     old = torch.zeros(1, 6, dtype=F64)
     logp = leaf_logp([ratios], old)
     adv = t64([[1, 1, -1, -1, -1, 1]])
-    settings = LossSettings(clip_high=0.28)
+    settings = LossConfig(clip_high=0.28)
     _, m = microbatch_loss(settings, logp, old, adv, torch.ones(1, 6), num_tokens=6, num_seqs=1)
     close(m["clip_high_tokens"], 1.0)
     close(m["clip_low_tokens"], 1.0)
@@ -195,39 +196,56 @@ def test_metrics_count_clipped_tokens_and_drift():
 
 
 def test_settings_validation_and_unknown_names():
-    with pytest.raises(KeyError, match="'grpo'.*valid: gspo, ppo"):
-        LossSettings(policy_loss="grpo")
+    # The config is a pydantic model: a bad value raises ValidationError (a ValueError) naming
+    # the field and what it accepts.
+    with pytest.raises(ValidationError, match=r"policy_loss\s+Input should be 'ppo' or 'gspo'"):
+        LossConfig(policy_loss="grpo")
     with pytest.raises(
-        ValueError, match="valid: seq-mean-token-mean, seq-mean-token-sum-norm, token-mean"
+        ValidationError,
+        match=r"aggregation\s+Input should be 'token-mean', 'seq-mean-token-mean' or "
+        r"'seq-mean-token-sum-norm'",
     ):
-        LossSettings(aggregation="sum")
-    with pytest.raises(KeyError, match="valid: k1, k2, k3"):
-        LossSettings(kl_estimator="k4")
+        LossConfig(aggregation="sum")
+    with pytest.raises(ValidationError, match=r"kl_estimator\s+Input should be 'k1', 'k2' or 'k3'"):
+        LossConfig(kl_estimator="k4")
     with pytest.raises(KeyError, match="valid: k1, k2, k3"):
         kl_estimate("mse", t64([0.0]), t64([0.0]))
     with pytest.raises(KeyError, match="valid: seq-mean-token-mean"):
         aggregate("mean", t64([[1.0]]), t64([[1.0]]), num_tokens=1, num_seqs=1)
+    with pytest.raises(ValidationError, match="max_len"):
+        LossConfig(aggregation="seq-mean-token-sum-norm", max_len=0)
+    with pytest.raises(ValidationError, match="dual_clip"):
+        LossConfig(dual_clip=0.5)
+    with pytest.raises(ValidationError, match="dual_clip"):
+        LossConfig(policy_loss="gspo", dual_clip=3.0)
+    with pytest.raises(ValidationError, match="clip_low"):
+        LossConfig(clip_low=1.0)
+
+
+def test_sum_norm_without_max_len_fails_at_the_loss():
+    # max_len is filled in by the root config (rollout.max_new_tokens), so the section alone
+    # may leave it unset; the loss then refuses to run rather than divide by a guess.
+    settings = LossConfig(aggregation="seq-mean-token-sum-norm")
+    assert settings.max_len is None
+    x = torch.zeros(1, 2, dtype=F64)
+    mask = torch.ones(1, 2)
     with pytest.raises(ValueError, match="max_len"):
-        LossSettings(aggregation="seq-mean-token-sum-norm")
-    with pytest.raises(ValueError, match="dual_clip"):
-        LossSettings(dual_clip=0.5)
-    with pytest.raises(ValueError, match="dual_clip"):
-        LossSettings(policy_loss="gspo", dual_clip=3.0)
-    with pytest.raises(ValueError, match="clip_low"):
-        LossSettings(clip_low=1.0)
+        microbatch_loss(settings, x, x, x, mask, num_tokens=2, num_seqs=1)
+    with pytest.raises(ValueError, match="max_len"):
+        aggregate("seq-mean-token-sum-norm", x, mask, num_tokens=2, num_seqs=1)
 
 
 def test_microbatch_loss_requires_inputs_its_settings_use():
     x = torch.zeros(1, 2, dtype=F64)
     mask = torch.ones(1, 2)
     for settings, missing in [
-        (LossSettings(kl_coef=0.1), "ref_logp_BT"),
-        (LossSettings(entropy_coef=0.01), "entropy_BT"),
-        (LossSettings(tis_cap=2.0), "rollout_logp_BT"),
+        (LossConfig(kl_coef=0.1), "ref_logp_BT"),
+        (LossConfig(entropy_coef=0.01), "entropy_BT"),
+        (LossConfig(tis_cap=2.0), "rollout_logp_BT"),
     ]:
         with pytest.raises(ValueError, match=missing):
             microbatch_loss(settings, x, x, x, mask, num_tokens=2, num_seqs=1)
     with pytest.raises(ValueError, match="adv_BT has shape"):
-        microbatch_loss(LossSettings(), x, x, x[:, :1], mask, num_tokens=2, num_seqs=1)
+        microbatch_loss(LossConfig(), x, x, x[:, :1], mask, num_tokens=2, num_seqs=1)
     with pytest.raises(ValueError, match="num_tokens must be >= 0"):
-        microbatch_loss(LossSettings(), x, x, x, mask, num_tokens=-1, num_seqs=1)
+        microbatch_loss(LossConfig(), x, x, x, mask, num_tokens=-1, num_seqs=1)

@@ -4,8 +4,11 @@ before any actor starts, the colocated sleep/offload/wake/send order, and finger
 import pytest
 
 from rlvr.cluster.placement import PlacementError
+from rlvr.cluster.ray_cluster import check_fingerprints
 from rlvr.cluster.vllm_cluster import VLLMCluster
 from rlvr.config import load_config
+from rlvr.errors import PipelineError
+from rollout.vllm_engine import engine_kwargs
 
 BASE = ["rollout.engine=vllm", "learner.gpus_per_worker=1", "learner.zero_stage=2"]
 
@@ -72,11 +75,15 @@ def test_colocated_step_order_and_fingerprints():
         [4],
         answers,
     )
-    assert cluster.options(1).transfer_backend == "ipc" and cluster.options(1).enable_sleep_mode
-    assert cluster.options(1).seed == 0 and cluster.options(0).max_model_len == 1024 + 8
+    setup = cluster.setup()
+    assert setup.transfer_backend == "ipc" and setup.enable_sleep_mode
+    assert cluster.cfg.rollout.vllm.seed == 0 and setup.max_model_len == 1024 + 8
+    # engine i seeds with rollout.vllm.seed + i
+    assert engine_kwargs("/m", cluster.cfg.rollout.vllm, setup, engine_index=1)["seed"] == 1
     cluster.asleep = True  # as start() leaves it
-    out = cluster.sync_weights(workers, learners)
-    assert out["fingerprint"] == "fp" and out["checked_workers"] == 4
+    sent, received = cluster.sync_weights(workers, learners)
+    assert sent["fingerprint"] == "fp" and received == [["fp", "fp"], ["fp", "fp"]]
+    assert check_fingerprints(sent["fingerprint"], received) == 4  # every TP worker compared
     order = [(who[0], what) for who, what, _ in log]
     assert (
         order
@@ -102,13 +109,13 @@ def test_disaggregated_sync_checks_every_worker():
         [8],
         answers,
     )
-    assert (
-        cluster.options(0).transfer_backend == "nccl" and not cluster.options(0).enable_sleep_mode
-    )
+    assert cluster.setup().transfer_backend == "nccl" and not cluster.setup().enable_sleep_mode
+    sent, received = cluster.sync_weights(workers, learners)
     with pytest.raises(
-        RuntimeError, match=r"vLLM engine 1 worker\(s\) \[1\] fingerprint bad != learner fp"
+        PipelineError,
+        match=r"rollout worker 1 fingerprint bad != learner fp \(vLLM worker\(s\) \[1\] of 2\)",
     ):
-        cluster.sync_weights(workers, learners)
+        check_fingerprints(sent["fingerprint"], received)
     assert [what for _, what, _ in log] == [
         "send_weights",
         "send_weights",

@@ -20,6 +20,7 @@ from rewards_support import PLUGINS, REPO, install_example
 
 from rewards import VerifierPool, VerifyRequest
 from rewards.base import CORRECT, ERROR, INCORRECT
+from rewards.pool import PoolConfig
 
 TIMEOUT_S = 2.0  # below math-verify's own 3 s: `9^{9^{9^{9}}}` is killed by the pool
 HOSTILE = [
@@ -74,7 +75,8 @@ def pool(tmp_path_factory):
         for path in install_example(tmp_path_factory.mktemp("site")):
             mp.syspath_prepend(str(path))
         before = worker_pids()
-        with VerifierPool(num_workers=2, timeout_s=TIMEOUT_S, memory_mb=512, plugins=HOSTILE) as p:
+        config = PoolConfig(num_workers=2, timeout_s=TIMEOUT_S, memory_mb=512, plugins=HOSTILE)
+        with VerifierPool(config) as p:
             yield p
     assert worker_pids() == before
 
@@ -94,7 +96,7 @@ MIXED = [
 def test_batch_keeps_order_and_matches_the_serial_path(pool):
     expected = [CORRECT, INCORRECT, CORRECT, INCORRECT, CORRECT, INCORRECT, CORRECT, ERROR] * 3
     with VerifierPool(
-        num_workers=0, plugins=["hostile_verifiers:echo", "hostile_verifiers:raises"]
+        PoolConfig(num_workers=0, plugins=["hostile_verifiers:echo", "hostile_verifiers:raises"])
     ) as serial:
         serial_out = serial.verify_batch(MIXED)
     pool_out = pool.verify_batch(MIXED)
@@ -230,7 +232,7 @@ def test_spin_in_c_code_is_killed_and_nothing_leaks(pool):
     with pytest.MonkeyPatch.context() as mp:
         mp.syspath_prepend(str(PLUGINS))
         pool = VerifierPool(
-            num_workers=1, timeout_s=1.0, plugins=["hostile_verifiers:spin_forever"]
+            PoolConfig(num_workers=1, timeout_s=1.0, plugins=["hostile_verifiers:spin_forever"])
         )
     start = time.monotonic()
     [outcome] = pool.verify_batch([VerifyRequest("spin_forever", "", "")])
@@ -247,7 +249,7 @@ def test_spin_in_c_code_is_killed_and_nothing_leaks(pool):
 
 def test_garbage_collected_pool_kills_its_workers(pool):
     others = worker_pids()
-    local = VerifierPool(num_workers=1)
+    local = VerifierPool(PoolConfig(num_workers=1))
     assert len(worker_pids() - others) == 2  # fork server and worker
     del local
     gc.collect()
@@ -256,8 +258,8 @@ def test_garbage_collected_pool_kills_its_workers(pool):
 
 PARENT = textwrap.dedent("""
     import os, signal, sys
-    from rewards import VerifierPool
-    pool = VerifierPool(num_workers=1)
+    from rewards.pool import PoolConfig, VerifierPool
+    pool = VerifierPool(PoolConfig(num_workers=1))
     print(pool._server[0].proc.pid, pool._workers[0].pid, flush=True)
     if sys.argv[1] == "kill":
         os.kill(os.getpid(), signal.SIGKILL)  # no atexit, no finalizer: PDEATHSIG must act
@@ -294,12 +296,29 @@ def alive(pid: int) -> bool:
 def test_a_plugin_that_fails_to_import_fails_the_constructor(pool):
     others = worker_pids()
     with pytest.raises(ModuleNotFoundError):
-        VerifierPool(num_workers=1, plugins=["no_such_module_xyz:f"])
+        VerifierPool(PoolConfig(num_workers=1, plugins=["no_such_module_xyz:f"]))
     assert worker_pids() == others
 
 
 def test_memory_cap_too_small_to_start_is_reported(pool):
     others = worker_pids()
-    with pytest.raises(RuntimeError, match="failed to start"):
-        VerifierPool(num_workers=1, memory_mb=20)
+    # 64 MB, the smallest cap the config accepts, is below what a worker's interpreter already
+    # maps (about 100 MB), so the worker cannot start.
+    with pytest.raises(RuntimeError, match="failed to start.*memory_mb=64 leaves no room"):
+        VerifierPool(PoolConfig(num_workers=1, memory_mb=64))
     assert worker_pids() == others
+
+
+def test_config_refuses_bad_limits():
+    with pytest.raises(
+        ValueError, match=r"memory_mb\s+Input should be greater than or equal to 64"
+    ):
+        PoolConfig(memory_mb=20)
+    with pytest.raises(ValueError, match="timeout_s"):
+        PoolConfig(timeout_s=0)
+    with pytest.raises(ValueError, match="num_workers"):
+        PoolConfig(num_workers=-1)
+    assert PoolConfig(memory_mb=None).memory_mb is None  # no cap
+    assert PoolConfig().model_dump() == dict(
+        num_workers=0, timeout_s=10.0, memory_mb=2048, plugins=[]
+    )

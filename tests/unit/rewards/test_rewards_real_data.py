@@ -18,6 +18,7 @@ import pytest
 
 from rewards import VerifierPool, VerifyRequest
 from rewards.base import CORRECT, ERROR
+from rewards.pool import PoolConfig
 from rlvr.tasks.data import load_rows
 
 PLUGINS = Path(__file__).resolve().parents[2] / "plugins"
@@ -49,9 +50,10 @@ def next_different(rows: list[dict]) -> list[int]:
 def pool():
     with pytest.MonkeyPatch.context() as mp:
         mp.syspath_prepend(str(PLUGINS))
-        with VerifierPool(
+        config = PoolConfig(
             num_workers=2, timeout_s=120, plugins=["hostile_verifiers:math_without_shortcut"]
-        ) as p:
+        )
+        with VerifierPool(config) as p:
             yield p
 
 

@@ -147,7 +147,8 @@ import pkgutil, rewards
 for m in pkgutil.iter_modules(rewards.__path__):
     __import__("rewards." + m.name)
 from rewards import VerifierPool, VerifyRequest
-with VerifierPool(num_workers=0) as pool:
+from rewards.pool import PoolConfig
+with VerifierPool(PoolConfig(num_workers=0)) as pool:
     out = pool.verify_batch([VerifyRequest("math", "\\\\boxed{1/2}", "0.5", {}),
                              VerifyRequest("arith", "4", "4", {}),
                              VerifyRequest("countdown", "<answer>2*3</answer>", "6",

@@ -5,10 +5,11 @@ import math
 import pytest
 import torch
 
-from rollout.dars import DARSSchedule, dars_extra
-from rollout.schedules import SingleStage, make_schedule
+from rollout.dars import DARSConfig, DARSSchedule, dars_extra
+from rollout.schedules import ScheduleConfig, SingleStage, make_schedule
 
 NAN = float("nan")
+N_MAX = {"et": 32, "hw": 64}  # the caps DARSConfig defaults to
 
 
 def levels(n):
@@ -48,7 +49,7 @@ HW_16 = [48, 48, 48, 27, 16, 10, 6, 3] + [0] * 9
     "n,mode,expected", [(8, "et", ET_8), (8, "hw", HW_8), (16, "et", ET_16), (16, "hw", HW_16)]
 )
 def test_every_accuracy_level(n, mode, expected):
-    extra = dars_extra(levels(n), n, mode=mode)
+    extra = dars_extra(levels(n), n, mode=mode, n_max=N_MAX[mode], std_normalized=False)
     assert extra.dtype == torch.long
     assert extra.tolist() == expected
 
@@ -73,7 +74,8 @@ def test_every_accuracy_level(n, mode, expected):
     ],
 )
 def test_std_normalised_levels(n, mode, expected):
-    assert dars_extra(levels(n), n, mode=mode, std_normalized=True).tolist() == expected
+    extra = dars_extra(levels(n), n, mode=mode, n_max=N_MAX[mode], std_normalized=True)
+    assert extra.tolist() == expected
 
 
 def test_std_normalised_total_advantage_reaches_target():
@@ -94,21 +96,21 @@ def test_float32_accuracy_that_lands_above_an_exact_integer():
     # hw dN = 32/0.64 - 32 = 18.
     # In float32 a = 0.31999999..., so 32/(2a) - 32 = 18.0000011; a plain ceil would give 19.
     acc = torch.tensor([8.0]) / torch.tensor([25.0])
-    assert dars_extra(acc, 32, mode="hw").tolist() == [18]
+    assert dars_extra(acc, 32, mode="hw", n_max=64, std_normalized=False).tolist() == [18]
 
 
 def test_nan_accuracy_gets_nothing_and_caps_apply():
     acc = torch.tensor([NAN, 0.0, 0.25, 1.0])
-    assert dars_extra(acc, 8, mode="hw").tolist() == [0, 56, 8, 0]
+    assert dars_extra(acc, 8, mode="hw", n_max=64, std_normalized=False).tolist() == [0, 56, 8, 0]
     # n_max = 20 -> at most 12 more; n_max below N -> nothing (never negative)
-    assert dars_extra(acc, 8, mode="hw", n_max=20).tolist() == [0, 12, 8, 0]
-    assert dars_extra(acc, 8, mode="et", n_max=4).tolist() == [0, 0, 0, 0]
+    assert dars_extra(acc, 8, mode="hw", n_max=20, std_normalized=False).tolist() == [0, 12, 8, 0]
+    assert dars_extra(acc, 8, mode="et", n_max=4, std_normalized=False).tolist() == [0, 0, 0, 0]
     with pytest.raises(ValueError, match="valid: et, hw"):
-        dars_extra(acc, 8, mode="xx")
+        dars_extra(acc, 8, mode="xx", n_max=64, std_normalized=False)
 
 
 def test_schedule_metrics_and_after_expand():
-    sched = DARSSchedule("et")  # default n_max 32 -> cap 24 at N = 8
+    sched = DARSSchedule(DARSConfig(mode="et", std_normalized=False))  # n_max 32: cap 24 at N = 8
     acc1 = torch.tensor([0.0, 0.0, 0.125, 0.5, 1.0, NAN, 0.0, 0.75])
     extra = sched.extra(acc1, 8)
     assert extra.tolist() == [24, 24, 11, 0, 0, 0, 24, 0]
@@ -130,14 +132,29 @@ def test_schedule_metrics_and_after_expand():
     assert math.isnan(sched.metrics()["dars/rescued_frac"])
 
 
-def test_registry_from_name_and_config():
-    class Cfg:  # duck-typed `schedule` section
-        name, mode, n_max, std_normalized = "dars", "hw", 40, False
-
-    sched = make_schedule(Cfg())
+def test_registry_from_config_section():
+    cfg = ScheduleConfig(name="dars", mode="hw", n_max=40, std_normalized=False)
+    sched = make_schedule(cfg)
     assert isinstance(sched, DARSSchedule) and sched.n_max == 40
-    assert make_schedule("dars").n_max == 64 and make_schedule("dars", mode="et").n_max == 32
-    single = make_schedule("single")
+    # n_max unset: the mode's default cap
+    assert make_schedule(ScheduleConfig(name="dars", std_normalized=False)).n_max == 64
+    assert make_schedule(ScheduleConfig(name="dars", mode="et", std_normalized=False)).n_max == 32
+    assert {m: DARSConfig(mode=m).n_max for m in N_MAX} == N_MAX
+    single = make_schedule(ScheduleConfig())  # name defaults to single
     assert isinstance(single, SingleStage) and single.extra(torch.zeros(3), 8).tolist() == [0, 0, 0]
-    with pytest.raises(ValueError, match="valid: dars, single"):
-        make_schedule("nope")
+    assert isinstance(make_schedule(ScheduleConfig(name="single")), SingleStage)
+    with pytest.raises(ValueError, match=r"name\s+Input should be 'single' or 'dars'"):
+        ScheduleConfig(name="nope")
+    with pytest.raises(ValueError, match=r"mode\s+Input should be 'et' or 'hw'"):
+        DARSConfig(mode="xx")
+
+
+def test_schedule_needs_to_know_whether_advantages_are_std_normalised():
+    # std_normalized is left unset in the section for the root config to copy from
+    # algorithm.std_normalize; a schedule built without it refuses rather than guess.
+    with pytest.raises(ValueError, match="std_normalized is unset"):
+        DARSSchedule(DARSConfig(mode="hw"))
+    with pytest.raises(ValueError, match="std_normalized is unset"):
+        make_schedule(ScheduleConfig(name="dars"))
+    sched = DARSSchedule(DARSConfig(mode="hw", std_normalized=True))
+    assert sched.extra(levels(8), 8).tolist() == [23, 14, 6, 3, 0, 0, 0, 0, 0]

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from rollout.gates import DynamicSampling, zero_variance_admit
+from rollout.gates import DynamicSampling, GateConfig, zero_variance_admit
 
 NAN = float("nan")
 
@@ -23,7 +23,7 @@ def test_zero_variance_admit():
 
 
 def test_refill_until_target_then_truncate():
-    gate = DynamicSampling(target=5, max_gen_batches=4)
+    gate = DynamicSampling(GateConfig(refill=True, max_gen_batches=4), target=5)
     gate.begin()
     # round 1: 3 of 6 informative -> keep all 3, still 2 short
     assert gate.offer(t([1, 0, 1, 0, 0, 1])).tolist() == [True, False, True, False, False, True]
@@ -43,7 +43,7 @@ def test_refill_until_target_then_truncate():
 
 
 def test_refill_stops_at_max_gen_batches_and_reports_shortfall():
-    gate = DynamicSampling(target=4, max_gen_batches=3)
+    gate = DynamicSampling(GateConfig(refill=True, max_gen_batches=3), target=4)
     gate.begin()
     for _ in range(3):
         assert gate.more()
@@ -58,7 +58,7 @@ def test_refill_stops_at_max_gen_batches_and_reports_shortfall():
 
 
 def test_without_refill_one_round_keeps_every_informative_group():
-    gate = DynamicSampling(target=2, max_gen_batches=10, refill=False)
+    gate = DynamicSampling(GateConfig(refill=False, max_gen_batches=10), target=2)
     gate.begin()
     # more groups informative than the target: no truncation, the plain filter
     assert gate.offer(t([1, 1, 0, 1])).tolist() == [True, True, False, True]
@@ -66,11 +66,12 @@ def test_without_refill_one_round_keeps_every_informative_group():
     assert gate.metrics()["gate/short_groups"] == 0.0
 
 
-def test_from_config_and_argument_checks():
-    class Cfg:  # duck-typed `gate` section
-        refill, max_gen_batches = True, 6
-
-    gate = DynamicSampling.from_config(Cfg(), target=256)
+def test_config_section_and_argument_checks():
+    gate = DynamicSampling(GateConfig(refill=True, max_gen_batches=6), target=256)
     assert (gate.target, gate.max_gen_batches, gate.refill) == (256, 6, True)
+    # the section's defaults: the plain filter, at most 10 rounds once refill is on
+    assert GateConfig().model_dump() == {"refill": False, "max_gen_batches": 10}
     with pytest.raises(ValueError, match="target >= 1"):
-        DynamicSampling(target=0)
+        DynamicSampling(GateConfig(refill=True), target=0)
+    with pytest.raises(ValueError, match="max_gen_batches"):
+        GateConfig(refill=True, max_gen_batches=0)

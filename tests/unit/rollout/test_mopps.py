@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from rlvr.config import ConfigError, load_config
-from rollout.mopps import MoPPSSampler, average_ranks, load_prior, spearman
-from rollout.samplers import UniformSampler, make_sampler
+from rollout.mopps import MoPPSConfig, MoPPSSampler, average_ranks, load_prior, spearman
+from rollout.samplers import SamplerConfig, UniformSampler, make_sampler
 
 
 def peaked(means, mass=1e6):
@@ -20,10 +20,19 @@ def peaked(means, mass=1e6):
     return mass * m, mass * (1 - m)
 
 
+def mopps(num_prompts, seed, *, prior=None, **options):
+    """A MoPPS sampler with `options` as its config section and, if given, the posterior
+    (alpha_P, beta_P) set in place of the uniform Beta(1, 1) start (as a prior file would)."""
+    s = MoPPSSampler(num_prompts, seed, MoPPSConfig(**options))
+    if prior is not None:
+        s.alpha_P[:], s.beta_P[:] = prior
+    return s
+
+
 def test_update_without_decay():
     # decay 1: alpha += s, beta += k - s, only for observed prompts
     # prompt 0: 3 of 8 -> (1 + 3, 1 + 5) = (4, 6); prompt 2: 0 of 4 -> (1, 5)
-    s = MoPPSSampler(4, seed=0)
+    s = mopps(4, seed=0)
     s.observe([0, 2], [3.0, 0.0], [8, 4])
     np.testing.assert_array_equal(s.alpha_P, [4, 1, 1, 1])
     np.testing.assert_array_equal(s.beta_P, [6, 1, 5, 1])
@@ -31,7 +40,7 @@ def test_update_without_decay():
 
 
 def test_update_with_decay_errors_and_duplicates():
-    s = MoPPSSampler(3, seed=0, decay=0.5)
+    s = mopps(3, seed=0, decay=0.5)
     # prompt 0, 3 of 4:  alpha = .5*1 + .5 + 3 = 4,    beta = .5*1 + .5 + 1 = 2
     s.observe([0], [3.0], [4])
     np.testing.assert_array_equal([s.alpha_P[0], s.beta_P[0]], [4.0, 2.0])
@@ -49,7 +58,7 @@ def test_update_with_decay_errors_and_duplicates():
 
 
 def test_observe_rejects_bad_input():
-    s = MoPPSSampler(3, seed=0)
+    s = mopps(3, seed=0)
     with pytest.raises(ValueError, match="out of range"):
         s.observe([3], [0.0], [1])
     with pytest.raises(ValueError, match=r"\[0, counts\]"):
@@ -63,13 +72,13 @@ MEANS = [0.02, 0.5, 0.97, 0.45, 0.8, 0.6, 0.35, 0.15]
 
 def test_topk_picks_the_nearest_to_target_in_order():
     # Pool = all 8 prompts (ts_ratio * B >= 8). Distances to 0.5: p1 0, p3 .05, p5 .1, p6 .15, ...
-    s = MoPPSSampler(8, seed=1, ts_ratio=4, prior=peaked(MEANS))
+    s = mopps(8, seed=1, ts_ratio=4, prior=peaked(MEANS))
     assert s.next_batch(3) == [1, 3, 5]
     m = s.metrics()
     assert m["sampler/pool_size"] == 8.0
     assert m["sampler/selected_posterior_mean"] == pytest.approx((0.5 + 0.45 + 0.6) / 3, abs=1e-12)
     # another target: nearest to 0.9 are p2 (.07) and p4 (.1)
-    s = MoPPSSampler(8, seed=1, ts_ratio=4, target=0.9, prior=peaked(MEANS))
+    s = mopps(8, seed=1, ts_ratio=4, target=0.9, prior=peaked(MEANS))
     assert s.next_batch(2) == [2, 4]
 
 
@@ -77,19 +86,19 @@ def test_threshold_random_inside_then_topped_up_by_distance():
     # inside [0.3, 0.7]: p1 .5, p3 .45, p5 .6, p6 .35. Outside gaps: p0 .28, p2 .27, p4 .1, p7 .15
     chosen = set()
     for seed in range(20):
-        s = MoPPSSampler(8, seed=seed, ts_ratio=4, mode="threshold", prior=peaked(MEANS))
+        s = mopps(8, seed=seed, ts_ratio=4, mode="threshold", prior=peaked(MEANS))
         batch = s.next_batch(2)
         assert len(set(batch)) == 2 and set(batch) <= {1, 3, 5, 6}
         chosen |= set(batch)
     assert chosen == {1, 3, 5, 6}  # random among the inside ones, not a fixed pick
-    s = MoPPSSampler(8, seed=0, ts_ratio=4, mode="threshold", prior=peaked(MEANS))
+    s = mopps(8, seed=0, ts_ratio=4, mode="threshold", prior=peaked(MEANS))
     batch = s.next_batch(6)
     assert set(batch[:4]) == {1, 3, 5, 6} and batch[4:] == [4, 7]
 
 
 def test_selection_is_deterministic_under_a_seed_and_distinct():
     def run(seed):
-        s = MoPPSSampler(1000, seed=seed, ts_ratio=8)
+        s = mopps(1000, seed=seed, ts_ratio=8)
         out = []
         for _ in range(4):
             idx = s.next_batch(16)
@@ -103,12 +112,12 @@ def test_selection_is_deterministic_under_a_seed_and_distinct():
 
 
 def test_pool_is_ts_ratio_times_batch_and_ratio_one_is_uniform():
-    s = MoPPSSampler(1000, seed=0, ts_ratio=2.5)
+    s = mopps(1000, seed=0, ts_ratio=2.5)
     s.next_batch(10)
     assert s.metrics()["sampler/pool_size"] == 25.0
     # ts_ratio = 1: the pool is the batch, so no prompt is ever preferred: every prompt appears
     # over 100 draws of 10 from 20 (P(a given prompt never drawn) = 0.5^100)
-    s = MoPPSSampler(20, seed=0, ts_ratio=1.0, prior=peaked([0.01] * 10 + [0.5] * 10))
+    s = mopps(20, seed=0, ts_ratio=1.0, prior=peaked([0.01] * 10 + [0.5] * 10))
     seen = set()
     for _ in range(100):
         seen |= set(s.next_batch(10))
@@ -130,13 +139,13 @@ def drive(sampler, steps, rng):
 
 @pytest.mark.parametrize("mode", ["topk", "threshold"])
 def test_state_round_trip_through_torch_save(mode):
-    a = MoPPSSampler(500, seed=11, decay=0.7, mode=mode)
+    a = mopps(500, seed=11, decay=0.7, mode=mode)
     drive(a, 5, np.random.default_rng(0))
     buf = io.BytesIO()
     torch.save({"sampler": a.state_dict()}, buf)  # as the checkpoint does
     buf.seek(0)
     state = torch.load(buf, weights_only=True)["sampler"]
-    b = MoPPSSampler(500, seed=999, decay=0.7, mode=mode)
+    b = mopps(500, seed=999, decay=0.7, mode=mode)
     b.load_state_dict(state)
     np.testing.assert_array_equal(a.alpha_P, b.alpha_P)
     np.testing.assert_array_equal(a.beta_P, b.beta_P)
@@ -146,15 +155,15 @@ def test_state_round_trip_through_torch_save(mode):
 
 
 def test_load_state_checks_kind_and_size():
-    s = MoPPSSampler(10, seed=0)
+    s = mopps(10, seed=0)
     with pytest.raises(ValueError, match="not MoPPS state"):
         s.load_state_dict(UniformSampler(10, 0).state_dict())
     with pytest.raises(ValueError, match="covers 11 prompts, the data has 10"):
-        s.load_state_dict(MoPPSSampler(11, seed=0).state_dict())
+        s.load_state_dict(mopps(11, seed=0).state_dict())
 
 
 def test_rank_correlation_of_sampled_rates_and_outcomes():
-    s = MoPPSSampler(8, seed=0, ts_ratio=4, prior=peaked(MEANS))
+    s = mopps(8, seed=0, ts_ratio=4, prior=peaked(MEANS))
     idx = s.next_batch(4)  # [1, 3, 5, 6]: g ~ .5, .45, .6, .35
     assert idx == [1, 3, 5, 6]
     # observed rates in the same order as g -> +1; reversed -> -1
@@ -237,7 +246,9 @@ def test_config_builds_mopps_with_prior(tmp_path):
     )
     s = make_sampler(cfg.sampler, 3, seed=0, prompts=["w", "x", "y"])
     assert isinstance(s, MoPPSSampler)
-    assert (s.decay, s.ts_ratio, s.mode, s.low, s.high) == (0.5, 16.0, "threshold", 0.3, 0.7)
+    c = s.config
+    assert (c.decay, c.ts_ratio, c.mode, c.low, c.high) == (0.5, 16.0, "threshold", 0.3, 0.7)
+    assert (c.prior_file, c.prior_strength) == (str(path), 2.0)
     np.testing.assert_array_equal(s.alpha_P, [1.0, 21.0, 1.0])
     np.testing.assert_array_equal(s.beta_P, [1.0, 1.0, 1.0])
     assert isinstance(make_sampler(load_config(None).sampler, 3, seed=0), UniformSampler)
@@ -256,3 +267,13 @@ def test_config_builds_mopps_with_prior(tmp_path):
 def test_config_rejects(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config(None, ["sampler.name=mopps", override])
+
+
+def test_make_sampler_from_the_section():
+    s = make_sampler(SamplerConfig(name="mopps", decay=0.5, mode="threshold"), 5, seed=0)
+    assert isinstance(s, MoPPSSampler) and s.num_prompts == 5
+    assert (s.config.decay, s.config.mode) == (0.5, "threshold")
+    u = make_sampler(SamplerConfig(), 5, seed=0)  # name defaults to uniform
+    assert isinstance(u, UniformSampler) and sorted(u.next_batch(5)) == [0, 1, 2, 3, 4]
+    with pytest.raises(ValueError, match=r"name\s+Input should be 'uniform' or 'mopps'"):
+        SamplerConfig(name="nope")

@@ -1,5 +1,5 @@
 """Layering: rollout/ never imports rlvr (the top layer) or rewards (a sibling); the sampling
-plug-ins need nothing beyond numpy and torch (no ray, vllm, deepspeed or transformers)."""
+plug-ins need nothing beyond numpy, torch and pydantic (no ray, vllm, deepspeed or transformers)."""
 
 import ast
 import pathlib
@@ -35,11 +35,12 @@ ALLOWED = {
     "typing",
     "numpy",
     "torch",
+    "pydantic",  # their config sections
     "rollout",
 }
 
 
-def test_sampling_plugins_need_only_numpy_and_torch():
+def test_sampling_plugins_need_only_numpy_torch_and_pydantic():
     # read from the source (no subprocess): ray, vllm, deepspeed, transformers never appear
     used = {name: set(imported_packages(ROOT / "rollout" / f"{name}.py")) for name in PLUGINS}
     assert {name: pkgs - ALLOWED for name, pkgs in used.items() if pkgs - ALLOWED} == {}

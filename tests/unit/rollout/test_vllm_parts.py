@@ -8,7 +8,8 @@ import torch
 
 from rollout.types import SamplingSettings
 from rollout.vllm_engine import (
-    VLLMOptions,
+    EngineSetup,
+    VLLMConfig,
     completions_from_outputs,
     engine_kwargs,
     request_seed,
@@ -20,27 +21,37 @@ from rollout.vllm_worker_ext import RLVRWorkerExtension
 from rollout.weight_sync import fingerprint
 
 
+def setup(**changes):
+    """What the controller decides for an engine (VLLMCluster.setup), disaggregated by default."""
+    fields = dict(
+        dtype="bfloat16",
+        max_model_len=1032,
+        transfer_backend="nccl",
+        enable_sleep_mode=False,
+        trust_remote_code=False,
+    )
+    return EngineSetup(**{**fields, **changes})
+
+
 def test_engine_kwargs_follow_the_options():
     kw = engine_kwargs(
         "/m",
-        VLLMOptions(
-            tensor_parallel_size=2,
-            seed=5,
-            max_model_len=2048,
-            transfer_backend="ipc",
-            enable_sleep_mode=True,
-        ),
+        VLLMConfig(tensor_parallel_size=2, seed=5),
+        setup(max_model_len=2048, transfer_backend="ipc", enable_sleep_mode=True),
         engine_index=3,
     )
     assert kw["seed"] == 8 and kw["tensor_parallel_size"] == 2 and kw["max_model_len"] == 2048
     assert kw["logprobs_mode"] == "processed_logprobs" and kw["load_format"] == "dummy"
     assert kw["weight_transfer_config"] == {"backend": "ipc"} and kw["enable_sleep_mode"]
     assert kw["distributed_executor_backend"] == "mp"
-    plain = engine_kwargs("/m", VLLMOptions(transfer_backend=None))
-    assert "weight_transfer_config" not in plain and "max_model_len" not in plain
-    assert plain["distributed_executor_backend"] == "uni"
+    assert kw["dtype"] == "bfloat16" and kw["trust_remote_code"] is False
+    plain = engine_kwargs("/m", VLLMConfig(), setup(transfer_backend=None))
+    # max_model_len is always resolved by the controller (rollout.vllm.max_model_len or
+    # max_prompt_tokens + max_new_tokens), so the engine always gets it
+    assert "weight_transfer_config" not in plain and plain["max_model_len"] == 1032
+    assert plain["distributed_executor_backend"] == "uni" and plain["seed"] == 0
     with pytest.raises(ValueError, match="valid: nccl, ipc"):
-        engine_kwargs("/m", VLLMOptions(transfer_backend="gloo"))
+        engine_kwargs("/m", VLLMConfig(), setup(transfer_backend="gloo"))
 
 
 def test_sampling_kwargs_and_seed_spacing():

@@ -50,7 +50,9 @@ def test_round_trip_identical_weights_and_tokenizer(saved):
 def test_hf_engine_logprobs_match_a_fresh_forward(saved):
     path, _, tok = saved
     torch.manual_seed(0)
-    engine = HFEngine(str(path), batch_size=5)  # 3 prompts x 4 samples: chunks of 5, 5, 2
+    engine = HFEngine(
+        str(path), dtype="float32", batch_size=5, trust_remote_code=False
+    )  # 3 prompts x 4 samples: chunks of 5, 5, 2
     prompts = tok(["1+2=", "10+20=", "99+9="]).input_ids
     temp = 0.7
     comps = engine.generate(
