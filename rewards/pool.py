@@ -20,26 +20,21 @@ no isolation and no wall-clock limit (a verifier that hangs hangs the caller).
 
 from __future__ import annotations
 
-import os
 import pickle
-import signal
-import socket
-import subprocess
-import sys
 import time
 import weakref
 from collections import defaultdict, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import wait
 from typing import Any, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from rewards.base import CORRECT, ERROR, Outcome, call_verifier, describe
+from rewards.forkserver import STARTUP_TIMEOUT_S, ForkServer, WorkerHandle, describe_exit, shut_down
 from rewards.registry import _REGISTRY, get_verifier, load_plugin, verifier_names
 
-STARTUP_TIMEOUT_S = 120.0  # interpreter + SymPy import + warm-up, on a loaded 2-core machine
 # A worker holds its running request and one queued behind it, so it never waits for the
 # parent between calls (on a busy machine a wake-up can cost as much as a verification). Only
 # a message that fits in the pipe buffer is queued: sending it must not block the parent, which
@@ -89,122 +84,6 @@ def _percentile(sorted_values: list[float], q: float) -> float:
     """Nearest-rank percentile: the smallest value with at least q% of values at or below it."""
     rank = max(1, -(-len(sorted_values) * q // 100))
     return sorted_values[int(rank) - 1]
-
-
-class _ForkServer:
-    """Parent-side handle of the fork server: asks it for workers, collects their exit codes."""
-
-    def __init__(self, config: dict) -> None:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        env = dict(os.environ)
-        # The server sees the parent's import path (worktrees, test plug-ins, dist-infos).
-        env["PYTHONPATH"] = os.pathsep.join(p or os.getcwd() for p in sys.path)
-        try:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "rewards.worker", str(theirs.fileno()), str(os.getpid())],
-                pass_fds=(theirs.fileno(),),
-                stdin=subprocess.DEVNULL,
-                stdout=2,
-                env=env,
-            )
-        finally:
-            theirs.close()
-        self.sock = ours
-        self.exits: dict[int, int] = {}
-        self.sock.send(pickle.dumps(config))
-
-    def spawn(self) -> tuple[Connection, Connection] | None:
-        """Pipes to a new worker (it reports ready on its own), or None if the server is gone."""
-        req_r, req_w = os.pipe()
-        res_r, res_w = os.pipe()
-        try:
-            socket.send_fds(self.sock, [b"spawn"], [req_r, res_w])
-        except OSError:
-            for fd in (req_w, res_r):
-                os.close(fd)
-            return None
-        finally:
-            os.close(req_r)
-            os.close(res_w)
-        return Connection(req_w, readable=False), Connection(res_r, writable=False)
-
-    def read_reports(self) -> None:
-        """Take in the server's pending messages; raises if it failed to start."""
-        while True:
-            try:
-                message = self.sock.recv(4096, socket.MSG_DONTWAIT)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                message = b""
-            if not message:
-                return
-            kind, _, rest = message.decode(errors="replace").partition(" ")
-            if kind == "init_error":
-                raise RuntimeError(f"verifier fork server failed to start: {rest}")
-            pid, code = rest.split()
-            self.exits[int(pid)] = int(code)
-            if len(self.exits) > 1000:  # codes of killed workers are never asked for
-                del self.exits[next(iter(self.exits))]
-
-    def exit_code(self, pid: int, timeout_s: float = 2.0) -> int | None:
-        deadline = time.monotonic() + timeout_s
-        while pid not in self.exits and time.monotonic() < deadline and self.alive():
-            wait([self.sock], deadline - time.monotonic())
-            self.read_reports()
-        return self.exits.pop(pid, None)
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def kill(self) -> None:
-        self.sock.close()
-        if self.proc.poll() is None:
-            self.proc.kill()
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:  # stuck in the kernel; nothing more to do from here
-            pass
-
-
-class _Worker:
-    """Parent-side handle of one forked worker."""
-
-    def __init__(self, pipes: tuple[Connection, Connection]) -> None:
-        self.requests, self.results = pipes
-        self.pid: int | None = None  # learnt from its "ready" message
-        self.ready = False
-        self.started = time.monotonic()
-        self.jobs: deque[tuple[int, int]] = deque()  # (batch index, seq), oldest running
-        self.seq = 0
-        self.head_since = 0.0  # when the running (oldest) job started
-
-    def kill(self) -> None:
-        """Close the pipes and SIGKILL the process unless it is known to be gone (its pid may
-        already be reaped by the fork server, and reused)."""
-        self.requests.close()
-        self.results.close()
-        if self.pid is not None:
-            try:
-                os.kill(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self.pid = None
-
-
-def _shut_down(server: list[_ForkServer], workers: list[_Worker]) -> None:
-    for w in workers:
-        if w.pid is None and not w.results.closed and w.results.poll(0):
-            try:  # a "ready" not read yet names a pid to kill; others die with the server
-                message = w.results.recv()
-                w.pid = message[1] if message[0] == "ready" else None
-            except (EOFError, OSError):
-                pass
-        w.kill()
-    workers.clear()
-    for s in server:
-        s.kill()
-    server.clear()
 
 
 class _Batch:
@@ -273,27 +152,25 @@ class VerifierPool:
     """
 
     def __init__(self, config: PoolConfig) -> None:
-        num_workers, self.config = config.num_workers, config
-        self.num_workers, self.timeout_s, self.memory_mb = (
-            num_workers,
-            config.timeout_s,
-            config.memory_mb,
-        )
-        self._config = {"memory_mb": config.memory_mb, "plugins": list(config.plugins)}
+        self.config = config
+        self.num_workers = config.num_workers
+        self.timeout_s = config.timeout_s
+        self.memory_mb = config.memory_mb
+        self._server_config = {"memory_mb": config.memory_mb, "plugins": list(config.plugins)}
         for spec in config.plugins:
             load_plugin(spec)
         self._stats = _Stats()
         self._restarts = 0
         self._server_starts = 0  # in a row without a worker becoming ready: a crash loop guard
         self._closed = False
-        self._server: list[_ForkServer] = []  # lists, so the finalizer needs no ref to self
-        self._workers: list[_Worker] = []
+        self._server: list[ForkServer] = []  # lists, so the finalizer needs no ref to self
+        self._workers: list[WorkerHandle] = []
         # Runs on close(), on garbage collection and at interpreter exit.
-        self._finalizer = weakref.finalize(self, _shut_down, self._server, self._workers)
+        self._finalizer = weakref.finalize(self, shut_down, self._server, self._workers)
         try:
-            if num_workers:
+            if self.num_workers:
                 self._start_server()
-                self._workers.extend(self._new_worker() for _ in range(num_workers))
+                self._workers.extend(self._new_worker() for _ in range(self.num_workers))
                 self.wait_ready()
         except BaseException:
             self.close()
@@ -373,7 +250,7 @@ class VerifierPool:
             out.append(outcome)
         return out
 
-    def _feed(self, slot: int, w: _Worker, batch: _Batch) -> None:
+    def _feed(self, slot: int, w: WorkerHandle, batch: _Batch) -> None:
         """Send `w` requests until it holds PIPELINE_DEPTH of them."""
         while w.ready and len(w.jobs) < PIPELINE_DEPTH and batch.pending():
             index = batch.take(slot)
@@ -420,7 +297,7 @@ class VerifierPool:
             elif not w.ready and now >= w.started + STARTUP_TIMEOUT_S:
                 raise RuntimeError(f"verifier worker did not start within {STARTUP_TIMEOUT_S} s")
 
-    def _receive(self, slot: int, w: _Worker, batch: _Batch | None) -> None:
+    def _receive(self, slot: int, w: WorkerHandle, batch: _Batch | None) -> None:
         try:
             message = w.results.recv()
         except (EOFError, OSError):
@@ -429,9 +306,7 @@ class VerifierPool:
                 return
             code = self._server[0].exit_code(w.pid) if w.pid else None
             w.pid = None  # gone: never signal that pid again
-            self._fail(
-                slot, w, batch, Outcome.error(f"{_describe_exit(code)} (crashed)"), "crashes"
-            )
+            self._fail(slot, w, batch, Outcome.error(f"{describe_exit(code)} (crashed)"), "crashes")
             return
         if message[0] == "ready":
             w.ready, w.pid = True, message[1]
@@ -448,7 +323,7 @@ class VerifierPool:
                 self._fail(slot, w, batch, None, "")
 
     def _fail(
-        self, slot: int, w: _Worker, batch: _Batch | None, outcome: Outcome | None, kind: str
+        self, slot: int, w: WorkerHandle, batch: _Batch | None, outcome: Outcome | None, kind: str
     ) -> None:
         """Replace `w`. Its running job gets `outcome` (unless None); queued ones run elsewhere."""
         if w.jobs and outcome is not None:
@@ -457,7 +332,7 @@ class VerifierPool:
             batch.give_back(slot, w.jobs.pop()[0])
         self._replace(w)
 
-    def _lost_at_startup(self, w: _Worker) -> None:
+    def _lost_at_startup(self, w: WorkerHandle) -> None:
         """A worker's pipe closed before it was ready: the fork server failed or was killed."""
         server = self._server[0]
         server.read_reports()  # raises with the server's own error if it could not start
@@ -465,7 +340,7 @@ class VerifierPool:
             raise RuntimeError("verifier worker failed to start (see its stderr)")
         self._replace(w)  # the server was killed from outside: start a new one
 
-    def _replace(self, w: _Worker) -> None:
+    def _replace(self, w: WorkerHandle) -> None:
         w.kill()
         self._workers[self._workers.index(w)] = self._new_worker()
         self._restarts += 1
@@ -476,9 +351,9 @@ class VerifierPool:
             raise RuntimeError("the verifier fork server keeps dying; giving up")
         for old in self._server:
             old.kill()
-        self._server[:] = [_ForkServer(self._config)]
+        self._server[:] = [ForkServer(self._server_config)]
 
-    def _new_worker(self) -> _Worker:
+    def _new_worker(self) -> WorkerHandle:
         if not self._server[0].alive():  # killed from outside; its workers died with it
             self._start_server()
         pipes = self._server[0].spawn()
@@ -487,15 +362,4 @@ class VerifierPool:
             pipes = self._server[0].spawn()
             if pipes is None:
                 raise RuntimeError("cannot reach the verifier fork server")
-        return _Worker(pipes)
-
-
-def _describe_exit(code: int | None) -> str:
-    if code is None:
-        return "worker died"
-    if code < 0:
-        try:
-            return f"worker killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"worker killed by signal {-code}"
-    return f"worker exited with code {code}"
+        return WorkerHandle(pipes)
