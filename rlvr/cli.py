@@ -236,6 +236,7 @@ def report_eval(cfg, model_path: str) -> dict:
     from transformers import AutoTokenizer
 
     from rewards.pool import VerifierPool
+    from rlvr.seeds import Stream, derive_seed
     from rlvr.tasks.loading import load_task
     from rlvr.train.evaluation import evaluate
     from rlvr.train.run import encode
@@ -261,7 +262,7 @@ def report_eval(cfg, model_path: str) -> dict:
             ks=cfg.eval.k,
             temperature=cfg.eval.temperature,
             max_new_tokens=cfg.rollout.max_new_tokens,
-            seed=cfg.trainer.seed + 3,
+            seed=derive_seed(cfg.trainer.seed, Stream.EVAL),
         )
     print(f"held-out: {len(rows)} problems x {cfg.eval.n} samples at T={cfg.eval.temperature}")
     for key, value in metrics.items():

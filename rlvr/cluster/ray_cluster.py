@@ -7,6 +7,7 @@ what it waited for.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from typing import Optional
@@ -16,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from rlvr.errors import ConfigError, PipelineError
 from rlvr.learner.batch import TrainBatch, plan_update, shard_rows
 from rlvr.learner.spec import LearnerSpec
+from rlvr.seeds import Stream, derive_seed
 from rollout.types import Completions, SamplingSettings
 
 
@@ -206,13 +208,7 @@ class Cluster:
         refs = [
             w.generate.remote(
                 prompts[bounds[i] : bounds[i + 1]],
-                SamplingSettings(
-                    sampling.n,
-                    sampling.temperature,
-                    sampling.top_p,
-                    sampling.max_new_tokens,
-                    sampling.seed * 1000 + i,
-                ),
+                dataclasses.replace(sampling, seed=derive_seed(sampling.seed, Stream.WORKER, i)),
             )
             for i, w in enumerate(self.workers[:count])
         ]

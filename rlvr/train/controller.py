@@ -14,6 +14,7 @@ import torch
 
 from rlvr.algorithms import compute_advantages
 from rlvr.learner.batch import build_train_batch
+from rlvr.seeds import Stream, derive_seed
 from rlvr.train.checkpoint import find_resume, load_checkpoint, save_checkpoint
 from rlvr.train.metrics import PhaseTimer, RunLogger, summary_table, write_plots
 from rlvr.train.rollouts import Rollouts
@@ -85,7 +86,7 @@ def _loop(run: Run, cfg, log) -> dict:
             sums = []
             if keep_N.any():
                 train = build_train_batch(batch.prompts, comps, keep_N, adv_N.float(), run.pad_id)
-                sums = cluster.update(train, seed=tc.seed * 7919 + step)
+                sums = cluster.update(train, seed=derive_seed(tc.seed, Stream.UPDATE, step))
         with timer("sync"):
             sync = cluster.sync_weights() if sums else {"bytes": 0, "checked_workers": 0}
         times = timer.pop()
@@ -157,8 +158,7 @@ def expand(run: Run, rows, prompts, comps: Completions, scores: Scores, step: in
 
 def feed_sampler(sampler: PromptSampler, idx: list[int], stats: GroupStats) -> None:
     """Every group's outcome goes to the sampler, whether it enters the update or not."""
-    counts_P = stats.verified_P.float()
-    sampler.observe(idx, (stats.acc_P.nan_to_num(0) * counts_P).tolist(), stats.verified_P.tolist())
+    sampler.observe(idx, stats.correct_P.tolist(), stats.verified_P.tolist())
 
 
 def admissible(stats: GroupStats, drop_zero_variance: bool) -> torch.Tensor:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Optional
 from pydantic import BaseModel, ConfigDict, Field
 
 from rlvr.errors import ConfigError
+from rlvr.seeds import Stream, derive_seed
 from rlvr.tasks.loading import load_task, prompt_texts
 from rlvr.tasks.warm_start import resolve_model_path
 from rlvr.train.checkpoint import list_checkpoints
@@ -36,7 +37,7 @@ class TrainerConfig(BaseModel):
 
     steps: int = Field(100, ge=1, description="RL steps")
     prompts_per_step: int = Field(64, ge=1, description="B: prompts selected per step")
-    seed: int = Field(0)
+    seed: int = Field(0, ge=0, description="every random stream derives from it (rlvr.seeds)")
     output_dir: str = Field("runs", description="parent of run directories")
     name: str = Field("", description="run directory name (default: recipe name + time)")
     checkpoint_every: int = Field(
@@ -113,7 +114,7 @@ class Run:
         sampler = make_sampler(
             cfg.sampler,
             len(train_rows),
-            cfg.trainer.seed,
+            derive_seed(cfg.trainer.seed, Stream.PROMPTS),
             prompts=[r["prompt"] for r in train_rows],
         )
         gate = DynamicSampling(cfg.gate, cfg.trainer.prompts_per_step)
@@ -136,9 +137,7 @@ class Run:
     def sampling(self, n: int, step: int, round_: int, stage: int) -> SamplingSettings:
         """Sampling settings with a seed unique to (run seed, step, refill round, stage)."""
         rc = self.cfg.rollout
-        seed = (
-            (self.cfg.trainer.seed * 100_003 + step) * self.cfg.gate.max_gen_batches + round_
-        ) * 2 + stage
+        seed = derive_seed(self.cfg.trainer.seed, Stream.ROLLOUT, step, round_, stage)
         return SamplingSettings(
             n=n,
             temperature=rc.temperature,
@@ -160,7 +159,7 @@ class Run:
             ks=ec.k,
             temperature=ec.temperature,
             max_new_tokens=self.cfg.rollout.max_new_tokens,
-            seed=self.cfg.trainer.seed + 3,
+            seed=derive_seed(self.cfg.trainer.seed, Stream.EVAL),
         )
         metrics["time/eval"] = time.perf_counter() - began
         logger.log(step, metrics, kind="eval")
