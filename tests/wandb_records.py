@@ -57,4 +57,12 @@ def offline_run(path: Path) -> dict:
 
 
 def _items(updates) -> dict:
-    return {u.key or "/".join(u.nested_key): json.loads(u.value_json) for u in updates}
+    """Config entries by key; the run record wraps each value as {"value": ...}, config
+    records do not: both come out plain."""
+    out = {}
+    for u in updates:
+        value = json.loads(u.value_json)
+        if isinstance(value, dict) and set(value) and set(value) <= {"value", "desc"}:
+            value = value.get("value")
+        out[u.key or "/".join(u.nested_key)] = value
+    return out

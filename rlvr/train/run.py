@@ -194,21 +194,11 @@ class Run:
         seed = derive_seed(self.cfg.trainer.seed, Stream.SAMPLES, step)
         picked = random_picks(lc.samples_per_step, len(batch.comps), seed)
         rows = [self.train_rows[i] for i in batch.idx]
-        logger.log_samples(
-            step,
-            "train",
-            sample_rows(
-                step,
-                "train",
-                rows,
-                batch.prompts,
-                batch.comps,
-                batch.scores,
-                picked,
-                self.tokenizer,
-                lc.sample_chars,
-            ),  # fmt: skip
-        )
+        samples = sample_rows(
+            step, "train", rows, batch.prompts, batch.comps, batch.scores, picked,
+            self.tokenizer, lc.sample_chars,
+        )  # fmt: skip
+        logger.log_samples(step, "train", samples)
 
     def eval_due(self, step: int) -> bool:
         every = self.cfg.eval.every

@@ -21,6 +21,7 @@ from rlvr.cluster import placement
 from rlvr.config import Config, ConfigError, load_config
 from rlvr.learner.spec import LearnerConfig, LearnerSpec
 from rlvr.train.scoring import RewardSpec
+from rlvr.train.tracking import LogConfig, SampleWriter, WandbConfig, WandbTracker
 from rollout import dars, gates, mopps, samplers, schedules, vllm_engine
 from rollout.hf_engine import HFEngine
 from rollout.worker import RolloutConfig, RolloutWorker
@@ -100,6 +101,8 @@ PLUGINS = [
     (RolloutWorker, RolloutConfig),
     (HFEngine, RolloutConfig),
     (compute_advantages, AdvantageConfig),
+    (WandbTracker, WandbConfig),
+    (SampleWriter, LogConfig),
 ]
 
 
