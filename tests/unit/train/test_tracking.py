@@ -121,9 +121,7 @@ def test_wandb_offline_holds_scalars_table_and_config_and_resumes_the_same_run(
     assert {s: steps[s]["reward/mean"] for s in (1, 2, 3)} == {1: 0.25, 2: 0.5, 3: 0.75}
     assert steps[1]["eval/pass@1"] == 0.75 and steps[3]["reward/math/mean"] == 0.875
     assert steps[1]["samples/eval_best/_type"] == "table-file"
-    assert first["config"]["trainer"] == {"steps": 3} or first["config"]["trainer"] == {
-        "steps": 3
-    }
+    assert first["config"]["trainer"] == {"steps": 3} or first["config"]["trainer"] == {"steps": 3}
     table = next(runs[0].parent.glob("files/media/table/samples/eval_best_1_*.table.json"))
     data = json.loads(table.read_text())
     assert data["columns"][:4] == ["step", "kind", "prompt", "completion"]
