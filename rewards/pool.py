@@ -29,8 +29,9 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 from typing import Any, Optional
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from rewards import code_verifier
 from rewards.base import CORRECT, ERROR, Outcome, call_verifier, describe
 from rewards.forkserver import STARTUP_TIMEOUT_S, ForkServer, WorkerHandle, describe_exit, shut_down
 from rewards.registry import _REGISTRY, get_verifier, load_plugin, verifier_names
@@ -138,6 +139,18 @@ class PoolConfig(BaseModel):
         default_factory=list,
         description="extra verifiers as module:function or name=module:function",
     )
+    code: code_verifier.CodeConfig = Field(default_factory=code_verifier.CodeConfig)
+
+    @model_validator(mode="after")
+    def _code_fits(self) -> PoolConfig:
+        # The sandbox is forked from a worker whose address space is capped at memory_mb; an
+        # unprivileged process cannot raise that cap for its children.
+        if self.memory_mb is not None and self.code.memory_mb > self.memory_mb:
+            raise ValueError(
+                f"verifier.code.memory_mb={self.code.memory_mb} exceeds verifier.memory_mb="
+                f"{self.memory_mb} (code runs are started from a worker capped at that)"
+            )
+        return self
 
 
 class VerifierPool:
@@ -156,7 +169,11 @@ class VerifierPool:
         self.num_workers = config.num_workers
         self.timeout_s = config.timeout_s
         self.memory_mb = config.memory_mb
-        self._server_config = {"memory_mb": config.memory_mb, "plugins": list(config.plugins)}
+        self._server_config = {
+            "memory_mb": config.memory_mb,
+            "plugins": list(config.plugins),
+            "code": config.code.model_dump(),  # the `code` verifier's settings, for every worker
+        }
         for spec in config.plugins:
             load_plugin(spec)
         self._stats = _Stats()
@@ -228,7 +245,10 @@ class VerifierPool:
         self.require({r.verifier for r in requests})
 
     def require(self, names) -> None:
-        """Raise KeyError (listing the valid names) unless every verifier name is provided."""
+        """Raise KeyError (listing the valid names) unless every verifier name is provided;
+        ValueError if `code` is among them and `timeout_s` would cut its runs short."""
+        if "code" in names and self.num_workers:
+            code_verifier.check_pool_timeout(self.timeout_s, self.config.code)
         wanted = set(names) - set(_REGISTRY)
         if wanted:
             known = set(verifier_names())
@@ -237,6 +257,7 @@ class VerifierPool:
                 raise KeyError(f"unknown verifier(s) {unknown}; valid: {', '.join(sorted(known))}")
 
     def _verify_serial(self, requests: Sequence[VerifyRequest]) -> list[Outcome]:
+        code_verifier.configure(self.config.code)  # this pool's settings, not another's
         out = []
         for r in requests:
             start = time.perf_counter()

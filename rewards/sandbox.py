@@ -1,0 +1,581 @@
+"""Running one model-written program and its tests in a sandbox: `run(job, limits)`.
+
+Processes (the verifier's worker W; S, I and H are forks of it, H execs a fresh interpreter):
+
+    W  worker: forks S, reads S's report, waits at most start + run + CLEANUP_S
+    S  supervisor: own session; a child subreaper; unshares the namespaces; keeps the deadlines;
+       kills the whole sandbox when H finishes, overruns, or W dies (W holds a lifeline pipe)
+    I  init, pid 1 of the new pid namespace (namespaces only): its death kills every process
+       in the namespace, and it dies with S (PDEATHSIG)
+    H  the harness (rewards/code_harness.py, run by `python -I -S -B`), which runs the program:
+       new process group, rlimits, its own uid when we are root, seccomp, clean environment
+
+Isolation (`probe()` says which applies here):
+- "namespaces": new user (when not root), mount, network, pid, ipc and uts namespaces. Every
+  mount is read-only except a fresh size-limited tmpfs on /tmp holding the working directory;
+  /proc is an empty read-only tmpfs; the network is a loopback that is down. Nothing written
+  survives the run; no process survives I.
+- "process group": the kernel refused the namespaces (or `namespaces=False`). The program runs
+  in its own process group in a fresh temporary directory under S, a child subreaper that kills
+  the group and every orphan it adopts. The file system, /proc and other processes of the same
+  user are as reachable as for any process of that user (docs/verifiers.md says what that
+  means); as root the program still gets its own unprivileged uid.
+- In both: seccomp (socket(2) and the other calls in rewards/linux.py fail with EPERM, so no
+  network either way), RLIMIT_AS/CPU/NPROC/FSIZE/NOFILE/CORE, a clean environment, and a
+  wall clock that kills everything.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import math
+import os
+import resource
+import secrets
+import select
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rewards import linux
+from rewards.code_harness import BOOTSTRAP
+
+CLEANUP_S = 1.0  # W's allowance beyond S's deadlines, for S to kill, reap and report
+HARNESS_TEXT = Path(__file__).with_name("code_harness.py").read_text()
+SANDBOX_UID_BASE = 1_500_000_000  # as root, each run gets uid BASE + (S's pid % 1e6)
+_WORK = "/tmp/work"
+_SYSTEM_PYTHONS = ("/usr/bin/python3", "/usr/local/bin/python3")
+_MAX_RECORD_BYTES = 4 << 20
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per program. Timeouts in seconds; sizes in MB."""
+
+    timeout_s: float
+    start_timeout_s: float
+    memory_mb: int
+    max_processes: int
+    file_mb: int
+    max_open_files: int
+    namespaces: bool = True
+    python: str = ""  # "" = this interpreter if the sandbox's user can run it, else python3
+
+
+@dataclass
+class Result:
+    """What happened. `status`: "finished" (the harness exited by itself), "timeout" (the
+    program overran timeout_s), "no_start" (the harness did not start within start_timeout_s:
+    an error of the sandbox, not of the program), "setup_error", "supervisor_died"."""
+
+    status: str
+    started: bool = False
+    exit_code: int | None = None
+    records: list[list[str]] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
+    log: str = ""
+    detail: str = ""
+    seconds: float = 0.0
+    isolation: str = ""
+
+
+@dataclass(frozen=True)
+class Isolation:
+    namespaces: bool
+    detail: str
+    seccomp: bool
+    own_uid: bool
+    python: str  # the interpreter the sandbox's user can run ("" if none)
+
+    def describe(self) -> str:
+        parts = [
+            "namespaces (user, mount, net, pid, ipc, uts)" if self.namespaces else "process group",
+            "seccomp" if self.seccomp else "no seccomp",
+            "own uid" if self.own_uid else "same uid",
+        ]
+        return ", ".join(parts) + f" ({self.detail}); python {self.python or 'not found'}"
+
+
+_PROBED: dict[tuple[bool, str], Isolation] = {}
+
+
+def probe(namespaces: bool = True, python: str = "") -> Isolation:
+    """Which isolation this process's sandboxes get, and which interpreter; tried once per
+    process in throwaway children (the same unshare and mounts a run does)."""
+    key = (namespaces, python)
+    if key not in _PROBED:
+        detail = _try_namespaces() if namespaces else "namespaces disabled by configuration"
+        ok = namespaces and detail.startswith("ok")
+        candidates = [python] if python else [sys.executable, *_SYSTEM_PYTHONS]
+        _PROBED[key] = Isolation(
+            namespaces=ok,
+            detail=detail.removeprefix("ok").strip(),
+            seccomp=linux.seccomp_supported(),
+            own_uid=os.geteuid() == 0,
+            python=next((p for p in candidates if p and _runs_python(p)), ""),
+        )
+    return _PROBED[key]
+
+
+def _runs_python(path: str) -> bool:
+    """Whether the sandbox's user can start `path` as Python (as root it has its own uid, and
+    an interpreter under /root, e.g. pyenv's, is out of its reach)."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.closerange(3, 65536)
+            if os.geteuid() == 0:
+                os.setgroups([])
+                os.setresgid(SANDBOX_UID_BASE, SANDBOX_UID_BASE, SANDBOX_UID_BASE)
+                os.setresuid(SANDBOX_UID_BASE, SANDBOX_UID_BASE, SANDBOX_UID_BASE)
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)
+            os.execv(path, [path, "-I", "-S", "-c", "import json, ast"])
+        finally:
+            os._exit(127)
+    return os.waitpid(pid, 0)[1] == 0
+
+
+def _try_namespaces() -> str:
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        try:
+            message = "ok " + _enter_namespaces(file_mb=1)
+        except BaseException as e:
+            message = f"unavailable: {e}"
+        os.write(w, message.encode()[:4000])
+        os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        message = f.read().decode()
+    os.waitpid(pid, 0)
+    return message or "unavailable: probe died"
+
+
+def _enter_namespaces(file_mb: int) -> str:
+    """In S: new namespaces, everything read-only, a tmpfs on /tmp with the work directory."""
+    flags = linux.CLONE_NEWNS | linux.CLONE_NEWNET | linux.CLONE_NEWPID
+    flags |= linux.CLONE_NEWIPC | linux.CLONE_NEWUTS
+    root = os.geteuid() == 0
+    uid, gid = os.geteuid(), os.getegid()
+    linux.unshare(flags if root else flags | linux.CLONE_NEWUSER)
+    if not root:
+        linux.map_own_ids(uid, gid)
+    linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
+    done, failed = linux.remount_all_readonly()
+    size = f"size={max(1, file_mb) * 2}m,nr_inodes=4096,mode=0755"
+    linux.mount("tmpfs", "/tmp", "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, size)
+    os.mkdir(_WORK, 0o700)
+    return f"{done} mounts read-only" + (f", {failed} could not be" if failed else "")
+
+
+def run(job: dict, limits: Limits, expected: list[str] | None = None) -> Result:
+    """Run `job` (see rewards/code_harness.py; the nonce is added here) in a sandbox. For stdio
+    jobs, `expected` are the outputs: S compares them and `outputs` holds "ok" or why not per
+    case; they never enter the sandbox. Called in the verifier's worker (W)."""
+    isolation = probe(limits.namespaces, limits.python)
+    if not isolation.python:
+        return Result("setup_error", detail="no Python interpreter the sandbox's user can run")
+    status_r, status_w = os.pipe()
+    life_r, life_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # S
+        code = 0
+        try:
+            os.close(status_r)
+            os.close(life_w)
+            result = _supervise(job, limits, expected, isolation, life_r, status_w)
+            _send(status_w, "result", result.__dict__)
+        except BaseException as e:
+            _send(status_w, "result", Result("setup_error", detail=f"supervisor: {e!r}").__dict__)
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(status_w)
+    os.close(life_r)
+    try:
+        return _await(pid, status_r, limits)
+    finally:
+        os.close(life_w)  # S, if still there, takes this as "kill everything and go"
+        os.close(status_r)
+
+
+def _send(fd: int, kind: str, payload) -> None:
+    try:
+        os.write(fd, (json.dumps([kind, payload]) + "\n").encode())
+    except OSError:
+        pass
+
+
+def _await(pid: int, status_r: int, limits: Limits) -> Result:
+    """W's side: S's messages until it exits; if S overruns its own deadlines, kill it."""
+    deadline = time.monotonic() + limits.start_timeout_s + limits.timeout_s + CLEANUP_S
+    buffer, harness_pid, started, result = b"", None, False, None
+    while True:
+        left = deadline - time.monotonic()
+        ready, _, _ = select.select([status_r], [], [], max(0.0, left))
+        chunk = os.read(status_r, 1 << 16) if ready else None
+        if chunk:
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                kind, payload = json.loads(line)
+                if kind == "harness":
+                    harness_pid = payload
+                elif kind == "started":
+                    started = True
+                elif kind == "result":
+                    result = Result(**payload)
+            continue
+        if chunk is None:  # S overran: the sandbox is stuck beyond what S could clean up
+            os.kill(pid, signal.SIGKILL)
+        break
+    os.waitpid(pid, 0)
+    if result is not None:
+        return result
+    if harness_pid:  # S was killed (by the program, outside namespaces): its group is ours now
+        _kill_group(harness_pid)
+    status = "supervisor_died" if started else "setup_error"
+    return Result(status, started=started, detail="the sandbox supervisor died")
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _supervise(job, limits, expected, isolation, life_r, status_w) -> Result:
+    """S: set up, start H, enforce the deadlines, clean up. Returns what happened."""
+    os.setsid()  # out of W's process group: a group kill aimed at W must not skip our cleanup
+    linux.prctl(linux.PR_SET_CHILD_SUBREAPER, 1)
+    nonce = secrets.token_hex(16)
+    workdir = None
+    if isolation.namespaces:
+        _enter_namespaces(limits.file_mb)
+        cwd = _WORK
+    else:
+        workdir = tempfile.mkdtemp(prefix="rlvr-code-")
+        cwd = workdir
+    uid = SANDBOX_UID_BASE + os.getpid() % 1_000_000 if isolation.own_uid else None
+    if uid is not None:
+        os.chown(cwd, uid, uid)
+    log_fd = os.open(os.path.join(cwd, ".log"), os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+    if uid is not None:
+        os.fchown(log_fd, uid, uid)
+    job_r, job_w = os.pipe()
+    rec_r, rec_w = os.pipe()
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)  # closed by H's exec: a message means setup failed
+    if uid is not None:
+        nproc_base = 0  # a uid of its own: the program's tasks are all it counts
+    elif isolation.namespaces:
+        nproc_base = 2  # the user namespace's count also holds S and I
+    else:
+        nproc_base = _tasks_of(os.getuid())  # RLIMIT_NPROC counts every task of this uid
+    child = os.fork()
+    if child == 0:
+        _child(isolation, limits, uid, cwd, (job_r, rec_w, log_fd, err_w), nproc_base)
+    for fd in (job_r, rec_w, err_w):
+        os.close(fd)
+    _send(status_w, "harness", child)
+    fds = (job_w, rec_r, err_r, life_r)
+    try:
+        result = _watch(child, dict(job, nonce=nonce), nonce, limits, fds, status_w)
+        result.log = _tail(log_fd)
+        if expected is not None and result.status == "finished":
+            result.outputs = [
+                _judge(cwd, i, want, result.records, limits.file_mb)
+                for i, want in enumerate(expected)
+            ]
+    finally:
+        _kill_all(child, isolation.namespaces)
+        if workdir:
+            shutil.rmtree(workdir, onerror=_force_remove)
+    result.isolation = isolation.describe()
+    return result
+
+
+def _child(isolation: Isolation, limits: Limits, uid, cwd: str, fds, nproc_base: int) -> None:
+    """The fork of S: in namespaces I (pid 1) forking H, else H itself. Never returns."""
+    try:
+        # Above the fds H will use; close-on-exec, so a message on it means H never started.
+        err_w = fcntl.fcntl(fds[3], fcntl.F_DUPFD_CLOEXEC, 10)
+        fds = (*fds[:3], err_w)
+        linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
+        if isolation.namespaces:
+            ro = linux.MS_RDONLY | linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC
+            linux.mount("tmpfs", "/proc", "tmpfs", ro, "size=4k")
+            harness = os.fork()
+            if harness:
+                _init(harness)
+            linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
+        _exec_harness(limits, uid, cwd, fds, nproc_base, isolation.python)
+    except BaseException as e:
+        try:
+            os.write(err_w, f"{type(e).__name__}: {e}".encode()[:1000])
+        except BaseException:
+            pass
+    finally:
+        os._exit(127)
+
+
+def _init(harness: int) -> None:
+    """Pid 1 of the sandbox: reap orphans until the harness exits, then exit with its status
+    (128 + N for signal N). The kernel then kills whatever is left in the namespace."""
+    os.closerange(3, 65536)
+    while True:
+        pid, status = os.waitpid(-1, 0)
+        if pid == harness:
+            code = os.waitstatus_to_exitcode(status)
+            os._exit(code if code >= 0 else 128 - code)
+
+
+def _exec_harness(limits: Limits, uid, cwd: str, fds, nproc_base: int, python: str) -> None:
+    job_r, rec_w, log_fd, err_w = fds
+    os.setpgid(0, 0)  # one group: S kills it as a unit
+    null = os.open(os.devnull, os.O_RDONLY)
+    for fd, target in ((null, 0), (log_fd, 1), (log_fd, 2), (job_r, 3), (rec_w, 4)):
+        os.dup2(fd, target)
+    os.closerange(5, err_w)
+    os.closerange(err_w + 1, 65536)
+    os.chdir(cwd)
+    if uid is not None:
+        os.setgroups([])
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)
+        linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)  # a uid change clears it
+    _set_limits(limits, nproc_base)
+    if linux.seccomp_supported():
+        linux.install_seccomp()
+    argv = [python, "-I", "-S", "-B", "-c", BOOTSTRAP, HARNESS_TEXT]
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": cwd, "TMPDIR": cwd, "LANG": "C.UTF-8"}
+    os.execve(python, argv, env)
+
+
+def _set_limits(limits: Limits, already: int) -> None:
+    def cap(which: int, value: int, hard: int | None = None) -> None:
+        _, current = resource.getrlimit(which)
+        top = value if hard is None else hard
+        if current != resource.RLIM_INFINITY and os.geteuid() != 0:
+            value, top = min(value, current), min(top, current)
+        resource.setrlimit(which, (value, top))
+
+    mb = 1 << 20
+    cpu = math.ceil(limits.timeout_s) + 1
+    cap(resource.RLIMIT_AS, limits.memory_mb * mb)
+    cap(resource.RLIMIT_CPU, cpu, cpu + 1)
+    cap(resource.RLIMIT_FSIZE, limits.file_mb * mb)
+    cap(resource.RLIMIT_NOFILE, limits.max_open_files)
+    cap(resource.RLIMIT_CORE, 0)
+    cap(resource.RLIMIT_NPROC, limits.max_processes + already)
+
+
+def _tasks_of(uid: int) -> int:
+    """Processes and threads owned by `uid` (what RLIMIT_NPROC counts)."""
+    count = 0
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                if entry.stat().st_uid == uid:
+                    count += len(os.listdir(f"/proc/{entry.name}/task"))
+            except OSError:
+                pass
+    return count
+
+
+def _watch(child: int, job: dict, nonce: str, limits: Limits, fds, status_w: int) -> Result:
+    """S: feed the job, collect the nonce's records, keep the deadlines."""
+    job_w, rec_r, err_r, life_r = fds
+    payload, sent = json.dumps(job).encode(), 0
+    os.set_blocking(job_w, False)
+    os.set_blocking(rec_r, False)
+    pidfd = os.pidfd_open(child) if hasattr(os, "pidfd_open") else None
+    start = time.monotonic()
+    deadline, started_at = start + limits.start_timeout_s, None
+    reader = _Records(nonce)
+    readable = [rec_r, err_r, life_r] + ([pidfd] if pidfd is not None else [])
+    try:
+        while True:
+            writable = [job_w] if job_w is not None else []
+            wait = max(0.0, deadline - time.monotonic())
+            r, w, _ = select.select(readable, writable, [], wait if pidfd else min(wait, 0.01))
+            if w:
+                try:
+                    sent += os.write(job_w, payload[sent : sent + (1 << 16)])
+                except BrokenPipeError:
+                    sent = len(payload)
+                if sent >= len(payload):
+                    os.close(job_w)
+                    job_w = None
+            if rec_r in r and not reader.feed(os.read(rec_r, 1 << 16)):
+                readable.remove(rec_r)
+            if reader.started and started_at is None:
+                started_at = time.monotonic()
+                deadline = started_at + limits.timeout_s
+                _send(status_w, "started", True)
+            if err_r in r:
+                message = os.read(err_r, 1000).decode(errors="replace")
+                if message:
+                    return Result("setup_error", detail=message)
+                readable.remove(err_r)
+            if life_r in r:
+                return Result("abandoned", started=reader.started)
+            code = _exit_code(child)
+            if code is not None:
+                _drain(rec_r, reader)
+                status = "finished" if reader.started else "setup_error"
+                break
+            if time.monotonic() >= deadline:
+                status = "timeout" if reader.started else "no_start"
+                code = None
+                break
+    finally:
+        for fd in (job_w, pidfd):
+            if fd is not None:
+                os.close(fd)
+    seconds = time.monotonic() - (started_at or start)
+    return Result(status, reader.started, code, reader.records, seconds=seconds)
+
+
+class _Records:
+    """Lines of the harness that start with the nonce; anything else is ignored."""
+
+    def __init__(self, nonce: str) -> None:
+        self.prefix = nonce + " "
+        self.buffer = b""
+        self.size = 0
+        self.records: list[list[str]] = []
+        self.started = False
+
+    def feed(self, data: bytes) -> bool:
+        """Take `data`; False at end of file."""
+        if not data:
+            return False
+        self.size += len(data)
+        if self.size > _MAX_RECORD_BYTES:  # a program flooding fd 4: keep reading, keep nothing
+            return True
+        self.buffer += data
+        *lines, self.buffer = self.buffer.split(b"\n")
+        for raw in lines:
+            line = raw.decode("utf-8", "replace")
+            if line.startswith(self.prefix):
+                fields = line[len(self.prefix) :].split(" ", 3)
+                self.started |= fields[0] == "start"
+                self.records.append(fields)
+        return True
+
+
+def _drain(fd: int, reader: _Records) -> None:
+    """What the harness wrote before it exited (not waiting for EOF: a surviving process of
+    the program may hold the pipe open)."""
+    while True:
+        try:
+            if not reader.feed(os.read(fd, 1 << 16)):
+                return
+        except BlockingIOError:
+            return
+
+
+def _exit_code(child: int) -> int | None:
+    """The child's exit code (negative: killed by that signal) if it has exited; it stays a
+    zombie, so its pid (and process group id) cannot be reused until _kill_all reaps it."""
+    info = os.waitid(os.P_PID, child, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    if info is None or info.si_pid == 0:
+        return None
+    if info.si_code == os.CLD_EXITED:
+        return info.si_status
+    return -info.si_status
+
+
+def _kill_all(child: int, namespaces: bool) -> None:
+    """Kill and reap everything the program started. In namespaces, killing I ends the pid
+    namespace. Otherwise kill H's process group, then, as the subreaper every orphan of the
+    program was handed to, every child we have, until none is left."""
+    if namespaces:
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)
+        return
+    _kill_group(child)
+    deadline = time.monotonic() + 2 * CLEANUP_S
+    while time.monotonic() < deadline:
+        for pid in _children():
+            _kill_group(pid)
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            return
+
+
+def _children() -> list[int]:
+    me = os.getpid()
+    try:
+        with open(f"/proc/{me}/task/{me}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:
+        pass
+    kids = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                with open(f"/proc/{entry.name}/stat") as f:
+                    if int(f.read().rpartition(")")[2].split()[1]) == me:
+                        kids.append(int(entry.name))
+            except (OSError, ValueError, IndexError):
+                pass
+    return kids
+
+
+def _tail(fd: int, size: int = 2000) -> str:
+    end = os.fstat(fd).st_size
+    data = os.pread(fd, size, max(0, end - size))
+    return data.decode("utf-8", "replace")
+
+
+def _judge(cwd: str, index: int, want: str, records: list[list[str]], file_mb: int) -> str:
+    """'ok', or why stdio case `index` failed."""
+    status = next((r[2] for r in records if r[0] == "case" and r[1] == str(index)), None)
+    if status is None:
+        return "not run"
+    if status != "0":
+        return f"exit status {status}"
+    try:
+        with open(os.path.join(cwd, f"out{index}.txt"), "rb") as f:
+            got = f.read(file_mb << 20).decode("utf-8", "replace")
+    except OSError:
+        return "no output file"
+    return "ok" if _lines(got) == _lines(want) else "wrong output"
+
+
+def _lines(text: str) -> list[str]:
+    """Output as judges compare it: trailing spaces of each line and trailing blank lines
+    do not matter."""
+    lines = [line.rstrip() for line in text.replace("\r\n", "\n").split("\n")]
+    while lines and not lines[-1]:
+        lines.pop()
+    return lines
+
+
+def _force_remove(function, path, excinfo) -> None:
+    """rmtree's error handler: the program may have made directories unwritable."""
+    try:
+        os.chmod(os.path.dirname(path), 0o700)
+        os.chmod(path, 0o700)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, onerror=_force_remove)
+        else:
+            os.unlink(path)
+    except OSError:
+        pass
