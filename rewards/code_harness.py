@@ -61,10 +61,11 @@ _BLOCKED_EVENTS = frozenset(
 _BLOCKED_ATTRIBUTES = frozenset({"tb_frame", "gi_frame", "cr_frame", "ag_frame", "f_code"})
 
 
-class SandboxDenied(RuntimeError, ValueError):
-    """Raised by the audit hook. A ValueError too, so the stdlib's own `sys._getframe` users
-    (namedtuple, typing, warnings, enum) fall back as they do on interpreters without frames;
-    a RuntimeError, so `sys.addaudithook` drops the program's hook silently."""
+class SandboxDenied(PermissionError, RuntimeError, ValueError):
+    """Raised by the audit hook. A PermissionError, as a refused open() would be; a ValueError,
+    so the stdlib's own `sys._getframe` users (namedtuple, typing, warnings, enum) fall back as
+    on interpreters without frames; a RuntimeError, so `sys.addaudithook` drops the program's
+    hook silently."""
 
 
 def _audit(event, args):

@@ -119,6 +119,7 @@ _DENIED = {
     ),
 }  # fmt: skip
 _CLONE = {"x86_64": 56, "aarch64": 220}
+_KILL = {"x86_64": 62, "aarch64": 129}
 _CLONE3 = 435
 _X32_BIT = 0x40000000
 
@@ -142,8 +143,12 @@ def _filter(arch: str) -> list[tuple[int, int, int, int]]:
         prog.append((_RET, 0, 0, deny_errno))
     # clone3 takes its flags in memory, out of the filter's sight: ENOSYS makes libc use clone.
     prog += [(_JEQ, 0, 1, _CLONE3), (_RET, 0, 0, 0x00050000 | _ENOSYS)]
-    # clone with any CLONE_NEW* flag (its flags are the low word of the first argument).
+    # clone with any CLONE_NEW* flag, and kill(-1, ...), which signals every process the
+    # caller may signal (outside namespaces: all of the user's). Both test the low word of the
+    # first argument.
     prog += [(_JEQ, 0, 3, _CLONE[arch]), (_LD_W_ABS, 0, 0, 16), (_JSET, 0, 1, _CLONE_NEW_ANY)]
+    prog += [(_RET, 0, 0, deny_errno), (_LD_W_ABS, 0, 0, 0)]
+    prog += [(_JEQ, 0, 3, _KILL[arch]), (_LD_W_ABS, 0, 0, 16), (_JEQ, 0, 1, 0xFFFFFFFF)]
     prog += [(_RET, 0, 0, deny_errno), (_LD_W_ABS, 0, 0, 0)]
     for i, nr in enumerate(denied):
         prog.append((_JEQ, len(denied) - i, 0, nr))  # to the deny return after the allow

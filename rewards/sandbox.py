@@ -289,7 +289,8 @@ def _supervise(job, limits, expected, isolation, life_r, status_w) -> Result:
     _send(status_w, "harness", child)
     fds = (job_w, rec_r, err_r, life_r)
     try:
-        result = _watch(child, dict(job, nonce=nonce), nonce, limits, fds, status_w)
+        job = dict(job, nonce=nonce)
+        result = _watch(child, job, nonce, limits, fds, status_w, isolation.namespaces)
         result.log = _tail(log_fd)
         if expected is not None and result.status == "finished":
             result.outputs = [
@@ -354,6 +355,7 @@ def _exec_harness(limits: Limits, uid, cwd: str, fds, nproc_base: int, python: s
         os.setresuid(uid, uid, uid)
         linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)  # a uid change clears it
     _set_limits(limits, nproc_base)
+    os.nice(10)  # a program that spins many processes must not starve S of the CPU it needs
     if linux.seccomp_supported():
         linux.install_seccomp()
     argv = [python, "-I", "-S", "-B", "-c", BOOTSTRAP, HARNESS_TEXT]
@@ -392,7 +394,9 @@ def _tasks_of(uid: int) -> int:
     return count
 
 
-def _watch(child: int, job: dict, nonce: str, limits: Limits, fds, status_w: int) -> Result:
+def _watch(
+    child: int, job: dict, nonce: str, limits: Limits, fds, status_w: int, namespaces: bool
+) -> Result:
     """S: feed the job, collect the nonce's records, keep the deadlines."""
     job_w, rec_r, err_r, life_r = fds
     payload, sent = json.dumps(job).encode(), 0
@@ -430,6 +434,8 @@ def _watch(child: int, job: dict, nonce: str, limits: Limits, fds, status_w: int
             if life_r in r:
                 return Result("abandoned", started=reader.started)
             code = _exit_code(child)
+            if code is not None and code > 128 and namespaces:
+                code = 128 - code  # I reports the harness's signal N as 128 + N
             if code is not None:
                 _drain(rec_r, reader)
                 status = "finished" if reader.started else "setup_error"

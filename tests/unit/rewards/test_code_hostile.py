@@ -1,0 +1,121 @@
+"""The code verifier against hostile programs (tests/unit/rewards/code_hostile_cases.py),
+through a VerifierPool, at every isolation level this machine offers.
+
+Each case: the expected outcome (never an error: what a program does is its own doing), back
+within the program timeout + 1 s beyond a trivial program's time, no process of the sandbox
+left, and the pool still serving. After the suite: no file the programs wrote outside their
+temporary directories (in namespaces: none at all; in a bare process group the ones
+docs/verifiers.md says can be written, which the test removes), nothing connected to the
+test's listening socket, no pool timeout or worker restart.
+"""
+
+import os
+import secrets
+import socket
+import time
+from pathlib import Path
+
+import pytest
+from code_hostile_cases import ADD, ROW, cases
+
+from rewards import VerifierPool, VerifyRequest, sandbox
+from rewards.code_verifier import CodeConfig
+from rewards.pool import PoolConfig
+
+CODE = dict(timeout_s=1.0, start_timeout_s=5.0, memory_mb=512, file_mb=8, max_processes=32)
+SCRATCH = ("/tmp", "/var/tmp", "/dev/shm")
+
+
+def sandbox_processes(pool: VerifierPool) -> list[str]:
+    """Processes of the sandbox still alive: a harness or its descendants (cmdline, or a uid
+    of the sandbox range), or a fork of this pool's processes that is not one of them."""
+    ours = {pool._server[0].proc.pid} | {w.pid for w in pool._workers}
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            uid = entry.stat().st_uid
+        except OSError:
+            continue
+        args = cmdline.split(b"\0")
+        pool_fork = b"rewards.worker" in args and args[-2:-1] == [str(os.getpid()).encode()]
+        if state == "Z":
+            continue
+        if (
+            b"__harness__" in cmdline
+            or 0 <= uid - sandbox.SANDBOX_UID_BASE < 1_000_000
+            or (pool_fork and int(entry.name) not in ours)
+        ):
+            found.append(f"{entry.name}: {cmdline[:80]!r}")
+    return found
+
+
+def escaped_files(token: str, escape_dir: Path) -> list[Path]:
+    dirs = [Path(d) for d in SCRATCH if Path(d).is_dir()] + [escape_dir, Path.cwd()]
+    return [p for d in dirs for p in d.iterdir() if token in p.name]
+
+
+@pytest.mark.parametrize("namespaces", [True, False], ids=["namespaces", "process-group"])
+def test_hostile_programs_through_the_pool(namespaces, tmp_path, monkeypatch):
+    token = "rlvr-hostile-" + secrets.token_hex(4)
+    secret = "s3cret-" + secrets.token_hex(8)
+    monkeypatch.setenv("RLVR_TEST_SECRET", secret)  # the pool's processes inherit it
+    escape_dir = tmp_path / "outside"
+    escape_dir.mkdir()
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    listener.setblocking(False)
+    code = CodeConfig(namespaces=namespaces, **CODE)
+    iso = sandbox.probe(namespaces)
+    # Either way the network must be shut: seccomp refuses sockets, a namespace has no route.
+    assert iso.seccomp or iso.namespaces, iso.describe()
+    if namespaces and not iso.namespaces:
+        print(f"namespaces unavailable here, testing the fallback: {iso.describe()}")
+    config = PoolConfig(num_workers=2, timeout_s=code.pool_timeout_needed(), code=code)
+    all_cases = cases(str(escape_dir), listener.getsockname()[1], secret)
+    assert len(all_cases) >= 25
+    with VerifierPool(config) as pool:
+
+        def verify(completion, row):
+            start = time.monotonic()
+            [outcome] = pool.verify_batch([VerifyRequest("code", completion, "", row)])
+            return outcome, time.monotonic() - start
+
+        fence = f"```python\n{ADD}```"
+        baseline = max(verify(fence, ROW)[1] for _ in range(3))  # start-up, clean-up, IPC
+        failures = []
+        for case in all_cases:
+            outcome, seconds = verify(case.completion(token), case.row)
+            want = case.expected(iso)
+            problems = []
+            if outcome.status != want or case.reason not in outcome.reason:
+                problems.append(f"got {outcome.status} ({outcome.reason!r}), want {want}")
+            if seconds > code.timeout_s + 1.0 + baseline:
+                problems.append(f"took {seconds:.2f} s")
+            if case.loops and "time limit" not in outcome.reason:
+                problems.append("not stopped by the sandbox's clock")
+            left = sandbox_processes(pool)
+            if left:
+                problems.append(f"left {left}")
+            if problems:
+                failures.append(f"{case.name}: {'; '.join(problems)}")
+            print(f"{case.name:<55} {outcome.status:<9} {seconds:5.2f} s  {outcome.reason[:60]}")
+        assert failures == [], "\n".join(failures)
+        assert verify(fence, ROW)[0].status == "correct"  # still serving
+        metrics = pool.metrics()
+        assert metrics["verifier/code/timeouts"] == 0  # every overrun was the sandbox's to stop
+        assert metrics["verifier/pool/restarts"] == 0
+        assert sandbox_processes(pool) == []
+    with pytest.raises(BlockingIOError):
+        listener.accept()  # nobody connected
+    escaped = escaped_files(token, escape_dir)
+    if iso.namespaces:
+        assert escaped == []
+    else:  # a bare process group with a uid of its own reaches the world-writable directories
+        assert {p.parent.as_posix() for p in escaped} <= set(SCRATCH)
+        for path in escaped:
+            path.unlink()
