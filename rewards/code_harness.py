@@ -103,7 +103,7 @@ def _foreign_type(cls):
             for attr in vars(base).values():
                 fn = getattr(attr, "__func__", attr)
                 code = getattr(fn, "__code__", None)
-                if code is not None and code.co_filename in (SOLUTION_FILE, "<string>"):
+                if code is not None and code.co_filename == SOLUTION_FILE:
                     known = True
         _FOREIGN_TYPES[cls] = known
     return known

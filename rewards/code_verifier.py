@@ -185,15 +185,15 @@ def verify_code(completion: str, gold: str, row: Mapping[str, Any]) -> Outcome:
 
 def judge(result: sandbox.Result, total: int, config: CodeConfig) -> Outcome:
     """The outcome of a sandbox run with `total` tests."""
+    kinds = {r[0]: r for r in result.records}
+    if "bad_tests" in kinds:
+        return Outcome.error(f"code row: tests do not compile: {_field(kinds['bad_tests'], 1)}")
     if result.status in ("setup_error", "no_start", "abandoned"):
         what = {
             "no_start": f"harness did not start within {config.start_timeout_s:g} s",
             "abandoned": "abandoned",
         }.get(result.status, result.detail or "setup failed")
         return Outcome.error(f"sandbox: {what}")
-    kinds = {r[0]: r for r in result.records}
-    if "bad_tests" in kinds:
-        return Outcome.error(f"code row: tests do not compile: {_field(kinds['bad_tests'], 1)}")
     if result.outputs:
         passed = sum(v == "ok" for v in result.outputs)
         first = next((v for v in result.outputs if v != "ok"), "")

@@ -242,13 +242,17 @@ class VerifierPool:
         return batch.results  # type: ignore[return-value]  (every slot is filled by now)
 
     def _check_names(self, requests: Sequence[VerifyRequest]) -> None:
-        self.require({r.verifier for r in requests})
+        self._require_names({r.verifier for r in requests})
 
     def require(self, names) -> None:
-        """Raise KeyError (listing the valid names) unless every verifier name is provided;
-        ValueError if `code` is among them and `timeout_s` would cut its runs short."""
+        """Before a run: raise KeyError (listing the valid names) unless every verifier name is
+        provided, and ValueError if `code` is among them and `timeout_s` would cut its runs
+        short (the pool's clock would turn a slow program into an error)."""
+        self._require_names(names)
         if "code" in names and self.num_workers:
             code_verifier.check_pool_timeout(self.timeout_s, self.config.code)
+
+    def _require_names(self, names) -> None:
         wanted = set(names) - set(_REGISTRY)
         if wanted:
             known = set(verifier_names())

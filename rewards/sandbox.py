@@ -264,7 +264,7 @@ def _supervise(job, limits, expected, isolation, life_r, status_w) -> Result:
         _enter_namespaces(limits.file_mb)
         cwd = _WORK
     else:
-        workdir = tempfile.mkdtemp(prefix="rlvr-code-")
+        workdir = tempfile.mkdtemp(prefix="rlvr-code-", dir=_scratch_root())
         cwd = workdir
     uid = SANDBOX_UID_BASE + os.getpid() % 1_000_000 if isolation.own_uid else None
     if uid is not None:
@@ -572,6 +572,20 @@ def _lines(text: str) -> list[str]:
     while lines and not lines[-1]:
         lines.pop()
     return lines
+
+
+def _scratch_root() -> str | None:
+    """Parent of the process-group level's work directories: ours and mode 0711, so a program
+    with a uid of its own cannot write beside its directory through `../`. None (the system's
+    temporary directory) if someone else holds the name."""
+    root = os.path.join(tempfile.gettempdir(), f"rlvr-sandbox-{os.geteuid()}")
+    try:
+        os.mkdir(root, 0o711)
+    except FileExistsError:
+        pass
+    info = os.lstat(root)
+    mine = info.st_uid == os.geteuid() and os.path.isdir(root) and not os.path.islink(root)
+    return root if mine and info.st_mode & 0o777 == 0o711 else None
 
 
 def _force_remove(function, path, excinfo) -> None:

@@ -6,7 +6,7 @@ string) and `verifier` (a name from rewards.registry), plus the source's other c
 
 Sources:
 - a short name of a shipped evaluation set (EVAL_SETS: math500, minerva, gsm8k, olympiadbench,
-  aime24, amc23), whose column conventions are known;
+  aime24, amc23, and humaneval for the `code` verifier), whose column conventions are known;
 - a local .jsonl / .json / .parquet file;
 - a Hugging Face hub dataset "owner/name", "owner/name:split" or "owner/name:config:split"
   (needs a network; offline it fails with a one-line DataSourceError).
@@ -21,12 +21,13 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rewards.extract import last_boxed
+from rlvr.tasks.code_data import humaneval_row
 
 EVAL_DATA_DIR = Path(__file__).with_name("eval_data")
 BOXED_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
@@ -46,6 +47,7 @@ class EvalSet:
     answer_key: str | None
     solution_key: str | None = "solution"
     verifier: str = "math"
+    adapter: Callable[[dict], dict] | None = None  # record -> row fields, before the rest
 
 
 EVAL_SETS: dict[str, EvalSet] = {
@@ -55,6 +57,7 @@ EVAL_SETS: dict[str, EvalSet] = {
     "olympiadbench": EvalSet("olympiadbench.jsonl", "question", "final_answer", None),
     "aime24": EvalSet("aime24.jsonl", "problem", "answer"),
     "amc23": EvalSet("amc23.jsonl", "problem", "answer", None),
+    "humaneval": EvalSet("humaneval.jsonl", "prompt", "answer", None, "code", humaneval_row),
 }
 
 _DOLLAR = re.compile(r"(?<!\\)\$")  # math delimiters; \$ (a currency sign) stays
@@ -95,8 +98,12 @@ def load_rows(
                 f"{source}: row {i} has no prompt column {prompt_key!r}; "
                 f"columns: {', '.join(sorted(record))}"
             )
-        row = dict(record)
-        gold = _gold(row, answer_key, solution_key)
+        row = spec.adapter(record) if spec.adapter else dict(record)
+        row_verifier = str(row.get(verifier_key) or default_verifier)
+        if row_verifier == "code":  # a reference program, kept verbatim; optional: tests decide
+            gold = str(row.get(answer_key) or "") if answer_key else ""
+        else:
+            gold = _gold(row, answer_key, solution_key)
         if gold is None:
             raise DataSourceError(
                 f"{source}: row {i} has no gold answer in {answer_key!r} or a "
@@ -105,7 +112,7 @@ def load_rows(
             )
         row["prompt"] = str(record[prompt_key])
         row["answer"] = gold
-        row["verifier"] = str(record.get(verifier_key) or default_verifier)
+        row["verifier"] = row_verifier
         row["dataset"] = name
         rows.append(row)
     return rows

@@ -28,15 +28,16 @@ SCRATCH = ("/tmp", "/var/tmp", "/dev/shm")
 
 def sandbox_processes(pool: VerifierPool) -> list[str]:
     """Processes of the sandbox still alive: a harness or its descendants (cmdline, or a uid
-    of the sandbox range), or a fork of this pool's processes that is not one of them."""
-    ours = {pool._server[0].proc.pid} | {w.pid for w in pool._workers}
+    of the sandbox range), or a fork of this pool's processes other than its fork server and
+    the server's children (the workers, started or starting)."""
+    server = pool._server[0].proc.pid
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             cmdline = (entry / "cmdline").read_bytes()
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            state, ppid = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:2]
             uid = entry.stat().st_uid
         except OSError:
             continue
@@ -47,7 +48,7 @@ def sandbox_processes(pool: VerifierPool) -> list[str]:
         if (
             b"__harness__" in cmdline
             or 0 <= uid - sandbox.SANDBOX_UID_BASE < 1_000_000
-            or (pool_fork and int(entry.name) not in ours)
+            or (pool_fork and server not in (int(entry.name), int(ppid)))
         ):
             found.append(f"{entry.name}: {cmdline[:80]!r}")
     return found
