@@ -51,7 +51,8 @@ def test_outcomes_and_partial_credit():
 
 def test_entry_point_prefix_and_setup():
     row = {
-        "code_prefix": "import math\n\ndef helper(x):\n    return x * 2\n\ndef double(x):\n    '''stub'''\n",
+        "code_prefix": "import math\n\ndef helper(x):\n    return x * 2\n\n"
+        "def double(x):\n    '''stub'''\n",
         "entry_point": "double",
         "test_setup": "FACTOR = 2",
         "tests": ["assert candidate(3) == 6", "assert candidate(0) == 0 * FACTOR"],
