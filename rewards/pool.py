@@ -147,7 +147,7 @@ class PoolConfig(BaseModel):
         # unprivileged process cannot raise that cap for its children.
         if self.memory_mb is not None and self.code.memory_mb > self.memory_mb:
             raise ValueError(
-                f"verifier.code.memory_mb={self.code.memory_mb} exceeds verifier.memory_mb="
+                f"code.memory_mb={self.code.memory_mb} exceeds memory_mb="
                 f"{self.memory_mb} (code runs are started from a worker capped at that)"
             )
         return self

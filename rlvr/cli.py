@@ -252,6 +252,10 @@ def report_eval(cfg, model_path: str) -> dict:
         trust_remote_code=cfg.model.trust_remote_code,
     )
     with VerifierPool(cfg.verifier) as pool:
+        try:  # rows naming a verifier nobody provides, or code under too short a pool clock
+            pool.require({row["verifier"] for row in rows})
+        except (KeyError, ValueError) as exc:
+            raise ConfigError(f"data: {exc.args[0]}") from None
         metrics = evaluate(
             engine.generate,
             pool,

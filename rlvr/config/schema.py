@@ -177,8 +177,31 @@ class Config(BaseModel):
                 f"{rc.max_new_tokens}"
             )
 
+    def _validate_code(self) -> None:
+        """The `code` verifier forks sandboxes: from pool workers only (a training driver holds
+        threads: torch, Ray), under a pool clock longer than a program's own."""
+        data = self.data
+        from rlvr.tasks.data import EVAL_SETS
+
+        sources = [data.train, *data.eval]
+        shipped = {EVAL_SETS[s].verifier for s in sources if s in EVAL_SETS}
+        if data.task != "dataset" or "code" not in {data.verifier, *shipped}:
+            return
+        if self.verifier.num_workers == 0:
+            raise ConfigError(
+                "verifier.num_workers=0: the code verifier must run in pool workers "
+                "(set verifier.num_workers >= 1)"
+            )
+        from rewards.code_verifier import check_pool_timeout
+
+        try:
+            check_pool_timeout(self.verifier.timeout_s, self.verifier.code)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+
     def _validate_data(self) -> None:
         data = self.data
+        self._validate_code()
         if data.task == "dataset":
             if not data.train:
                 raise ConfigError("data.train is empty: data.task=dataset needs a training source")

@@ -96,7 +96,7 @@ class Run:
         pool = VerifierPool(cfg.verifier)
         try:  # a row naming a verifier nobody provides is a config error, found before Ray starts
             pool.require({row["verifier"] for row in train_rows + eval_rows})
-        except KeyError as exc:
+        except (KeyError, ValueError) as exc:
             pool.close()
             raise ConfigError(f"data: {exc.args[0]} (add it with verifier.plugins)") from None
         init_ray(cfg, log)
