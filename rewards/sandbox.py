@@ -243,7 +243,9 @@ def _await(pid: int, status_r: int, limits: Limits) -> Result:
         return result
     if harness_pid:  # S was killed (by the program, outside namespaces): its group is ours now
         _kill_group(harness_pid)
-    status = "supervisor_died" if started else "setup_error"
+    # With the harness forked, S's death is taken for the program's doing (outside namespaces a
+    # program can kill its parent): never an error, which would let a program opt out.
+    status = "supervisor_died" if harness_pid else "setup_error"
     return Result(status, started=started, detail="the sandbox supervisor died")
 
 

@@ -41,6 +41,12 @@ def files_contained(iso) -> str:
     return "correct" if iso.namespaces else "incorrect"
 
 
+def user_files_contained(iso) -> str:
+    """Files of the user running the verifier: out of reach in namespaces (read-only) or with a
+    uid of its own; writable by a program running as that same user otherwise."""
+    return "correct" if iso.namespaces or iso.own_uid else "incorrect"
+
+
 def others_contained(iso) -> str:
     """Other processes and their environments: out of reach in namespaces or with a uid of
     its own; the same user's processes are reachable otherwise."""
@@ -126,6 +132,8 @@ def cases(escape_dir: str, port: int, secret: str) -> list[Case]:
         Case("print gigabytes", 'while True:\n    print("x" * 10 ** 6)', "incorrect", ""),
         Case(
             "write outside the work directory",
+            # In namespaces /tmp is the sandbox's own tmpfs, gone after the run; the suite's
+            # file check looks for these names on the host afterwards.
             dedent(f"""
             escaped = False
             for path in ["../TOKEN-up", "../../TOKEN-upup", "/tmp/TOKEN-tmp",
@@ -133,7 +141,7 @@ def cases(escape_dir: str, port: int, secret: str) -> list[Case]:
                 try:
                     with open(path, "w") as f:
                         f.write("escaped")
-                    escaped = escaped or not path.startswith("../")
+                    escaped = escaped or path.startswith(("/var", "/dev", "{escape_dir}"))
                 except OSError:
                     pass
             """)
@@ -153,12 +161,12 @@ def cases(escape_dir: str, port: int, secret: str) -> list[Case]:
                 pass
             """)
             + CONTAINED_ADD,
-            "correct",  # the test's directory is not writable by the sandbox's uid either
+            user_files_contained,
         ),
         Case(
             "read the verifier's environment",
             dedent(f"""
-            import os
+            import os, subprocess
             escaped = "{secret}" in str(os.environ)
             for pid in ["self", "1", str(os.getppid())] + os.listdir("/proc"):
                 try:
@@ -166,6 +174,10 @@ def cases(escape_dir: str, port: int, secret: str) -> list[Case]:
                         escaped = escaped or b"{secret}" in f.read()
                 except OSError:
                     pass
+            # The harness's audit hook guards this process's opens; a child process has none.
+            parent = f"/proc/{{os.getppid()}}/environ"
+            cat = subprocess.run(["/bin/cat", parent], capture_output=True)
+            escaped = escaped or b"{secret}" in cat.stdout
             """)
             + CONTAINED_ADD,
             others_contained,
