@@ -11,7 +11,9 @@ test's listening socket, no pool timeout or worker restart.
 
 import os
 import secrets
+import shutil
 import socket
+import tempfile
 import time
 from pathlib import Path
 
@@ -26,10 +28,21 @@ CODE = dict(timeout_s=1.0, start_timeout_s=5.0, memory_mb=512, file_mb=8, max_pr
 SCRATCH = ("/tmp", "/var/tmp", "/dev/shm")
 
 
-def sandbox_processes(pool: VerifierPool) -> list[str]:
-    """Processes of the sandbox still alive: a harness or its descendants (cmdline, or a uid
-    of the sandbox range), or a fork of this pool's processes other than its fork server and
-    the server's children (the workers, started or starting)."""
+def marked_python(token: str) -> Path:
+    """A link to the sandbox's interpreter whose name carries `token`: every process of this
+    test's sandboxes has it in its command line (forks keep it), those of another run on the
+    machine do not. Under /var/tmp, which namespaces leave visible (they cover /tmp)."""
+    home = Path(tempfile.mkdtemp(prefix=f"{token}-", dir="/var/tmp"))
+    home.chmod(0o755)  # the sandbox's own uid must reach it
+    link = home / f"python-{token}"
+    link.symlink_to(sandbox.probe(False).python)
+    return link
+
+
+def sandbox_processes(pool: VerifierPool, marker: str) -> list[str]:
+    """Processes of this test's sandboxes still alive: a harness or anything it forked (its
+    command line holds `marker`), or a fork of this pool's processes other than its fork
+    server and the server's children (the workers, started or starting)."""
     server = pool._server[0].proc.pid
     found = []
     for entry in Path("/proc").iterdir():
@@ -38,18 +51,13 @@ def sandbox_processes(pool: VerifierPool) -> list[str]:
         try:
             cmdline = (entry / "cmdline").read_bytes()
             state, ppid = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:2]
-            uid = entry.stat().st_uid
         except OSError:
             continue
         args = cmdline.split(b"\0")
         pool_fork = b"rewards.worker" in args and args[-2:-1] == [str(os.getpid()).encode()]
         if state == "Z":
             continue
-        if (
-            b"__harness__" in cmdline
-            or 0 <= uid - sandbox.SANDBOX_UID_BASE < 1_000_000
-            or (pool_fork and server not in (int(entry.name), int(ppid)))
-        ):
+        if marker.encode() in cmdline or (pool_fork and server not in (int(entry.name), int(ppid))):
             found.append(f"{entry.name}: {cmdline[:80]!r}")
     return found
 
@@ -70,8 +78,9 @@ def test_hostile_programs_through_the_pool(namespaces, tmp_path, monkeypatch):
     listener.bind(("127.0.0.1", 0))
     listener.listen(8)
     listener.setblocking(False)
-    code = CodeConfig(namespaces=namespaces, **CODE)
-    iso = sandbox.probe(namespaces)
+    python = marked_python(token)
+    code = CodeConfig(namespaces=namespaces, python=str(python), **CODE)
+    iso = sandbox.probe(namespaces, str(python))
     # Either way the network must be shut: seccomp refuses sockets, a namespace has no route.
     assert iso.seccomp or iso.namespaces, iso.describe()
     if namespaces and not iso.namespaces:
@@ -99,7 +108,7 @@ def test_hostile_programs_through_the_pool(namespaces, tmp_path, monkeypatch):
                 problems.append(f"took {seconds:.2f} s")
             if case.loops and "time limit" not in outcome.reason:
                 problems.append("not stopped by the sandbox's clock")
-            left = sandbox_processes(pool)
+            left = sandbox_processes(pool, token)
             if left:
                 problems.append(f"left {left}")
             if problems:
@@ -110,7 +119,8 @@ def test_hostile_programs_through_the_pool(namespaces, tmp_path, monkeypatch):
         metrics = pool.metrics()
         assert metrics["verifier/code/timeouts"] == 0  # every overrun was the sandbox's to stop
         assert metrics["verifier/pool/restarts"] == 0
-        assert sandbox_processes(pool) == []
+        assert sandbox_processes(pool, token) == []
+    shutil.rmtree(python.parent)
     with pytest.raises(BlockingIOError):
         listener.accept()  # nobody connected
     escaped = escaped_files(token, escape_dir)

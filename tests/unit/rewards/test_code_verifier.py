@@ -1,10 +1,12 @@
 """The `code` verifier: extraction, rows, outcomes and partial credit, the harness's guards, the
 settings reaching pool workers, and a pool timeout that kills a worker mid-run leaving nothing."""
 
+import os
+import shutil
 import time
 
 import pytest
-from test_code_hostile import sandbox_processes
+from test_code_hostile import marked_python, sandbox_processes
 
 from rewards import VerifierPool, VerifyRequest, code_verifier, sandbox
 from rewards.code_verifier import CodeConfig, extract_program, verify_code
@@ -115,7 +117,11 @@ def test_settings_reach_the_pool_workers():
 def test_pool_timeout_kills_the_sandbox_with_the_worker(namespaces):
     """verifier.timeout_s shorter than the program's clock (what require() refuses): the pool
     SIGKILLs the worker mid-run, and the sandbox, losing its lifeline, kills everything."""
-    code = CodeConfig(timeout_s=30.0, start_timeout_s=5.0, namespaces=namespaces)
+    token = f"rlvr-pool-timeout-{os.getpid()}"
+    python = marked_python(token)
+    code = CodeConfig(
+        timeout_s=30.0, start_timeout_s=5.0, namespaces=namespaces, python=str(python)
+    )
     spin = fenced("import os\nos.fork()\nos.fork()\nwhile True:\n    pass")
     with VerifierPool(PoolConfig(num_workers=1, timeout_s=1.5, code=code)) as pool:
         with pytest.raises(ValueError, match="too small for the code verifier"):
@@ -125,9 +131,10 @@ def test_pool_timeout_kills_the_sandbox_with_the_worker(namespaces):
         assert outcome.status == "error" and "timeout" in outcome.reason
         assert time.monotonic() - start < 1.5 + 1.0
         deadline = time.monotonic() + 3.0
-        while sandbox_processes(pool) and time.monotonic() < deadline:
+        while sandbox_processes(pool, token) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert sandbox_processes(pool) == []
+        assert sandbox_processes(pool, token) == []
         fine = fenced("def add(a, b):\n    return a + b")
         assert pool.verify_batch([VerifyRequest("code", fine, "", ROW)])[0].status == "correct"
         assert pool.metrics()["verifier/pool/restarts"] == 1
+    shutil.rmtree(python.parent)
