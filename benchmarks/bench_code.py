@@ -17,9 +17,8 @@ import argparse
 import os
 import platform
 import random
-import resource
-import time
-from collections import Counter
+
+from bench_verifiers import run  # same batch timing and CPU accounting as the math benchmark
 
 from rewards import VerifierPool, VerifyRequest, sandbox
 from rewards.code_verifier import CodeConfig
@@ -37,40 +36,6 @@ def build_cases(repeat: int) -> list[VerifyRequest]:
     cases *= repeat
     random.Random(0).shuffle(cases)
     return cases
-
-
-def cpu_seconds() -> float:
-    """CPU time of this process, its reaped children and its live descendants (the pool's
-    fork server and workers, with the sandboxes they reaped)."""
-    me = resource.getrusage(resource.RUSAGE_SELF)
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    total = me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
-    tick = os.sysconf("SC_CLK_TCK")
-    parent_of, cpu = {}, {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            parent_of[int(entry)] = int(fields[1])
-            cpu[int(entry)] = sum(int(x) for x in fields[11:15]) / tick  # u, s, cu, cs
-    todo = [child for child, parent in parent_of.items() if parent == os.getpid()]
-    while todo:
-        pid = todo.pop()
-        total += cpu.get(pid, 0.0)
-        todo += [child for child, parent in parent_of.items() if parent == pid]
-    return total
-
-
-def run(pool: VerifierPool, cases: list[VerifyRequest]) -> tuple[float, float, Counter]:
-    """(wall seconds, CPU seconds, outcome counts) of one batch of all cases."""
-    pool.verify_batch(cases[:4])  # warm: the sandbox probe runs once per process
-    cpu, start = cpu_seconds(), time.perf_counter()
-    outcomes = pool.verify_batch(cases)
-    seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu
-    return seconds, cpu, Counter(o.status for o in outcomes)
 
 
 def main() -> None:
@@ -94,7 +59,7 @@ def main() -> None:
         ):
             config = PoolConfig(num_workers=workers, timeout_s=20.0, code=code)
             with VerifierPool(config) as pool:
-                wall, cpu, counts = run(pool, cases)
+                wall, cpu, counts = run(pool, cases, warm_up=cases[:4])  # probes the sandbox
             rates = f"{wall:>8.1f}{n / wall:>8.1f}{cpu:>8.1f}{n / cpu:>12.1f}"
             print(f"  {label:<24}{rates}  {dict(counts)}")
     print(f"load average {os.getloadavg()[0]:.1f} at end")

@@ -53,6 +53,18 @@ def others_contained(iso) -> str:
     return "correct" if iso.namespaces or iso.own_uid else "incorrect"
 
 
+def socket_case(name: str, host: str, port: int) -> Case:
+    program = dedent(f"""
+    import socket
+    try:
+        socket.create_connection(("{host}", {port}), timeout=1)
+        escaped = True
+    except OSError:
+        escaped = False
+    """)
+    return Case(name, program + CONTAINED_ADD, "correct")
+
+
 def cases(escape_dir: str, port: int, secret: str) -> list[Case]:
     """`escape_dir`: a directory of the test's; `port`: a listening socket on 127.0.0.1;
     `secret`: a value in the verifier's environment."""
@@ -182,32 +194,8 @@ def cases(escape_dir: str, port: int, secret: str) -> list[Case]:
             + CONTAINED_ADD,
             others_contained,
         ),
-        Case(
-            "socket to 127.0.0.1",
-            dedent(f"""
-            import socket
-            try:
-                socket.create_connection(("127.0.0.1", {port}), timeout=1)
-                escaped = True
-            except OSError:
-                escaped = False
-            """)
-            + CONTAINED_ADD,
-            "correct",
-        ),
-        Case(
-            "socket to an outside address",
-            dedent("""
-            import socket
-            try:
-                socket.create_connection(("192.0.2.1", 80), timeout=1)
-                escaped = True
-            except OSError:
-                escaped = False
-            """)
-            + CONTAINED_ADD,
-            "correct",
-        ),
+        socket_case("socket to 127.0.0.1", "127.0.0.1", port),
+        socket_case("socket to an outside address", "192.0.2.1", 80),  # TEST-NET-1
         Case(
             "kill the parent",
             dedent("""
