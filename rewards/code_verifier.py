@@ -106,14 +106,22 @@ class CodeConfig(BaseModel):
 _CONFIG = CodeConfig()
 
 
-def check_pool_timeout(pool_timeout_s: float, config: CodeConfig) -> None:
-    """Raise ValueError (one line) if the pool's per-call clock would cut code runs short."""
-    need = config.pool_timeout_needed()
-    if pool_timeout_s < need:
+def check_pool(pool) -> None:
+    """Raise ValueError (one line) if the pool's limits (a PoolConfig) do not fit the `code`
+    verifier: its per-call clock must cover the sandbox's clocks and clean-up (else a slow
+    program becomes an error, not a wrong answer), and its workers' address-space cap must
+    leave room for the sandbox's (an unprivileged process cannot raise it for its children)."""
+    need = pool.code.pool_timeout_needed()
+    if pool.timeout_s < need:
         raise ValueError(
-            f"verifier.timeout_s={pool_timeout_s:g} is too small for the code verifier: it needs "
+            f"verifier.timeout_s={pool.timeout_s:g} is too small for the code verifier: it needs "
             f"at least verifier.code.start_timeout_s + verifier.code.timeout_s + "
             f"{POOL_MARGIN_S:g} = {need:g} s"
+        )
+    if pool.memory_mb is not None and pool.code.memory_mb > pool.memory_mb:
+        raise ValueError(
+            f"verifier.code.memory_mb={pool.code.memory_mb} exceeds verifier.memory_mb="
+            f"{pool.memory_mb}: code runs are started from a worker capped at that"
         )
 
 
@@ -214,7 +222,9 @@ def judge(result: sandbox.Result, total: int, config: CodeConfig) -> Outcome:
     elif first:
         reason = f"{total - passed} of {total} tests failed: {first}"
     else:
+        last = result.log.strip().splitlines()[-1:]  # e.g. a traceback's last line
         reason = f"exited (code {result.exit_code}) before its tests finished"
+        reason += f": {last[0][:120]}" if last else ""
     return Outcome.incorrect(score=score, reason=reason)
 
 

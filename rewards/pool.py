@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 from typing import Any, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from rewards import code_verifier
 from rewards.base import CORRECT, ERROR, Outcome, call_verifier, describe
@@ -141,17 +141,6 @@ class PoolConfig(BaseModel):
     )
     code: code_verifier.CodeConfig = Field(default_factory=code_verifier.CodeConfig)
 
-    @model_validator(mode="after")
-    def _code_fits(self) -> PoolConfig:
-        # The sandbox is forked from a worker whose address space is capped at memory_mb; an
-        # unprivileged process cannot raise that cap for its children.
-        if self.memory_mb is not None and self.code.memory_mb > self.memory_mb:
-            raise ValueError(
-                f"code.memory_mb={self.code.memory_mb} exceeds memory_mb="
-                f"{self.memory_mb} (code runs are started from a worker capped at that)"
-            )
-        return self
-
 
 class VerifierPool:
     """Verify batches of completions in worker processes with per-call time and memory limits.
@@ -246,11 +235,11 @@ class VerifierPool:
 
     def require(self, names) -> None:
         """Before a run: raise KeyError (listing the valid names) unless every verifier name is
-        provided, and ValueError if `code` is among them and `timeout_s` would cut its runs
-        short (the pool's clock would turn a slow program into an error)."""
+        provided, and ValueError if `code` is among them and the pool's limits do not fit its
+        sandbox (see code_verifier.check_pool)."""
         self._require_names(names)
         if "code" in names and self.num_workers:
-            code_verifier.check_pool_timeout(self.timeout_s, self.config.code)
+            code_verifier.check_pool(self.config)
 
     def _require_names(self, names) -> None:
         wanted = set(names) - set(_REGISTRY)

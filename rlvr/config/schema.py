@@ -192,10 +192,10 @@ class Config(BaseModel):
                 "verifier.num_workers=0: the code verifier must run in pool workers "
                 "(set verifier.num_workers >= 1)"
             )
-        from rewards.code_verifier import check_pool_timeout
+        from rewards.code_verifier import check_pool
 
         try:
-            check_pool_timeout(self.verifier.timeout_s, self.verifier.code)
+            check_pool(self.verifier)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
 

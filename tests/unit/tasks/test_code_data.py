@@ -1,10 +1,8 @@
 """HumanEval as `code` rows, and the recipe rules for the code verifier."""
 
-import subprocess
-import sys
-
 import pytest
 
+from rlvr.cli import main
 from rlvr.config import ConfigError, load_config
 from rlvr.tasks.code_data import split_check
 from rlvr.tasks.data import load_rows
@@ -70,19 +68,14 @@ def test_recipe_rules_for_the_code_verifier():
         load_config(None, CODE_RECIPE)
     with pytest.raises(ConfigError, match=r"timeout_s=9 is too small .* = 10 s"):
         load_config(None, CODE_RECIPE + ["verifier.num_workers=2", "verifier.timeout_s=9"])
-    with pytest.raises(ConfigError, match="code.memory_mb=4096 exceeds memory_mb=2048"):
+    with pytest.raises(ConfigError, match="code.memory_mb=4096 exceeds verifier.memory_mb=2048"):
         load_config(None, CODE_RECIPE + ["verifier.num_workers=2", "verifier.code.memory_mb=4096"])
 
 
-def test_a_too_small_pool_clock_fails_the_recipe_with_one_line():
+def test_a_too_small_pool_clock_fails_the_recipe_with_one_line(capsys):
     recipe = "recipes/qwen2.5-coder-1.5b/grpo-humaneval.yaml"
-    done = subprocess.run(
-        [sys.executable, "-m", "rlvr.cli", "config", recipe, "verifier.timeout_s=4"],
-        capture_output=True,
-        text=True,
-    )
-    assert done.returncode == 2
-    assert done.stderr.strip().splitlines() == [
+    assert main(["config", recipe, "verifier.timeout_s=4"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
         "rlvr: error: verifier.timeout_s=4 is too small for the code verifier: it needs at least "
         "verifier.code.start_timeout_s + verifier.code.timeout_s + 2 = 10 s"
     ]
