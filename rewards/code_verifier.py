@@ -23,7 +23,10 @@ How the sandbox works and what it contains: rewards/sandbox.py and docs/verifier
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -123,6 +126,31 @@ def check_pool(pool) -> None:
             f"verifier.code.memory_mb={pool.code.memory_mb} exceeds verifier.memory_mb="
             f"{pool.memory_mb}: code runs are started from a worker capped at that"
         )
+
+
+def check_sandbox(config: CodeConfig) -> str:
+    """The isolation this machine gives the sandbox, probed in a fresh interpreter (the caller
+    may hold threads, which a fork with namespaces must not inherit), as one line; ValueError
+    if `require_namespaces` is set and the kernel refuses them, or no interpreter is usable."""
+    code = (
+        "import sys; from rewards.sandbox import probe; "
+        "i = probe(sys.argv[1] == '1', sys.argv[2]); print(int(i.namespaces), i.describe())"
+    )
+    flag = "1" if config.namespaces else "0"
+    done = subprocess.run(
+        [sys.executable, "-c", code, flag, config.python],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(p or os.getcwd() for p in sys.path)},
+    )
+    if done.returncode != 0:
+        raise ValueError(f"code sandbox probe failed: {done.stderr.strip()[-300:]}")
+    namespaces, _, line = done.stdout.strip().partition(" ")
+    if config.require_namespaces and namespaces != "1":
+        raise ValueError(f"verifier.code.require_namespaces=true, but the sandbox has {line}")
+    if line.endswith("python not found"):
+        raise ValueError(f"code sandbox: no Python interpreter its user can run ({line})")
+    return line
 
 
 def configure(config: CodeConfig) -> None:

@@ -168,6 +168,7 @@ class VerifierPool:
         self._stats = _Stats()
         self._restarts = 0
         self._server_starts = 0  # in a row without a worker becoming ready: a crash loop guard
+        self.code_sandbox = ""  # the code sandbox's isolation, once require() has probed it
         self._closed = False
         self._server: list[ForkServer] = []  # lists, so the finalizer needs no ref to self
         self._workers: list[WorkerHandle] = []
@@ -235,11 +236,13 @@ class VerifierPool:
 
     def require(self, names) -> None:
         """Before a run: raise KeyError (listing the valid names) unless every verifier name is
-        provided, and ValueError if `code` is among them and the pool's limits do not fit its
-        sandbox (see code_verifier.check_pool)."""
+        provided. With `code` among them: ValueError if the pool's limits do not fit its
+        sandbox (code_verifier.check_pool) or the sandbox cannot run as configured; the
+        isolation it gets is then in `code_sandbox` (code_verifier.check_sandbox)."""
         self._require_names(names)
         if "code" in names and self.num_workers:
             code_verifier.check_pool(self.config)
+            self.code_sandbox = code_verifier.check_sandbox(self.config.code)
 
     def _require_names(self, names) -> None:
         wanted = set(names) - set(_REGISTRY)

@@ -96,9 +96,14 @@ class Run:
         pool = VerifierPool(cfg.verifier)
         try:  # a row naming a verifier nobody provides is a config error, found before Ray starts
             pool.require({row["verifier"] for row in train_rows + eval_rows})
-        except (KeyError, ValueError) as exc:
+        except KeyError as exc:
             pool.close()
             raise ConfigError(f"data: {exc.args[0]} (add it with verifier.plugins)") from None
+        except ValueError as exc:  # the code verifier's sandbox does not fit or cannot run
+            pool.close()
+            raise ConfigError(str(exc)) from None
+        if pool.code_sandbox:
+            log(f"code sandbox: {pool.code_sandbox}")
         init_ray(cfg, log)
         try:
             cluster = Cluster(cfg, model_path, log)

@@ -138,3 +138,13 @@ def test_pool_timeout_kills_the_sandbox_with_the_worker(namespaces):
         assert pool.verify_batch([VerifyRequest("code", fine, "", ROW)])[0].status == "correct"
         assert pool.metrics()["verifier/pool/restarts"] == 1
     shutil.rmtree(python.parent)
+
+
+def test_the_sandbox_is_checked_at_start():
+    line = code_verifier.check_sandbox(CodeConfig(namespaces=False))
+    assert line.startswith("process group, seccomp") and "namespaces disabled" in line
+    strict = CodeConfig(namespaces=False, require_namespaces=True)
+    with pytest.raises(ValueError, match="require_namespaces=true, but the sandbox has process"):
+        code_verifier.check_sandbox(strict)
+    here = code_verifier.check_sandbox(CodeConfig())
+    assert here == sandbox.probe(True).describe()  # the workers' probe sees the same
