@@ -4,10 +4,10 @@ through a VerifierPool, at every isolation level this machine offers.
 All cases go in one batch over two workers. Each must get its expected outcome (never an error:
 what a program does is its own doing), the looping ones by the program's own clock ("time limit
 exceeded"), each within the sandbox's limits + 1 s (the pool's own per-call clock).
-Afterwards: no process of the sandboxes left, the pool still serving, no pool timeout or worker restart, nothing connected to the test's
-listening socket, and no file the programs wrote outside their temporary directories (in
-namespaces none at all; in a bare process group the ones docs/verifiers.md says can be written,
-which the test removes).
+Afterwards: no process of the sandboxes left, the pool still serving, no pool timeout or worker
+restart, nothing connected to the test's listening socket, and no file the programs wrote
+outside their temporary directories (in namespaces none at all; in a bare process group the
+ones docs/verifiers.md says can be written, which the test removes).
 """
 
 import os
