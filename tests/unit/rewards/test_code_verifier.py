@@ -129,8 +129,9 @@ def test_pool_timeout_kills_the_sandbox_with_the_worker(namespaces):
         start = time.monotonic()
         [outcome] = pool.verify_batch([VerifyRequest("code", spin, "", ROW)])
         assert outcome.status == "error" and "timeout" in outcome.reason
-        assert time.monotonic() - start < 1.5 + 1.0
-        deadline = time.monotonic() + 3.0
+        took = time.monotonic() - start
+        assert took < 1.5 + 1.0, f"took {took:.2f} s"  # the pool's own promise
+        deadline = time.monotonic() + 5.0  # S notices its lifeline closing, then kills
         while sandbox_processes(pool, token) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert sandbox_processes(pool, token) == []
