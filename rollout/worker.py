@@ -25,12 +25,6 @@ class RolloutConfig(BaseModel):
     engine: Literal["hf", "vllm"] = Field(
         "hf", description="generation engine (vllm: GPUs, see rollout.vllm and placement)"
     )
-    max_prompt_tokens: int = Field(
-        1024,
-        ge=1,
-        description="longest prompt in tokens: sizes vLLM's max_model_len and the memory plan "
-        "(rlvr plan)",
-    )
     vllm: VLLMConfig = Field(default_factory=VLLMConfig)
     num_workers: int = Field(
         1, ge=1, description="rollout actors; the prompts of a step are split between them"

@@ -269,7 +269,7 @@ def setups_from_config(cfg) -> tuple[LearnerSetup, VLLMSetup | None]:
 
 def max_model_len(cfg) -> int:
     rc = cfg.rollout
-    return rc.vllm.max_model_len or rc.max_prompt_tokens + rc.max_new_tokens
+    return rc.vllm.max_model_len or cfg.data.max_prompt_tokens + rc.max_new_tokens
 
 
 def plan_config(cfg, shape: ModelShape) -> FitReport:
