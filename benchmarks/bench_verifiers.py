@@ -23,6 +23,7 @@ import argparse
 import os
 import platform
 import random
+import resource
 import time
 from collections import Counter
 
@@ -62,8 +63,12 @@ def build_cases(count: int) -> list[VerifyRequest]:
 
 
 def cpu_seconds() -> float:
-    """CPU time of this process and all its live descendants (the pool's fork server and
-    workers), from /proc: unlike wall time, it does not depend on what else runs."""
+    """CPU time of this process, its reaped children and all its live descendants (the pool's
+    fork server and workers, with what they reaped), from getrusage and /proc: unlike wall
+    time, it does not depend on what else runs."""
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    total = me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
     tick = os.sysconf("SC_CLK_TCK")
     parent_of, cpu = {}, {}
     for entry in os.listdir("/proc"):
@@ -74,8 +79,8 @@ def cpu_seconds() -> float:
             except OSError:
                 continue
             parent_of[int(entry)] = int(fields[1])
-            cpu[int(entry)] = (int(fields[11]) + int(fields[12])) / tick
-    total, todo = 0.0, [os.getpid()]
+            cpu[int(entry)] = sum(int(x) for x in fields[11:15]) / tick  # u, s, cu, cs
+    todo = [child for child, parent in parent_of.items() if parent == os.getpid()]
     while todo:
         pid = todo.pop()
         total += cpu.get(pid, 0.0)
@@ -83,9 +88,14 @@ def cpu_seconds() -> float:
     return total
 
 
-def run(pool: VerifierPool, cases: list[VerifyRequest]) -> tuple[float, float, Counter]:
+WARM_UP = [VerifyRequest("math", r"\boxed{\frac{1}{2}}", "0.5")] * 8
+
+
+def run(
+    pool: VerifierPool, cases: list[VerifyRequest], warm_up: list[VerifyRequest] = WARM_UP
+) -> tuple[float, float, Counter]:
     """(wall seconds, CPU seconds, outcome counts) of one batch of all cases."""
-    pool.verify_batch([VerifyRequest("math", r"\boxed{\frac{1}{2}}", "0.5")] * 8)  # warm
+    pool.verify_batch(warm_up)
     cpu, start = cpu_seconds(), time.perf_counter()
     outcomes = pool.verify_batch(cases)
     seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu

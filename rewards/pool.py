@@ -31,6 +31,7 @@ from typing import Any, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from rewards import code_verifier
 from rewards.base import CORRECT, ERROR, Outcome, call_verifier, describe
 from rewards.forkserver import STARTUP_TIMEOUT_S, ForkServer, WorkerHandle, describe_exit, shut_down
 from rewards.registry import _REGISTRY, get_verifier, load_plugin, verifier_names
@@ -138,6 +139,7 @@ class PoolConfig(BaseModel):
         default_factory=list,
         description="extra verifiers as module:function or name=module:function",
     )
+    code: code_verifier.CodeConfig = Field(default_factory=code_verifier.CodeConfig)
 
 
 class VerifierPool:
@@ -156,12 +158,17 @@ class VerifierPool:
         self.num_workers = config.num_workers
         self.timeout_s = config.timeout_s
         self.memory_mb = config.memory_mb
-        self._server_config = {"memory_mb": config.memory_mb, "plugins": list(config.plugins)}
+        self._server_config = {
+            "memory_mb": config.memory_mb,
+            "plugins": list(config.plugins),
+            "code": config.code.model_dump(),  # the `code` verifier's settings, for every worker
+        }
         for spec in config.plugins:
             load_plugin(spec)
         self._stats = _Stats()
         self._restarts = 0
         self._server_starts = 0  # in a row without a worker becoming ready: a crash loop guard
+        self.code_sandbox = ""  # the code sandbox's isolation, once require() has probed it
         self._closed = False
         self._server: list[ForkServer] = []  # lists, so the finalizer needs no ref to self
         self._workers: list[WorkerHandle] = []
@@ -225,10 +232,19 @@ class VerifierPool:
         return batch.results  # type: ignore[return-value]  (every slot is filled by now)
 
     def _check_names(self, requests: Sequence[VerifyRequest]) -> None:
-        self.require({r.verifier for r in requests})
+        self._require_names({r.verifier for r in requests})
 
     def require(self, names) -> None:
-        """Raise KeyError (listing the valid names) unless every verifier name is provided."""
+        """Before a run: raise KeyError (listing the valid names) unless every verifier name is
+        provided. With `code` among them: ValueError if the pool's limits do not fit its
+        sandbox (code_verifier.check_pool) or the sandbox cannot run as configured; the
+        isolation it gets is then in `code_sandbox` (code_verifier.check_sandbox)."""
+        self._require_names(names)
+        if "code" in names and self.num_workers:
+            code_verifier.check_pool(self.config)
+            self.code_sandbox = code_verifier.check_sandbox(self.config.code)
+
+    def _require_names(self, names) -> None:
         wanted = set(names) - set(_REGISTRY)
         if wanted:
             known = set(verifier_names())
@@ -237,6 +253,7 @@ class VerifierPool:
                 raise KeyError(f"unknown verifier(s) {unknown}; valid: {', '.join(sorted(known))}")
 
     def _verify_serial(self, requests: Sequence[VerifyRequest]) -> list[Outcome]:
+        code_verifier.configure(self.config.code)  # this pool's settings, not another's
         out = []
         for r in requests:
             start = time.perf_counter()

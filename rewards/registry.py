@@ -2,7 +2,7 @@
 
 Three sources, one namespace (a name used twice by different functions is an error):
 - built-ins, registered on import of their modules (`arith`, `math`, `math_boxed`, `countdown`,
-  `format_boxed`, `format_think`, `format_regex`);
+  `format_boxed`, `format_think`, `format_regex`, `code`);
 - installed plug-ins: entry points in group `rlvr.verifiers` (name = entry-point name), loaded
   only when their name is asked for, so one broken plug-in cannot break the others;
 - `module:function` or `name=module:function` paths (recipes, `VerifierPool(plugins=...)`).
@@ -22,6 +22,7 @@ BUILTIN_MODULES = (
     "rewards.math_verifier",
     "rewards.countdown",
     "rewards.format",
+    "rewards.code_verifier",
 )
 
 _REGISTRY: dict[str, Verifier] = {}

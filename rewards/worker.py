@@ -8,7 +8,7 @@ math-verify up. For each worker the pool wants it forks a child that is ready in
 script, and with it torch, in every worker).
 
 Control socket (AF_UNIX SOCK_SEQPACKET, one message per packet):
-    pool -> server: pickled config {"memory_mb", "plugins"}, then b"spawn" carrying two fds
+    pool -> server: pickled config {"memory_mb", "plugins", "code"}, then b"spawn" carrying two fds
                     (the worker's request-read end and result-write end)
     server -> pool: b"exit PID CODE" when a worker ends (CODE < 0: killed by signal -CODE),
                     b"init_error TEXT" if the server cannot start
@@ -165,6 +165,9 @@ def fork_server(ctrl_fd: int, parent_pid: int) -> int:
         for spec in config["plugins"]:
             load_plugin(spec)
         math_verifier.warm_up()
+        from rewards import code_verifier
+
+        code_verifier.configure(code_verifier.CodeConfig(**config["code"]))
     except BaseException as e:
         ctrl.send(f"init_error {describe(e)}".encode())
         return 1

@@ -259,6 +259,14 @@ def report_eval(cfg, model_path: str) -> dict:
         trust_remote_code=cfg.model.trust_remote_code,
     )
     with VerifierPool(cfg.verifier) as pool:
+        try:  # rows naming a verifier nobody provides, or a code sandbox that cannot run
+            pool.require({c["name"] for row in rows for c in row["rewards"]})
+        except KeyError as exc:
+            raise ConfigError(f"data: {exc.args[0]}") from None
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        if pool.code_sandbox:
+            print(f"code sandbox: {pool.code_sandbox}")
         metrics = evaluate(
             engine.generate,
             pool,

@@ -185,6 +185,29 @@ class Config(BaseModel):
                 f"{rc.max_new_tokens}"
             )
 
+    def _validate_code(self) -> None:
+        """The `code` verifier forks sandboxes: from pool workers only (a training driver holds
+        threads: torch, Ray), under a pool clock longer than a program's own."""
+        data = self.data
+        from rlvr.tasks.data import EVAL_SETS
+
+        sources = [data.train, *data.eval]
+        shipped = {EVAL_SETS[s].verifier for s in sources if s in EVAL_SETS}
+        named = {data.verifier, *shipped, *(c.name for c in self.rewards)}
+        if data.task != "dataset" or "code" not in named:
+            return
+        if self.verifier.num_workers == 0:
+            raise ConfigError(
+                "verifier.num_workers=0: the code verifier must run in pool workers "
+                "(set verifier.num_workers >= 1)"
+            )
+        from rewards.code_verifier import check_pool
+
+        try:
+            check_pool(self.verifier)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+
     def _validate_rewards(self) -> None:
         for i, component in enumerate(self.rewards):
             if component.name in RESERVED:
@@ -201,6 +224,7 @@ class Config(BaseModel):
 
     def _validate_data(self) -> None:
         data = self.data
+        self._validate_code()
         if data.task == "arith" and (data.system_prompt or data.chat_template_kwargs):
             raise ConfigError(
                 "data.system_prompt / data.chat_template_kwargs apply to data.task=dataset; the "

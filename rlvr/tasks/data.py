@@ -9,8 +9,9 @@ message becomes `prompt` (for logs and samplers).
 
 Sources:
 - a short name of a shipped set (EVAL_SETS: math500, minerva, gsm8k, olympiadbench, aime24,
-  amc23; and arith_chat / arith_chat_heldout, small conversational arithmetic sets written for
-  the built-in model), whose column conventions are known;
+  amc23; humaneval for the `code` verifier; and arith_chat / arith_chat_heldout, small
+  conversational arithmetic sets written for the built-in model), whose column conventions
+  are known;
 - a local .jsonl / .json / .parquet file;
 - a Hugging Face hub dataset "owner/name", "owner/name:split" or "owner/name:config:split"
   (needs a network; offline it fails with a one-line DataSourceError).
@@ -25,12 +26,13 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rewards.extract import last_boxed
+from rlvr.tasks.code_data import humaneval_row
 
 EVAL_DATA_DIR = Path(__file__).with_name("eval_data")
 BOXED_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
@@ -51,6 +53,7 @@ class EvalSet:
     answer_key: str | None
     solution_key: str | None = "solution"
     verifier: str = "math"
+    adapter: Callable[[dict], dict] | None = None  # record -> row fields, before the rest
 
 
 EVAL_SETS: dict[str, EvalSet] = {
@@ -62,6 +65,7 @@ EVAL_SETS: dict[str, EvalSet] = {
     "amc23": EvalSet("amc23.jsonl", "problem", "answer", None),
     "arith_chat": EvalSet("arith_chat.jsonl", "messages", "answer", None),
     "arith_chat_heldout": EvalSet("arith_chat_heldout.jsonl", "messages", "answer", None),
+    "humaneval": EvalSet("humaneval.jsonl", "prompt", "answer", None, "code", humaneval_row),
 }
 
 _DOLLAR = re.compile(r"(?<!\\)\$")  # math delimiters; \$ (a currency sign) stays
@@ -105,8 +109,12 @@ def load_rows(
                 f"{source}: row {i} has no prompt column {prompt_key!r} (nor {messages_key!r}); "
                 f"columns: {', '.join(sorted(record))}"
             )
-        row = dict(record)
-        gold = _gold(row, answer_key, solution_key)
+        row = spec.adapter(record) if spec.adapter else dict(record)
+        row_verifier = str(row.get(verifier_key) or default_verifier)
+        if row_verifier == "code":  # a reference program, kept verbatim; optional: tests decide
+            gold = str(row.get(answer_key) or "") if answer_key else ""
+        else:
+            gold = _gold(row, answer_key, solution_key)
         if gold is None:
             raise DataSourceError(
                 f"{source}: row {i} has no gold answer in {answer_key!r} or a "
@@ -120,7 +128,7 @@ def load_rows(
         else:
             row["prompt"] = str(record[prompt_key])
         row["answer"] = gold
-        row["verifier"] = str(record.get(verifier_key) or default_verifier)
+        row["verifier"] = row_verifier
         row["dataset"] = name
         rows.append(row)
     return rows

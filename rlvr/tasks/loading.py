@@ -26,7 +26,7 @@ class DataConfig(BaseModel):
         "",
         description="task=dataset: a .jsonl/.json/.parquet file, a hub name "
         "owner/name[:config]:split, or a shipped set (math500, minerva, gsm8k, olympiadbench, "
-        "aime24, amc23)",
+        "aime24, amc23, humaneval)",
     )
     eval: list[str] = Field(
         default_factory=lambda: ["math500"],

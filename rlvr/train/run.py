@@ -101,6 +101,8 @@ class Run:
         )
         data = prepare_data(cfg, tokenizer, model_path, log)
         pool = start_pool(cfg, data.train_rows + data.eval_rows)
+        if pool.code_sandbox:
+            log(f"code sandbox: {pool.code_sandbox}")
         init_ray(cfg, log)
         try:
             cluster = Cluster(cfg, model_path, log)

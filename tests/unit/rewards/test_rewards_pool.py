@@ -20,6 +20,7 @@ from rewards_support import PLUGINS, REPO, install_example
 
 from rewards import VerifierPool, VerifyRequest
 from rewards.base import CORRECT, ERROR, INCORRECT
+from rewards.code_verifier import CodeConfig
 from rewards.pool import PoolConfig
 
 TIMEOUT_S = 2.0  # below math-verify's own 3 s: `9^{9^{9^{9}}}` is killed by the pool
@@ -320,5 +321,5 @@ def test_config_refuses_bad_limits():
         PoolConfig(num_workers=-1)
     assert PoolConfig(memory_mb=None).memory_mb is None  # no cap
     assert PoolConfig().model_dump() == dict(
-        num_workers=0, timeout_s=10.0, memory_mb=2048, plugins=[]
+        num_workers=0, timeout_s=10.0, memory_mb=2048, plugins=[], code=CodeConfig().model_dump()
     )
