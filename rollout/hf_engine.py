@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 import torch
 
-from rollout.types import FINISH_LENGTH, FINISH_STOP, Completions, SamplingSettings
+from rollout.types import FINISH_LENGTH, FINISH_STOP, Completions, SamplingSettings, score_tokens
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -95,6 +95,10 @@ class HFEngine:
             finish_reason=[FINISH_STOP if s else FINISH_LENGTH for s in stopped_N.tolist()],
             pad_id=self.pad_id,
         )
+
+    def score(self, prompts: list[list[int]]) -> list[list[float]]:
+        """log p(token | prefix) at T = 1 of every token after the first (the sync probe)."""
+        return score_tokens(self.model, prompts, self.device)
 
     def named_parameters(self) -> Iterable[tuple[str, torch.Tensor]]:
         return self.model.named_parameters()

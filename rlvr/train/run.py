@@ -11,12 +11,14 @@ from typing import TYPE_CHECKING, Optional
 from pydantic import BaseModel, ConfigDict, Field
 
 from rlvr.errors import ConfigError
+from rlvr.plan.memory import max_model_len
 from rlvr.seeds import Stream, derive_seed
 from rlvr.tasks.loading import load_task, prompt_texts
 from rlvr.tasks.warm_start import resolve_model_path
 from rlvr.train.checkpoint import list_checkpoints
 from rlvr.train.evaluation import evaluate
 from rlvr.train.metrics import RunLogger, read_history
+from rlvr.train.probe import probe_prompts
 from rollout.gates import DynamicSampling
 from rollout.samplers import make_sampler
 from rollout.schedules import make_schedule
@@ -108,6 +110,10 @@ class Run:
             pool.close()
             ray.shutdown()
             raise
+        eval_prompts = encode(cfg, tokenizer, eval_rows)
+        cluster.probe_tokens = probe_prompts(
+            eval_prompts, cfg.sync.probe_prompts, max_model_len(cfg) - 1
+        )
         pad = (
             tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         )
@@ -125,7 +131,7 @@ class Run:
             train_rows,
             encode(cfg, tokenizer, train_rows),
             eval_rows,
-            encode(cfg, tokenizer, eval_rows),
+            eval_prompts,
             sampler,
             make_schedule(cfg.schedule),
             gate,

