@@ -106,9 +106,8 @@ def make_config(model_dir: Path, learners: int, args):
 
 
 def run_learner(store, rank, learners, cfg, model_dir, args, backend):
-    from rlvr.cluster.ray_cluster import free_port
     from rlvr.learner.batch import TrainBatch, plan_update, shard_rows
-    from rlvr.learner.deepspeed_learner import Learner
+    from rlvr.learner.deepspeed_learner import Learner, free_port
     from rlvr.learner.spec import LearnerSpec
 
     learner = Learner(rank, learners, LearnerSpec.from_config(cfg, str(model_dir)))
