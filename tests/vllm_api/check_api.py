@@ -311,7 +311,6 @@ def nccl_trainer_checks_our_source():
     from vllm.distributed.weight_transfer.nccl_engine import NCCLTrainerWeightTransferEngine
 
     from rlvr.learner.ds_weight_source import deepspeed_weight_source
-
     from rollout.vllm_compat import source_metadata
 
     src = deepspeed_weight_source(torch.nn.Linear(4, 3))

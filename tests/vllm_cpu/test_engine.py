@@ -48,13 +48,13 @@ def start_engine(path):
     return VLLMEngine(path, VLLMConfig(load_format="dummy", enforce_eager=True), setup)
 
 
-def trainer(engine, model):
+def trainer(engine, model, bucket_bytes: int = 1 << 20):
     from vllm.distributed.weight_transfer import WeightTransferTrainerFactory
 
     from rollout.vllm_gloo import GlooTrainerInitInfo
 
     info = GlooTrainerInitInfo(
-        master_address="127.0.0.1", world_size=2, rank=0, packed_buffer_size_bytes=1 << 20
+        master_address="127.0.0.1", world_size=2, rank=0, packed_buffer_size_bytes=bucket_bytes
     )
     source = deepspeed_weight_source(model, digest=True)
     return WeightTransferTrainerFactory.trainer_init(

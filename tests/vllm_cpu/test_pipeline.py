@@ -52,13 +52,17 @@ def check_learned_in_sync(steps: list[dict]) -> None:
 
 @pytest.mark.parametrize("zero_stage", [2, 3])
 def test_vllm_engines_and_learners_learn_in_sync(tiny_model_dir, tmp_path, zero_stage):
-    overrides = E2E + VLLM_CPU + [
-        f"trainer.output_dir={tmp_path}",
-        f"learner.zero_stage={zero_stage}",
-        "trainer.steps=10",
-        "trainer.checkpoint_every=0",
-        "trainer.name=run",
-    ]
+    overrides = (
+        E2E
+        + VLLM_CPU
+        + [
+            f"trainer.output_dir={tmp_path}",
+            f"learner.zero_stage={zero_stage}",
+            "trainer.steps=10",
+            "trainer.checkpoint_every=0",
+            "trainer.name=run",
+        ]
+    )
     train(load_config(None, overrides), None)
     steps = records(tmp_path / "run")
     assert [r["step"] for r in steps] == list(range(1, 11))
@@ -66,13 +70,17 @@ def test_vllm_engines_and_learners_learn_in_sync(tiny_model_dir, tmp_path, zero_
 
 
 def test_kill_and_resume_with_vllm_engines(tiny_model_dir, tmp_path):
-    common = E2E + VLLM_CPU + [
-        f"trainer.output_dir={tmp_path}",
-        "learner.zero_stage=2",
-        "trainer.steps=6",
-        "trainer.checkpoint_every=2",
-        "trainer.prompts_per_step=16",
-    ]
+    common = (
+        E2E
+        + VLLM_CPU
+        + [
+            f"trainer.output_dir={tmp_path}",
+            "learner.zero_stage=2",
+            "trainer.steps=6",
+            "trainer.checkpoint_every=2",
+            "trainer.prompts_per_step=16",
+        ]
+    )
     cmd = [sys.executable, "-m", "rlvr.cli", "train", "recipes/arith-tiny.yaml", *common]
     killed = tmp_path / "killed"
     proc = subprocess.Popen(
