@@ -70,8 +70,10 @@ class VLLMConfig(BaseModel):
         description="share KV of common prompt prefixes (the n samples of a prompt); reset "
         "after every weight sync",
     )
-    enforce_eager: bool = Field(
-        False, description="no CUDA graphs: faster start-up, slower decoding"
+    enforce_eager: Optional[bool] = Field(
+        None,
+        description="no CUDA graphs / compilation: faster start-up, slower decoding (default: "
+        "true on CPU, where compiling takes minutes on a small machine; false on GPUs)",
     )
     load_format: Literal["dummy", "auto"] = Field(
         "dummy",
@@ -129,7 +131,7 @@ def engine_kwargs(
         gpu_memory_utilization=o.gpu_memory_utilization,
         max_num_seqs=o.max_num_seqs,
         enable_prefix_caching=o.enable_prefix_caching,
-        enforce_eager=o.enforce_eager,
+        enforce_eager=o.enforce_eager if o.enforce_eager is not None else setup.device == "cpu",
         load_format=o.load_format,
         logprobs_mode="processed_logprobs",
         worker_extension_cls=WORKER_EXTENSION,

@@ -16,6 +16,19 @@ import sys
 import traceback
 
 CHECKS = {}
+# The LLM methods we call, with their leading parameters (both releases).
+LLM_METHODS = {
+    "generate": ["self", "prompts", "sampling_params"],
+    "collective_rpc": ["self", "method", "timeout", "args", "kwargs"],
+    "reset_prefix_cache": ["self", "reset_running_requests", "reset_connector"],
+    "sleep": ["self", "level", "mode"],
+    "wake_up": ["self", "tags"],
+    "get_tokenizer": ["self"],
+    "init_weight_transfer_engine": ["self", "request"],
+    "start_weight_update": ["self"],
+    "update_weights": ["self", "request"],
+    "finish_weight_update": ["self", "weight_version"],
+}
 
 
 def check(fn):
@@ -31,19 +44,7 @@ def params(fn) -> list[str]:
 def llm_methods():
     from vllm import LLM
 
-    expect = {
-        "generate": ["self", "prompts", "sampling_params"],
-        "collective_rpc": ["self", "method", "timeout", "args", "kwargs"],
-        "reset_prefix_cache": ["self", "reset_running_requests", "reset_connector"],
-        "sleep": ["self", "level", "mode"],
-        "wake_up": ["self", "tags"],
-        "get_tokenizer": ["self"],
-        "init_weight_transfer_engine": ["self", "request"],
-        "start_weight_update": ["self"],
-        "update_weights": ["self", "request"],
-        "finish_weight_update": ["self", "weight_version"],
-    }
-    for name, names in expect.items():
+    for name, names in LLM_METHODS.items():
         got = params(getattr(LLM, name))
         assert got[: len(names)] == names, f"LLM.{name}{got}, expected leading {names}"
     assert "use_tqdm" in params(LLM.generate)
@@ -352,18 +353,22 @@ def sleep_wake_and_reset_semantics():
     assert "fully_awake" in src or "fully awake" in src
 
 
-def main() -> int:
+def run_checks(checks: dict, only: set, *args) -> dict[str, str]:
+    """Every check's outcome: "ok" or its error (each runs, not just up to the first failure)."""
     results = {}
-    only = set(sys.argv[1:])
-    for name, fn in CHECKS.items():
+    for name, fn in checks.items():
         if only and name not in only:
             continue
         try:
-            fn()
+            fn(*args)
             results[name] = "ok"
-        except Exception as exc:  # report every check, not just the first failure
+        except Exception as exc:
             results[name] = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}"
-    print("RESULTS " + json.dumps(results))
+    return results
+
+
+def main() -> int:
+    print("RESULTS " + json.dumps(run_checks(CHECKS, set(sys.argv[1:]))))
     return 0
 
 

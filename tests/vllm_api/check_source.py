@@ -10,7 +10,6 @@ from __future__ import annotations
 import ast
 import json
 import sys
-import traceback
 import zipfile
 from pathlib import Path
 
@@ -103,19 +102,9 @@ def literal_strings(node: ast.AST) -> set[str]:
 
 @check
 def llm_methods(src: Source):
-    expect = {
-        "generate": ["self", "prompts", "sampling_params"],
-        "collective_rpc": ["self", "method", "timeout", "args", "kwargs"],
-        "reset_prefix_cache": ["self", "reset_running_requests", "reset_connector"],
-        "sleep": ["self", "level", "mode"],
-        "wake_up": ["self", "tags"],
-        "get_tokenizer": ["self"],
-        "init_weight_transfer_engine": ["self", "request"],
-        "start_weight_update": ["self"],
-        "update_weights": ["self", "request"],
-        "finish_weight_update": ["self", "weight_version"],
-    }
-    for name, names in expect.items():
+    from tests.vllm_api.check_api import LLM_METHODS
+
+    for name, names in LLM_METHODS.items():
         got = params(src.method("vllm.entrypoints.llm", "LLM", name))
         assert got[: len(names)] == names, f"LLM.{name}{got}, expected leading {names}"
     assert "use_tqdm" in params(src.method("vllm.entrypoints.llm", "LLM", "generate"))
@@ -356,15 +345,10 @@ def sleep_wake_and_reset_semantics(src: Source):
 
 
 def main() -> int:
+    from tests.vllm_api.check_api import run_checks
+
     src = Source(sys.argv[1])
-    results = {}
-    for name, fn in CHECKS.items():
-        try:
-            fn(src)
-            results[name] = "ok"
-        except Exception as exc:  # report every check, not just the first failure
-            results[name] = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}"
-    print("RESULTS " + json.dumps(results))
+    print("RESULTS " + json.dumps(run_checks(CHECKS, set(), src)))
     return 0
 
 
