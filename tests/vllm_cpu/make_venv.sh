@@ -38,7 +38,7 @@ sed -E -e "s/^transformers==.*/$transformers_pin/" -e "s/^numpy==.*/$numpy_pin/"
     "$root/constraints-cpu.txt" > "$constraints"
 [[ -x "$venv/bin/python" ]] || "$python" -m venv "$venv"
 pip=("$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-compile)
-"${pip[@]}" -c "$constraints" "$vllm_pin" -e "$root[dev]"
+"${pip[@]}" -c "$constraints" "$vllm_pin" -e "${root}[dev]"
 "$venv/bin/python" -m pip uninstall --quiet -y torchvision torchaudio torchcodec
 "$venv/bin/python" -c "import vllm, deepspeed, torch, transformers, rlvr; print('vllm', vllm.__version__, 'torch', torch.__version__, 'transformers', transformers.__version__, 'deepspeed', deepspeed.__version__)"
 echo "$want" > "$stamp"
