@@ -1,7 +1,8 @@
 """Verifiers by short name. Rows choose theirs through a column (default `verifier`).
 
 Three sources, one namespace (a name used twice by different functions is an error):
-- built-ins, registered on import of their modules (`arith`, `math`, `math_boxed`, `countdown`);
+- built-ins, registered on import of their modules (`arith`, `math`, `math_boxed`, `countdown`,
+  `format_boxed`, `format_think`, `format_regex`);
 - installed plug-ins: entry points in group `rlvr.verifiers` (name = entry-point name), loaded
   only when their name is asked for, so one broken plug-in cannot break the others;
 - `module:function` or `name=module:function` paths (recipes, `VerifierPool(plugins=...)`).
@@ -16,7 +17,12 @@ from collections.abc import Callable
 from rewards.base import Verifier
 
 ENTRY_POINT_GROUP = "rlvr.verifiers"
-BUILTIN_MODULES = ("rewards.arith", "rewards.math_verifier", "rewards.countdown")
+BUILTIN_MODULES = (
+    "rewards.arith",
+    "rewards.math_verifier",
+    "rewards.countdown",
+    "rewards.format",
+)
 
 _REGISTRY: dict[str, Verifier] = {}
 

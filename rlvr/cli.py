@@ -237,13 +237,20 @@ def report_eval(cfg, model_path: str) -> dict:
 
     from rewards.pool import VerifierPool
     from rlvr.seeds import Stream, derive_seed
-    from rlvr.tasks.loading import load_task
+    from rlvr.tasks.loading import fit_prompts, load_task, prompt_limit
     from rlvr.train.evaluation import evaluate
     from rlvr.train.run import encode
 
     torch.set_num_threads(os.cpu_count() or 1)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     rows = load_task(cfg)[1]
+    limit = prompt_limit(cfg, model_path)
+    rows, prompts, over = fit_prompts(
+        rows, encode(cfg, tokenizer, rows), limit, cfg.data.overlong_prompts
+    )
+    if over:
+        action = "dropped" if cfg.data.overlong_prompts == "drop" else "truncated"
+        print(f"{over} held-out prompts longer than {limit} tokens {action}")
     engine = eval_engine(cfg, model_path)
     with VerifierPool(cfg.verifier) as pool:
         metrics = evaluate(
@@ -251,7 +258,7 @@ def report_eval(cfg, model_path: str) -> dict:
             pool,
             tokenizer,
             rows,
-            encode(cfg, tokenizer, rows),
+            prompts,
             n=cfg.eval.n,
             ks=cfg.eval.k,
             temperature=cfg.eval.temperature,

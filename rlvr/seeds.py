@@ -19,6 +19,7 @@ class Stream(enum.IntEnum):
     WORKER = 3  # one rollout worker's share of a generate call: (call seed, worker)
     UPDATE = 4  # the mini-batch shuffles of an update: (step,)
     EVAL = 5  # evaluation sampling and its bootstrap intervals (the same at every evaluation)
+    SAMPLES = 6  # which completions of a step are written as sample rows: (step,)
 
 
 SEED_BITS = 31  # engines keep seeds in C ints

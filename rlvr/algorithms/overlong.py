@@ -1,9 +1,40 @@
-"""DAPO's treatment of completions that hit the length limit (Yu et al. 2025, arXiv 2503.14476)."""
+"""DAPO's treatment of completions that hit the length limit (Yu et al. 2025, arXiv 2503.14476).
+
+The trainer applies each in one place: the penalty is the reward component `overlong`
+(rlvr.train.scoring, weight `overlong_penalty_factor`, L_max = rollout.max_new_tokens), the
+filter drops truncated completions from the loss (rlvr.train.controller).
+"""
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
+
+
+class OverlongConfig(BaseModel):
+    """DAPO's overlong shaping and filtering (part of the `algorithm` section); both off by
+    default, as in GRPO."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    overlong_buffer: Optional[int] = Field(
+        None,
+        ge=1,
+        description="L_c of DAPO's soft overlong penalty: a completion longer than "
+        "rollout.max_new_tokens - L_c tokens gets a penalty falling linearly to -1 at the cap, "
+        "as the reward component 'overlong' (None = off)",
+    )
+    overlong_penalty_factor: float = Field(
+        1.0, ge=0.0, description="weight of the overlong penalty in the reward"
+    )
+    overlong_filter: bool = Field(
+        False,
+        description="DAPO overlong filtering: truncated completions (cut at the length cap) "
+        "stay in their group's advantages but get no loss",
+    )
 
 
 def overlong_penalty(

@@ -125,12 +125,16 @@ _BOUND_KEYS = {">": "gt", ">=": "ge", "<": "lt", "<=": "le"}
 
 def format_error(exc: ValidationError, root: type[BaseModel]) -> str:
     """The first error as one line: the dotted field name, the value and what is allowed."""
-    err = exc.errors(include_url=False)[0]
+    errors = exc.errors(include_url=False)
+    # A misspelt key also leaves its real one missing: name the misspelling.
+    err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     loc, kind, value = err["loc"], err["type"], err.get("input")
-    name = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc)[1:]
+    name = _dotted(loc)
     where = _locate(root, loc)
     if kind == "extra_forbidden":
         return _unknown_key(loc, where.parent_fields)
+    if kind == "missing":
+        return f"{name} is required"
     if kind in ("model_type", "model_attributes_type"):
         return f"{name or 'config'}: expected a section (mapping), got {value!r}"
     if kind in ("value_error", "assertion_error"):
@@ -151,8 +155,13 @@ def format_error(exc: ValidationError, root: type[BaseModel]) -> str:
     return f"{name}={value!r}: {err['msg']}"
 
 
+def _dotted(loc: tuple) -> str:
+    """('rewards', 0, 'weight') -> 'rewards[0].weight'."""
+    return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc)[1:]
+
+
 def _unknown_key(loc: tuple, valid: list[str]) -> str:
-    prefix = "".join(f"{part}." for part in loc[:-1])
+    prefix = _dotted(loc[:-1]) + "." if loc[:-1] else ""
     key = str(loc[-1])
     close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
     hint = f"; did you mean {prefix}{close[0]}?" if close else f"; valid keys: {', '.join(valid)}"

@@ -14,9 +14,11 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from rewards.components import RESERVED, RewardComponent
 from rewards.pool import PoolConfig
 from rlvr.algorithms.advantages import AdvantageConfig
 from rlvr.algorithms.loss import LossConfig
+from rlvr.algorithms.overlong import OverlongConfig
 from rlvr.cluster.placement import PlacementConfig
 from rlvr.cluster.ray_cluster import RayConfig
 from rlvr.errors import ConfigError
@@ -27,6 +29,7 @@ from rlvr.tasks.sft import SFTConfig
 from rlvr.tasks.tiny_model import BUILTIN_PREFIX, ModelConfig
 from rlvr.train.evaluation import EvalConfig
 from rlvr.train.run import TrainerConfig
+from rlvr.train.tracking import LogConfig
 from rollout.gates import GateConfig
 from rollout.samplers import SamplerConfig
 from rollout.schedules import ScheduleConfig
@@ -40,8 +43,9 @@ from rollout.worker import RolloutConfig
 PROBE_TOLERANCE = {"float32": 1e-3, "bfloat16": 0.1, "float16": 0.1}
 
 
-class AlgorithmConfig(LossConfig, AdvantageConfig):
-    """The `algorithm` section: the advantage estimator, the policy loss, and the filter."""
+class AlgorithmConfig(LossConfig, AdvantageConfig, OverlongConfig):
+    """The `algorithm` section: the advantage estimator, the policy loss, DAPO's overlong
+    shaping, and the zero-variance filter."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
@@ -67,8 +71,15 @@ class Config(BaseModel):
     placement: PlacementConfig = Field(default_factory=PlacementConfig)
     sync: SyncConfig = Field(default_factory=SyncConfig)
     verifier: PoolConfig = Field(default_factory=PoolConfig)
+    rewards: list[RewardComponent] = Field(
+        default_factory=list,
+        description="reward components for every row without its own 'rewards' column, e.g. "
+        "[{name: math, weight: 1.0}, {name: format_boxed, weight: 0.1}]; the first is the "
+        "answer check (pass@k, MoPPS, DARS); empty: each row's verifier, weight 1",
+    )
     eval: EvalConfig = Field(default_factory=EvalConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    log: LogConfig = Field(default_factory=LogConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
 
     @model_validator(mode="after")
@@ -98,6 +109,7 @@ class Config(BaseModel):
         self._validate_model()
         self._validate_data()
         self._validate_engine()
+        self._validate_rewards()
         if self.algorithm.advantage == "rloo" and self.rollout.n < 2:
             raise ConfigError(f"rollout.n={self.rollout.n}: algorithm.advantage=rloo needs n >= 2")
         if max(self.eval.k) > self.eval.n:
@@ -135,10 +147,6 @@ class Config(BaseModel):
             if path != "builtin:arith-tiny":
                 raise ConfigError(
                     f"model.path={path!r}: unknown built-in model; valid: builtin:arith-tiny"
-                )
-            if self.data.task != "arith":
-                raise ConfigError(
-                    "model.path=builtin:arith-tiny only knows the arith task's symbols"
                 )
         elif path.startswith((".", "/", "~")) and not Path(os.path.expanduser(path)).exists():
             raise ConfigError(f"model.path={path!r}: directory not found")
@@ -206,8 +214,32 @@ class Config(BaseModel):
                 "run one worker each (tensor_parallel_size=1)"
             )
 
+    def _validate_rewards(self) -> None:
+        for i, component in enumerate(self.rewards):
+            if component.name in RESERVED:
+                raise ConfigError(
+                    f"rewards[{i}].name={component.name!r}: computed by the trainer; "
+                    f"{RESERVED[component.name]}"
+                )
+        buffer = self.algorithm.overlong_buffer
+        if buffer is not None and buffer > self.rollout.max_new_tokens:
+            raise ConfigError(
+                f"algorithm.overlong_buffer={buffer}: must be <= rollout.max_new_tokens="
+                f"{self.rollout.max_new_tokens} (the penalty ramps over the last L_c tokens)"
+            )
+
     def _validate_data(self) -> None:
         data = self.data
+        if data.task == "arith" and (data.system_prompt or data.chat_template_kwargs):
+            raise ConfigError(
+                "data.system_prompt / data.chat_template_kwargs apply to data.task=dataset; the "
+                "arith task keeps its plain prompts"
+            )
+        if data.template == "chat_system" and data.instruction and data.system_prompt:
+            raise ConfigError(
+                "data.template=chat_system makes data.instruction the system message; leave "
+                "data.system_prompt empty or use data.template=chat"
+            )
         if data.task == "dataset":
             if not data.train:
                 raise ConfigError("data.train is empty: data.task=dataset needs a training source")

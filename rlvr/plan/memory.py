@@ -298,7 +298,7 @@ def max_model_len(cfg) -> int:
     """vLLM's max_model_len: rollout.vllm.max_model_len, else prompt + completion caps (within
     the built-in model's positions)."""
     rc = cfg.rollout
-    limit = rc.vllm.max_model_len or rc.max_prompt_tokens + rc.max_new_tokens
+    limit = rc.vllm.max_model_len or cfg.data.max_prompt_tokens + rc.max_new_tokens
     if cfg.model.path.startswith("builtin:"):
         limit = min(limit, cfg.model.tiny.max_positions)
     return limit

@@ -3,10 +3,14 @@
 Every row comes out as a plain dict holding at least `prompt`, `answer` (the gold answer as a
 string) and `verifier` (a name from rewards.registry), plus the source's other columns and
 `dataset`. Rows stay JSON-able so they can travel to verifier workers and into checkpoints.
+A conversational row has a `messages` column (a list of {role, content}, ending with the user's
+turn): it is kept as `messages`, rendered with the tokenizer's chat template, and its last user
+message becomes `prompt` (for logs and samplers).
 
 Sources:
-- a short name of a shipped evaluation set (EVAL_SETS: math500, minerva, gsm8k, olympiadbench,
-  aime24, amc23), whose column conventions are known;
+- a short name of a shipped set (EVAL_SETS: math500, minerva, gsm8k, olympiadbench, aime24,
+  amc23; and arith_chat / arith_chat_heldout, small conversational arithmetic sets written for
+  the built-in model), whose column conventions are known;
 - a local .jsonl / .json / .parquet file;
 - a Hugging Face hub dataset "owner/name", "owner/name:split" or "owner/name:config:split"
   (needs a network; offline it fails with a one-line DataSourceError).
@@ -31,6 +35,7 @@ from rewards.extract import last_boxed
 EVAL_DATA_DIR = Path(__file__).with_name("eval_data")
 BOXED_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 TEMPLATES = ("plain", "chat", "chat_system")
+ROLES = ("system", "user", "assistant")
 
 
 class DataSourceError(RuntimeError):
@@ -55,6 +60,8 @@ EVAL_SETS: dict[str, EvalSet] = {
     "olympiadbench": EvalSet("olympiadbench.jsonl", "question", "final_answer", None),
     "aime24": EvalSet("aime24.jsonl", "problem", "answer"),
     "amc23": EvalSet("amc23.jsonl", "problem", "answer", None),
+    "arith_chat": EvalSet("arith_chat.jsonl", "messages", "answer", None),
+    "arith_chat_heldout": EvalSet("arith_chat_heldout.jsonl", "messages", "answer", None),
 }
 
 _DOLLAR = re.compile(r"(?<!\\)\$")  # math delimiters; \$ (a currency sign) stays
@@ -68,13 +75,15 @@ def load_rows(
     solution_key: str | None = None,
     verifier: str | None = None,
     verifier_key: str = "verifier",
+    messages_key: str = "messages",
     limit: int | None = None,
 ) -> list[dict]:
     """Rows of `source` with `prompt`, `answer`, `verifier` and `dataset` set.
 
     Keys left as None take the eval set's convention for a short name, else "problem",
     "answer", "solution" and verifier "math". A row's own `verifier_key` column, when present
-    and non-empty, overrides `verifier` (mixed-task data routes each row to its verifier).
+    and non-empty, overrides `verifier` (mixed-task data routes each row to its verifier). A row
+    with a `messages_key` column is conversational and needs no prompt column.
     """
     spec = EVAL_SETS.get(source)
     name = source
@@ -90,9 +99,10 @@ def load_rows(
     default_verifier = verifier or spec.verifier
     rows = []
     for i, record in enumerate(records):
-        if prompt_key not in record:
+        messages = record.get(messages_key)
+        if messages is None and prompt_key not in record:
             raise DataSourceError(
-                f"{source}: row {i} has no prompt column {prompt_key!r}; "
+                f"{source}: row {i} has no prompt column {prompt_key!r} (nor {messages_key!r}); "
                 f"columns: {', '.join(sorted(record))}"
             )
         row = dict(record)
@@ -103,12 +113,42 @@ def load_rows(
                 f"\\boxed{{}} in {solution_key!r}; columns: "
                 f"{', '.join(sorted(record))}"
             )
-        row["prompt"] = str(record[prompt_key])
+        if messages is not None:
+            row.pop(messages_key)
+            row["messages"] = checked_messages(messages, f"{source}: row {i}")
+            row["prompt"] = [m["content"] for m in row["messages"] if m["role"] == "user"][-1]
+        else:
+            row["prompt"] = str(record[prompt_key])
         row["answer"] = gold
         row["verifier"] = str(record.get(verifier_key) or default_verifier)
         row["dataset"] = name
         rows.append(row)
     return rows
+
+
+def checked_messages(messages: Any, where: str) -> list[dict[str, str]]:
+    """A conversation as [{role, content}], or DataSourceError naming what is wrong: roles are
+    system / user / assistant, contents strings, and the last turn is the user's (the model
+    answers it)."""
+    if not isinstance(messages, list) or not messages:
+        raise DataSourceError(f"{where}: messages must be a non-empty list of {{role, content}}")
+    out = []
+    for j, m in enumerate(messages):
+        if (
+            not isinstance(m, dict)
+            or m.get("role") not in ROLES
+            or not isinstance(m.get("content"), str)
+        ):
+            raise DataSourceError(
+                f"{where}: messages[{j}] must be {{role: {' | '.join(ROLES)}, content: text}}, "
+                f"got {str(m)[:80]}"
+            )
+        out.append({"role": m["role"], "content": m["content"]})
+    if out[-1]["role"] != "user":
+        raise DataSourceError(
+            f"{where}: the last message must be the user's, not the {out[-1]['role']}'s"
+        )
+    return out
 
 
 def gold_text(value: Any) -> str | None:
@@ -202,37 +242,68 @@ def render_prompt(
     *,
     tokenizer: Any = None,
     instruction: str | None = None,
+    system_prompt: str | None = None,
+    chat_kwargs: Mapping[str, Any] | None = None,
 ) -> str:
     """The text a model is given for `row`.
 
+    - a row with `messages`: the tokenizer's chat template over the conversation (whatever
+      `template` says), `instruction` appended to the last user turn;
     - "plain": the prompt, then a blank line and `instruction` when given;
     - "chat": the tokenizer's chat template, `instruction` appended to the user turn (the
       Qwen2.5-Math evaluation convention);
     - "chat_system": the chat template with `instruction` as the system message;
     - any other string containing "{prompt}": a literal template; "{prompt}" and
       "{instruction}" are replaced (no str.format, so LaTeX braces in it are safe).
+    With a chat template, `system_prompt` opens a conversation that has no system message, and
+    `chat_kwargs` go to the template (e.g. enable_thinking=False for Qwen3).
     `tokenizer` is a Hugging Face tokenizer, or a name/path loaded with AutoTokenizer.
     """
     prompt = str(row["prompt"])
-    if template == "plain":
-        return f"{prompt}\n\n{instruction}" if instruction else prompt
-    if template in ("chat", "chat_system"):
-        if tokenizer is None:
-            raise ValueError(f"template {template!r} needs a tokenizer with a chat template")
-        if isinstance(tokenizer, str):
-            from transformers import AutoTokenizer
-
-            tokenizer = AutoTokenizer.from_pretrained(tokenizer)
-        if template == "chat":
-            content = f"{prompt}\n\n{instruction}" if instruction else prompt
-            messages = [{"role": "user", "content": content}]
-        else:
-            messages = [{"role": "system", "content": instruction}] if instruction else []
-            messages.append({"role": "user", "content": prompt})
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    if "{prompt}" in template:
+    with_instruction = f"{prompt}\n\n{instruction}" if instruction else prompt
+    if "messages" in row:
+        messages = [dict(m) for m in row["messages"]]
+        if instruction:
+            messages[-1]["content"] = f"{messages[-1]['content']}\n\n{instruction}"
+    elif template == "plain":
+        return with_instruction
+    elif template == "chat":
+        messages = [{"role": "user", "content": with_instruction}]
+    elif template == "chat_system":
+        messages = [{"role": "system", "content": instruction}] if instruction else []
+        messages.append({"role": "user", "content": prompt})
+    elif "{prompt}" in template:
         return template.replace("{prompt}", prompt).replace("{instruction}", instruction or "")
-    raise ValueError(
-        f"unknown prompt template {template!r}; valid: {', '.join(TEMPLATES)} or a "
-        "string containing {prompt}"
+    else:
+        raise ValueError(
+            f"unknown prompt template {template!r}; valid: {', '.join(TEMPLATES)} or a "
+            "string containing {prompt}"
+        )
+    if system_prompt and messages[0]["role"] != "system":
+        messages.insert(0, {"role": "system", "content": system_prompt})
+    return apply_chat_template(tokenizer, messages, chat_kwargs or {})
+
+
+def is_chat(row: Mapping[str, Any], template: str) -> bool:
+    """Whether `render_prompt` gives this row a chat template (which holds its own special
+    tokens, so tokenizing its text must add none)."""
+    return "messages" in row or template in ("chat", "chat_system")
+
+
+def apply_chat_template(
+    tokenizer: Any, messages: list[dict], chat_kwargs: Mapping[str, Any]
+) -> str:
+    if tokenizer is None:
+        raise ValueError("a chat template needs a tokenizer")
+    if isinstance(tokenizer, str):
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer)
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError(
+            f"tokenizer {getattr(tokenizer, 'name_or_path', '')!r} has no chat template; use "
+            "data.template=plain or a string template, and rows without messages"
+        )
+    return tokenizer.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=True, **chat_kwargs
     )

@@ -1,12 +1,15 @@
 """Where a run's prompts come from: (train rows, held-out rows), each row a dict with at least
-prompt, answer and verifier; and the text each prompt is given to the model as."""
+prompt, answer, verifier and its resolved reward components; the text each prompt is given to
+the model as; and the prompt length limit (drop or truncate)."""
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from rewards.components import attach
+from rlvr.errors import ConfigError
 from rlvr.tasks.arith import ArithConfig, make_split
 
 
@@ -54,10 +57,49 @@ class DataConfig(BaseModel):
     limit: Optional[int] = Field(
         None, ge=1, description="task=dataset: read at most this many training rows"
     )
+    messages_key: str = Field(
+        "messages",
+        description="conversation column (a list of {role, content}); rows that have it are "
+        "rendered with the tokenizer's chat template",
+    )
+    system_prompt: Optional[str] = Field(
+        None,
+        description="system message opening every chat-rendered prompt that has none "
+        "(task=dataset)",
+    )
+    chat_template_kwargs: dict[str, Any] = Field(
+        default_factory=dict,
+        description="passed to the tokenizer's chat template, e.g. {enable_thinking: false} "
+        "(task=dataset)",
+    )
+    max_prompt_tokens: int = Field(
+        1024,
+        ge=1,
+        description="longest prompt in tokens (also capped by the model's positions); longer "
+        "ones are dropped at load (counted) or truncated, see overlong_prompts; with "
+        "rollout.max_new_tokens it sizes vLLM's max_model_len and the memory plan",
+    )
+    overlong_prompts: Literal["drop", "truncate"] = Field(
+        "drop",
+        description="prompts over max_prompt_tokens: drop them, or keep their last "
+        "max_prompt_tokens tokens (the question and the chat template's reply header)",
+    )
 
 
 def load_task(cfg) -> tuple[list[dict], list[dict]]:
-    """Training rows and held-out rows (at most eval.num_problems of each held-out set)."""
+    """Training rows and held-out rows (at most eval.num_problems of each held-out set), each
+    with its reward components resolved (`rewards`: the row's own, the recipe's, or its
+    verifier). Raises ConfigError for a malformed `rewards` column."""
+    train, heldout = _load_rows(cfg)
+    for rows, where in ((train, "data.train"), (heldout, "data.eval")):
+        try:
+            attach(rows, cfg.rewards, where)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+    return train, heldout
+
+
+def _load_rows(cfg) -> tuple[list[dict], list[dict]]:
     data = cfg.data
     if data.task == "arith":
         a = data.arith
@@ -75,6 +117,7 @@ def load_task(cfg) -> tuple[list[dict], list[dict]]:
         "answer_key": data.answer_key,
         "solution_key": data.solution_key,
         "verifier": data.verifier,
+        "messages_key": data.messages_key,
     }
     train = load_rows(data.train, limit=data.limit, **keys)
     heldout = []
@@ -94,7 +137,63 @@ def prompt_texts(cfg, rows: list[dict], tokenizer) -> list[str]:
         return [row["prompt"] for row in rows]
     from rlvr.tasks.data import render_prompt
 
+    data = cfg.data
     return [
-        render_prompt(row, cfg.data.template, tokenizer=tokenizer, instruction=cfg.data.instruction)
+        render_prompt(
+            row,
+            data.template,
+            tokenizer=tokenizer,
+            instruction=data.instruction,
+            system_prompt=data.system_prompt,
+            chat_kwargs=data.chat_template_kwargs,
+        )
         for row in rows
     ]
+
+
+def encode_prompts(cfg, tokenizer, rows: list[dict]) -> list[list[int]]:
+    """Prompt token ids. Chat templates already hold their special tokens, so none are added."""
+    from rlvr.tasks.data import is_chat
+
+    texts = prompt_texts(cfg, rows, tokenizer)
+    chat = [cfg.data.task == "dataset" and is_chat(row, cfg.data.template) for row in rows]
+    ids: list[list[int]] = [[] for _ in rows]
+    for flag in (False, True):
+        picked = [i for i, c in enumerate(chat) if c == flag]
+        if picked:
+            encoded = tokenizer([texts[i] for i in picked], add_special_tokens=not flag).input_ids
+            for i, e in zip(picked, encoded):
+                ids[i] = e
+    return ids
+
+
+def fit_prompts(
+    rows: list[dict], prompts: list[list[int]], limit: int, mode: str
+) -> tuple[list[dict], list[list[int]], int]:
+    """Rows and prompts within `limit` tokens: longer prompts are dropped (mode "drop") or keep
+    their last `limit` tokens ("truncate"). Returns (rows, prompts, how many were over)."""
+    over = sum(len(p) > limit for p in prompts)
+    if mode == "truncate":
+        return rows, [p[-limit:] if len(p) > limit else p for p in prompts], over
+    kept = [i for i, p in enumerate(prompts) if len(p) <= limit]
+    return [rows[i] for i in kept], [prompts[i] for i in kept], over
+
+
+def prompt_limit(cfg, model_path: str, log=print) -> int:
+    """data.max_prompt_tokens, lowered when needed so that a prompt leaves room for at least one
+    completion token within the model's positions (and vLLM's max_model_len when set)."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(model_path, trust_remote_code=cfg.model.trust_remote_code)
+    contexts = [getattr(config, "max_position_embeddings", None)]
+    if cfg.rollout.engine == "vllm":
+        contexts.append(cfg.rollout.vllm.max_model_len)
+    context = min((c for c in contexts if c), default=None)
+    limit = cfg.data.max_prompt_tokens
+    if context is not None and limit >= context:
+        log(
+            f"data.max_prompt_tokens={limit}: the model takes {context} tokens in all; prompts "
+            f"are limited to {context - 1}"
+        )
+        limit = context - 1
+    return limit

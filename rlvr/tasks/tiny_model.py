@@ -48,11 +48,20 @@ class ModelConfig(BaseModel):
 
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
 SYMBOLS = list("0123456789") + list(OPERATORS) + ["="]
-BUILD_VERSION = 1  # bump when the tokenizer, the model or the SFT recipe changes meaning
+BUILD_VERSION = 2  # bump when the tokenizer, the model or the SFT recipe changes meaning
+# The only markup the 18 symbols allow: turns are concatenated, with no role markers (there are no
+# symbols for them), <bos> first and <eos> after each assistant turn. A one-turn conversation
+# [{user: "12+34="}] renders exactly as the plain arith prompt, so the warm-started model answers
+# chat rows as it answers the built-in task.
+CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}{{ m['content'] }}"
+    "{% if m['role'] == 'assistant' %}{{ eos_token }}{% endif %}{% endfor %}"
+)
 
 
 def build_tokenizer():
-    """One token per character; prompts get <bos> prepended; pads on the left for generation."""
+    """One token per character; prompts get <bos> prepended; pads on the left for generation;
+    a minimal chat template (CHAT_TEMPLATE) for conversational rows."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
@@ -63,7 +72,7 @@ def build_tokenizer():
     tok.post_processor = processors.TemplateProcessing(
         single=f"{BOS} $A", special_tokens=[(BOS, vocab[BOS])]
     )
-    return PreTrainedTokenizerFast(
+    tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         bos_token=BOS,
         eos_token=EOS,
@@ -71,6 +80,8 @@ def build_tokenizer():
         unk_token=UNK,
         padding_side="left",
     )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
 
 
 def build_model(tiny, tokenizer, seed: int):

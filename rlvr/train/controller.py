@@ -12,17 +12,17 @@ import zlib
 
 import torch
 
-from rlvr.algorithms import compute_advantages
+from rlvr.algorithms import compute_advantages, overlong_filter
 from rlvr.learner.batch import build_train_batch
 from rlvr.seeds import Stream, derive_seed
 from rlvr.train.checkpoint import find_resume, load_checkpoint, save_checkpoint
-from rlvr.train.metrics import PhaseTimer, RunLogger, summary_table, write_plots
+from rlvr.train.metrics import PhaseTimer, summary_table, write_plots
 from rlvr.train.probe import check_rollout_logp
 from rlvr.train.rollouts import Rollouts
 from rlvr.train.run import Run
 from rlvr.train.scoring import GroupStats, Scores, score
-from rlvr.train.step_metrics import learner_metrics, rollout_metrics
-from rollout.types import Completions, PromptSampler
+from rlvr.train.step_metrics import learner_metrics, reward_metrics, rollout_metrics
+from rollout.types import FINISH_LENGTH, Completions, PromptSampler
 
 
 def train(cfg, recipe: str | None = None, log=print) -> dict:
@@ -36,14 +36,15 @@ def train(cfg, recipe: str | None = None, log=print) -> dict:
 
 def _loop(run: Run, cfg, log) -> dict:
     tc, cluster = cfg.trainer, run.cluster
-    start = 0
+    start, tracker = 0, {}
     resume = find_resume(run.dir, tc.resume)
     if resume is not None:
-        start = load_checkpoint(resume, cluster, run.sampler)["step"]
+        state = load_checkpoint(resume, cluster, run.sampler)
+        start, tracker = state["step"], state["extra"].get("tracker", {})
         run.truncate_history(start)
         log(f"resumed from {resume} at step {start}")
     cluster.sync_weights()  # rollout workers start from exactly the learner's weights (checked)
-    logger = RunLogger(run.dir, tc.steps, start)
+    logger = run.logger(start, tracker)  # a resumed run continues its tracker run
     timer, began = PhaseTimer(), time.time()
     spent = completions_spent(
         run.history()
@@ -63,7 +64,7 @@ def _loop(run: Run, cfg, log) -> dict:
                 sampling = run.sampling(cfg.rollout.n, step, len(rounds), stage=0)
                 comps = cluster.generate(prompts, sampling)
             with timer("verify"):
-                scores = score(run.pool, run.tokenizer, rows, comps)
+                scores = score(run.pool, run.tokenizer, rows, comps, run.rewards)
             with timer("expand"):
                 comps, scores, stats, extra_P = expand(
                     run, rows, prompts, comps, scores, step, len(rounds)
@@ -82,7 +83,7 @@ def _loop(run: Run, cfg, log) -> dict:
                 std_normalize=cfg.algorithm.std_normalize,
                 eps=cfg.algorithm.eps,
             )
-            keep_N = valid_N & batch.admit_P[comps.prompt_index_N]
+            keep_N = trainable(batch, valid_N, cfg.algorithm.overlong_filter)
         with timer("update"):
             sums = []
             if keep_N.any():
@@ -98,6 +99,7 @@ def _loop(run: Run, cfg, log) -> dict:
             step + 1,
             {
                 **rollout_metrics(batch, keep_N, times),
+                **reward_metrics(batch, adv_N, keep_N, cfg.algorithm.advantage),
                 **learner,
                 "sync/bytes": sync["bytes"],
                 "sync/checked_workers": sync["checked_workers"],
@@ -109,14 +111,16 @@ def _loop(run: Run, cfg, log) -> dict:
                 **times,
             },
         )
+        run.log_samples(step + 1, batch, logger)
         check_rollout_logp(learner, cfg.sync.max_rollout_logp_diff, step + 1)  # after logging
         if run.eval_due(step + 1) or done:
             last_eval = run.evaluate(step + 1, logger)
         if run.checkpoint_due(step + 1, began) or done:
             saved = time.perf_counter()
             save_checkpoint(
-                run.dir, step + 1, cluster, run.tokenizer, cfg, run.sampler, {}, tc.keep_checkpoints
-            )
+                run.dir, step + 1, cluster, run.tokenizer, cfg, run.sampler,
+                {"tracker": logger.tracker_state()}, tc.keep_checkpoints,
+            )  # fmt: skip
             logger.log(
                 step + 1, {"time/checkpoint": time.perf_counter() - saved}, kind="checkpoint"
             )
@@ -154,10 +158,21 @@ def expand(run: Run, rows, prompts, comps: Completions, scores: Scores, step: in
     more = run.cluster.generate([prompts[p] for p in order], run.sampling(1, step, round_, stage=1))
     more.prompt_index_N = torch.tensor(order, dtype=torch.long)[more.prompt_index_N]
     comps = Completions.concat([comps, more], [0, 0])
-    scores = Scores.concat([scores, score(run.pool, run.tokenizer, rows, more)])
+    scores = Scores.concat([scores, score(run.pool, run.tokenizer, rows, more, run.rewards)])
     merged = GroupStats.of(scores, comps.prompt_index_N, len(prompts))
     run.schedule.after_expand(first.acc_P, merged.acc_P)
     return comps, scores, merged, extra_P
+
+
+def trainable(batch: Rollouts, valid_N: torch.Tensor, drop_truncated: bool) -> torch.Tensor:
+    """bool [N]: completions that enter the loss: a defined reward, an admitted group and, with
+    DAPO's overlong filter, not cut off at the length cap."""
+    keep_N = valid_N & batch.admit_P[batch.comps.prompt_index_N]
+    if drop_truncated:
+        reasons = batch.comps.finish_reason
+        truncated_N = torch.tensor([r == FINISH_LENGTH for r in reasons], dtype=torch.bool)
+        keep_N &= overlong_filter(truncated_N).bool()
+    return keep_N
 
 
 def feed_sampler(sampler: PromptSampler, idx: list[int], stats: GroupStats) -> None:

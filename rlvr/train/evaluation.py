@@ -10,7 +10,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from rlvr.algorithms import mean_with_ci, pass_at_k
-from rlvr.train.scoring import score
+from rlvr.train.scoring import RewardSpec, Scores, score
 from rollout.types import Completions, SamplingSettings
 
 
@@ -45,19 +45,47 @@ def evaluate(
     max_new_tokens: int,
     seed: int,
 ) -> dict[str, float]:
-    """Metrics: pass@k (mean over problems) with pass@k_ci_lo / _ci_hi, per-level pass@1 when
-    rows have a `level` column, verifier errors, mean completion length.
+    """`eval_rollouts` then `eval_metrics`, scored by each row's reward components."""
+    comps, scores = eval_rollouts(
+        generate, pool, tokenizer, rows, prompts, n=n, temperature=temperature,
+        max_new_tokens=max_new_tokens, seed=seed, spec=None,
+    )  # fmt: skip
+    return eval_metrics(rows, comps, scores, ks=ks, seed=seed)
 
-    A verifier error is neither right nor wrong: a problem's n and c count only verified
-    samples, and a problem with no verified sample is left out (and counted).
-    """
+
+def eval_rollouts(
+    generate: Callable[[list[list[int]], SamplingSettings], Completions],
+    pool,
+    tokenizer,
+    rows: list[dict],
+    prompts: list[list[int]],
+    *,
+    n: int,
+    temperature: float,
+    max_new_tokens: int,
+    seed: int,
+    spec: RewardSpec | None,
+) -> tuple[Completions, Scores]:
+    """n completions per held-out prompt, and their scores."""
     comps = generate(
         prompts,
         SamplingSettings(
             n=n, temperature=temperature, top_p=1.0, max_new_tokens=max_new_tokens, seed=seed
         ),
     )
-    scores = score(pool, tokenizer, rows, comps)
+    return comps, score(pool, tokenizer, rows, comps, spec)
+
+
+def eval_metrics(
+    rows: list[dict], comps: Completions, scores: Scores, *, ks: list[int], seed: int
+) -> dict[str, float]:
+    """Metrics: pass@k (mean over problems) with pass@k_ci_lo / _ci_hi, per-level pass@1 when
+    rows have a `level` column, verifier errors, mean completion length.
+
+    Correct means the first reward component's verdict (rewards/components.py). A verifier
+    error is neither right nor wrong: a problem's n and c count only verified samples, and a
+    problem with no verified sample is left out (and counted).
+    """
     count = torch.zeros(len(rows), dtype=torch.long).index_add_(
         0, comps.prompt_index_N, (~scores.error_N).long()
     )

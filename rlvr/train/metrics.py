@@ -9,6 +9,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from rlvr.train.tracking import SAMPLES_FILE, LogConfig, SampleWriter, WandbTracker
+
 
 class PhaseTimer:
     """`with timer("generate"):` records seconds under time/generate for the current step."""
@@ -33,10 +35,24 @@ class PhaseTimer:
 
 
 class RunLogger:
-    """metrics.jsonl (one JSON object per step or evaluation), TensorBoard events, progress bar."""
+    """metrics.jsonl (one JSON object per step or evaluation), TensorBoard events, progress bar,
+    sample rows (samples.jsonl) and, when `log.wandb` is set, a W&B run (rlvr.train.tracking)."""
 
-    def __init__(self, run_dir: Path, total_steps: int, start_step: int = 0):
+    def __init__(
+        self,
+        run_dir: Path,
+        total_steps: int,
+        start_step: int = 0,
+        log_cfg: LogConfig | None = None,
+        run_config: dict | None = None,
+        resume: dict | None = None,
+    ):
         self.run_dir = run_dir
+        log_cfg = log_cfg or LogConfig()
+        self.samples = SampleWriter(run_dir, log_cfg.samples_max_mb)
+        self.wandb = None
+        if log_cfg.wandb is not None:  # first: it may fail (no wandb), before files are opened
+            self.wandb = WandbTracker(log_cfg.wandb, run_dir, run_config or {}, resume or {})
         self.jsonl = open(run_dir / "metrics.jsonl", "a", buffering=1)
         from torch.utils.tensorboard import SummaryWriter
 
@@ -50,9 +66,15 @@ class RunLogger:
         record = {"kind": kind, "step": step, "wall_time": time.time(), **metrics}
         self.jsonl.write(json.dumps(record) + "\n")
         self.history.append(record)
-        for key, value in metrics.items():
-            if isinstance(value, int | float):
-                self.tb.add_scalar(key if kind == "train" else f"{kind}/{key}", value, step)
+        scalars = {
+            key if kind == "train" else f"{kind}/{key}": value
+            for key, value in metrics.items()
+            if isinstance(value, int | float)
+        }
+        for key, value in scalars.items():
+            self.tb.add_scalar(key, value, step)
+        if self.wandb is not None:
+            self.wandb.log(step, scalars)
         if kind == "train":
             self.bar.update(1)
             self.bar.set_postfix(
@@ -71,10 +93,29 @@ class RunLogger:
                 )
             )
 
+    def log_samples(self, step: int, kind: str, rows: list[dict]) -> None:
+        """Sample rows (rlvr.train.tracking.sample_rows) to samples.jsonl and the tracker."""
+        if not rows:
+            return
+        self.samples.write(rows)
+        if self.wandb is not None:
+            self.wandb.log_samples(step, kind, rows)
+
+    def tracker_state(self) -> dict:
+        """What a checkpoint keeps so a resumed run continues the same tracker run."""
+        return self.wandb.state() if self.wandb is not None else {}
+
     def close(self) -> None:
+        if self.samples.dropped:
+            self.bar.write(
+                f"{SAMPLES_FILE}: {self.samples.dropped} sample rows not written (the file "
+                "reached log.samples_max_mb)"
+            )
         self.bar.close()
         self.tb.close()
         self.jsonl.close()
+        if self.wandb is not None:
+            self.wandb.close()
 
 
 def read_history(run_dir: Path) -> list[dict]:
@@ -129,10 +170,19 @@ def write_plots(run_dir: Path, history: list[dict]) -> Path:
 
 
 def summary_table(history: list[dict]) -> str:
-    """First vs last evaluation and mean phase times, as an aligned text table."""
+    """Prompts kept and over the length limit, first vs last evaluation and mean phase times,
+    as an aligned text table."""
     evals = [r for r in history if r["kind"] == "eval"]
     train = [r for r in history if r["kind"] == "train"]
+    data = [r for r in history if r["kind"] == "data"]
     lines = []
+    if data:
+        d = data[-1]
+        lines.append(
+            f"prompts: {d['train_prompts']} training, {d['eval_prompts']} held-out; "
+            f"{d['train_over']} training and {d['eval_over']} held-out longer than "
+            f"{d['prompt_limit']} tokens were {d['over_action']}"
+        )
     if evals:
         first, last = evals[0], evals[-1]
         lines.append(

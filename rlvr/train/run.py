@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import time
 from dataclasses import dataclass
@@ -13,12 +14,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from rlvr.errors import ConfigError
 from rlvr.plan.memory import max_model_len
 from rlvr.seeds import Stream, derive_seed
-from rlvr.tasks.loading import load_task, prompt_texts
+from rlvr.tasks.loading import encode_prompts, fit_prompts, load_task, prompt_limit
 from rlvr.tasks.warm_start import resolve_model_path
 from rlvr.train.checkpoint import list_checkpoints
-from rlvr.train.evaluation import evaluate
+from rlvr.train.evaluation import eval_metrics, eval_rollouts
 from rlvr.train.metrics import RunLogger, read_history
 from rlvr.train.probe import probe_prompts
+from rlvr.train.rollouts import Rollouts
+from rlvr.train.scoring import RewardSpec
+from rlvr.train.tracking import SAMPLES_FILE, extremes, random_picks, sample_rows
 from rollout.gates import DynamicSampling
 from rollout.samplers import make_sampler
 from rollout.schedules import make_schedule
@@ -78,14 +82,17 @@ class Run:
     pool: VerifierPool
     cluster: Cluster
     pad_id: int
+    rewards: RewardSpec
+    data_record: dict  # prompts kept and over the length limit (kind "data" in metrics.jsonl)
 
     @classmethod
     def start(cls, cfg, recipe: str | None, log) -> Run:
         from transformers import AutoTokenizer
 
-        from rewards.pool import VerifierPool
         from rlvr.cluster.ray_cluster import Cluster, init_ray
 
+        if cfg.log.wandb is not None and importlib.util.find_spec("wandb") is None:
+            raise ConfigError("log.wandb needs the wandb package: pip install 'rlvr[wandb]'")
         run_dir = run_directory(cfg, recipe)
         run_dir.mkdir(parents=True, exist_ok=True)
         cfg.write_yaml(run_dir / "config.yaml")
@@ -94,13 +101,8 @@ class Run:
         tokenizer = AutoTokenizer.from_pretrained(
             model_path, trust_remote_code=cfg.model.trust_remote_code
         )
-        train_rows, eval_rows = load_task(cfg)
-        pool = VerifierPool(cfg.verifier)
-        try:  # a row naming a verifier nobody provides is a config error, found before Ray starts
-            pool.require({row["verifier"] for row in train_rows + eval_rows})
-        except KeyError as exc:
-            pool.close()
-            raise ConfigError(f"data: {exc.args[0]} (add it with verifier.plugins)") from None
+        data = prepare_data(cfg, tokenizer, model_path, log)
+        pool = start_pool(cfg, data.train_rows + data.eval_rows)
         init_ray(cfg, log)
         try:
             cluster = Cluster(cfg, model_path, log)
@@ -110,34 +112,35 @@ class Run:
             pool.close()
             ray.shutdown()
             raise
-        eval_prompts = encode(cfg, tokenizer, eval_rows)
         cluster.probe_tokens = probe_prompts(
-            eval_prompts, cfg.sync.probe_prompts, max_model_len(cfg) - 1
+            data.eval_prompts, cfg.sync.probe_prompts, max_model_len(cfg) - 1
         )
         pad = (
             tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         )
         sampler = make_sampler(
             cfg.sampler,
-            len(train_rows),
+            len(data.train_rows),
             derive_seed(cfg.trainer.seed, Stream.PROMPTS),
-            prompts=[r["prompt"] for r in train_rows],
+            prompts=[r["prompt"] for r in data.train_rows],
         )
         gate = DynamicSampling(cfg.gate, cfg.trainer.prompts_per_step)
         return cls(
             cfg,
             run_dir,
             tokenizer,
-            train_rows,
-            encode(cfg, tokenizer, train_rows),
-            eval_rows,
-            eval_prompts,
+            data.train_rows,
+            data.train_prompts,
+            data.eval_rows,
+            data.eval_prompts,
             sampler,
             make_schedule(cfg.schedule),
             gate,
             pool,
             cluster,
             pad,
+            RewardSpec.of(cfg, data.train_rows + data.eval_rows),
+            data.record,
         )
 
     def sampling(self, n: int, step: int, round_: int, stage: int) -> SamplingSettings:
@@ -152,24 +155,55 @@ class Run:
             seed=seed,
         )
 
+    def logger(self, start: int, resume: dict) -> RunLogger:
+        """The run's logger from step `start`; `resume`: the tracker state of the checkpoint."""
+        logger = RunLogger(
+            self.dir, self.cfg.trainer.steps, start, self.cfg.log, self.cfg.model_dump(), resume
+        )
+        logger.log(start, self.data_record, kind="data")
+        return logger
+
     def evaluate(self, step: int, logger: RunLogger) -> dict:
-        ec = self.cfg.eval
+        ec, lc = self.cfg.eval, self.cfg.log
         began = time.perf_counter()
-        metrics = evaluate(
+        seed = derive_seed(self.cfg.trainer.seed, Stream.EVAL)
+        comps, scores = eval_rollouts(
             self.cluster.generate,
             self.pool,
             self.tokenizer,
             self.eval_rows,
             self.eval_prompts,
             n=ec.n,
-            ks=ec.k,
             temperature=ec.temperature,
             max_new_tokens=self.cfg.rollout.max_new_tokens,
-            seed=derive_seed(self.cfg.trainer.seed, Stream.EVAL),
+            seed=seed,
+            spec=self.rewards,
         )
+        metrics = eval_metrics(self.eval_rows, comps, scores, ks=ec.k, seed=seed)
         metrics["time/eval"] = time.perf_counter() - began
         logger.log(step, metrics, kind="eval")
+        best, worst = extremes(scores.reward_N, lc.eval_samples)
+        for kind, picked in (("eval_best", best), ("eval_worst", worst)):
+            rows = sample_rows(
+                step, kind, self.eval_rows, self.eval_prompts, comps, scores, picked,
+                self.tokenizer, lc.sample_chars,
+            )  # fmt: skip
+            logger.log_samples(step, kind, rows)
         return metrics
+
+    def log_samples(self, step: int, batch: Rollouts, logger: RunLogger) -> None:
+        """Every log.samples_every steps: seeded random completions of the step's batch."""
+        lc = self.cfg.log
+        if not lc.samples_every or step % lc.samples_every:
+            return
+        seed = derive_seed(self.cfg.trainer.seed, Stream.SAMPLES, step)
+        picked = random_picks(lc.samples_per_step, len(batch.comps), seed)
+        rows = [self.train_rows[i] for i in batch.idx]
+        samples = sample_rows(
+            step, "train", rows, batch.prompts, batch.comps, batch.scores, picked,
+            self.tokenizer, lc.sample_chars,
+        )  # fmt: skip
+        logger.log_samples(step, "train", samples)
 
     def eval_due(self, step: int) -> bool:
         every = self.cfg.eval.every
@@ -191,6 +225,11 @@ class Run:
         """On resume, drop records the interrupted run wrote after its last checkpoint."""
         kept = [r for r in self.history() if r["step"] <= step]
         (self.dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
+        samples = self.dir / SAMPLES_FILE
+        if samples.exists():  # a line cut short by the kill is dropped with the rest
+            lines = samples.read_text(encoding="utf-8").splitlines(keepends=True)
+            kept_lines = [line for line in lines if _step_of(line) <= step]
+            samples.write_text("".join(kept_lines), encoding="utf-8")
 
     def close(self) -> None:
         import ray
@@ -200,10 +239,82 @@ class Run:
         ray.shutdown()
 
 
+def _step_of(line: str) -> float:
+    """The step of a samples.jsonl line; infinity for a line that is not whole JSON."""
+    try:
+        return json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):
+        return float("inf")
+
+
 def encode(cfg, tokenizer, rows: list[dict]) -> list[list[int]]:
     """Prompt token ids. Chat templates already hold their special tokens, so none are added."""
-    chat = cfg.data.task == "dataset" and cfg.data.template.startswith("chat")
-    return tokenizer(prompt_texts(cfg, rows, tokenizer), add_special_tokens=not chat).input_ids
+    return encode_prompts(cfg, tokenizer, rows)
+
+
+@dataclass
+class Data:
+    """Rows and prompt token ids that fit the length limit, and what was done to the others."""
+
+    train_rows: list[dict]
+    train_prompts: list[list[int]]
+    eval_rows: list[dict]
+    eval_prompts: list[list[int]]
+    record: dict
+
+
+def prepare_data(cfg, tokenizer, model_path: str, log) -> Data:
+    """Load the rows, encode their prompts and apply data.max_prompt_tokens (capped so that a
+    completion still fits the model's positions): over-long prompts are dropped or truncated,
+    counted and logged. Raises ConfigError when no training prompt is left, or when a prompt
+    holds characters the tokenizer does not know (the built-in model knows digits and + - * =)."""
+    train_rows, eval_rows = load_task(cfg)
+    limit = prompt_limit(cfg, model_path, log)
+    unk = tokenizer.unk_token_id
+    kept, over = [], []
+    for rows, where in ((train_rows, "data.train"), (eval_rows, "data.eval")):
+        prompts = encode(cfg, tokenizer, rows)
+        bad = [i for i, p in enumerate(prompts) if unk is not None and unk in p]
+        if bad:
+            raise ConfigError(
+                f"{where} row {bad[0]}: the prompt {rows[bad[0]]['prompt'][:40]!r} has characters "
+                f"the tokenizer does not know ({len(bad)} such rows)"
+            )
+        rows, prompts, count = fit_prompts(rows, prompts, limit, cfg.data.overlong_prompts)
+        kept.append((rows, prompts))
+        over.append(count)
+    action = "dropped" if cfg.data.overlong_prompts == "drop" else "truncated"
+    if any(over):
+        log(
+            f"data: {over[0]} training and {over[1]} held-out prompts longer than {limit} "
+            f"tokens {action}"
+        )
+    if not kept[0][0]:
+        raise ConfigError(f"data: every training prompt is longer than {limit} tokens")
+    record = {
+        "train_prompts": len(kept[0][0]), "eval_prompts": len(kept[1][0]), "prompt_limit": limit,
+        "train_over": over[0], "eval_over": over[1], "over_action": action,
+    }  # fmt: skip
+    return Data(*kept[0], *kept[1], record)
+
+
+def start_pool(cfg, rows: list[dict]) -> VerifierPool:
+    """The verifier pool, after checking that every reward component names a verifier someone
+    provides and gives it arguments it accepts (config errors, found before Ray starts)."""
+    from rewards.components import check_args
+    from rewards.pool import VerifierPool
+
+    pool = VerifierPool(cfg.verifier)
+    try:
+        pool.require({c["name"] for row in rows for c in row["rewards"]})
+        check_args(rows)
+    except KeyError as exc:
+        pool.close()
+        raise ConfigError(f"data: {exc.args[0]} (add it with verifier.plugins)") from None
+    except (ValueError, ImportError) as exc:
+        pool.close()
+        raise ConfigError(f"rewards: {exc}") from None
+    return pool
 
 
 def run_directory(cfg, recipe: str | None) -> Path:

@@ -6,6 +6,7 @@ import math
 
 import torch
 
+from rlvr.algorithms import split_advantages
 from rlvr.train.rollouts import Rollouts
 from rollout.types import FINISH_LENGTH
 
@@ -40,6 +41,32 @@ def rollout_metrics(
         "length/truncated_frac": sum(r == FINISH_LENGTH for r in comps.finish_reason) / len(comps),
         "throughput/gen_tokens_per_s": gen_tokens / gen_time if gen_time > 0 else math.nan,
     }
+
+
+def reward_metrics(
+    batch: Rollouts, adv_N: torch.Tensor, keep_N: torch.Tensor, advantage: str
+) -> dict[str, float]:
+    """Per reward component (rewards/components.py): reward/<name>/mean, its own score averaged
+    over the completions that use it and got a verdict from it; /errors; and /adv_share, its
+    share of the advantage signal over the trained completions,
+    sum_i A_ci sign(A_i) / sum_i |A_i| with A_ci its part of A_i (`split_advantages`). The
+    shares sum to 1; a negative share means the component pulls against the others."""
+    scores = batch.scores
+    parts_CN = split_advantages(
+        advantage, scores.part_CN(), adv_N.double(), batch.comps.prompt_index_N
+    )
+    sign_N = torch.sign(adv_N.double()) * keep_N
+    signal = float((adv_N.double().abs() * keep_N).sum())
+    out: dict[str, float] = {}
+    for c, name in enumerate(scores.names):
+        error_N = scores.error_CN[c]
+        verdict_N = ~torch.isnan(scores.score_CN[c]) & ~error_N
+        own = scores.score_CN[c][verdict_N]
+        out[f"reward/{name}/mean"] = own.mean().item() if own.numel() else math.nan
+        out[f"reward/{name}/errors"] = int(error_N.sum())
+        share = float((parts_CN[c] * sign_N).sum()) / signal if signal > 0 else math.nan
+        out[f"reward/{name}/adv_share"] = share
+    return out
 
 
 def learner_metrics(rank_sums: list[dict[str, float]]) -> dict[str, float]:

@@ -11,6 +11,7 @@ from rlvr.algorithms import (
     compute_advantages,
     grpo_advantages,
     rloo_advantages,
+    split_advantages,
 )
 
 EPS = 1e-6
@@ -151,3 +152,37 @@ def test_advantage_config_defaults_to_each_papers_form():
         AdvantageConfig(advantage="gpro")
     with pytest.raises(ValueError, match="eps"):
         AdvantageConfig(eps=-1.0)
+
+
+def test_split_advantages_hand_values_and_they_sum_to_the_advantage():
+    # one group: math 1, 0, 0, 0 and format 0.1, 0.1, 0.1, 0 (weighted); Dr.GRPO centring:
+    # math - 0.25 = 0.75, -0.25, -0.25, -0.25; format - 0.075 = 0.025, 0.025, 0.025, -0.075
+    parts = torch.tensor([[1.0, 0, 0, 0], [0.1, 0.1, 0.1, 0]], dtype=torch.float64)
+    group = torch.zeros(4, dtype=torch.long)
+    adv, _ = compute_advantages("grpo", parts.sum(0), group, std_normalize=False, eps=1e-6)
+    got = split_advantages("grpo", parts, adv, group)
+    want = t64([[0.75, -0.25, -0.25, -0.25], [0.025, 0.025, 0.025, -0.075]])
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-15)
+    # with std normalisation every part is divided by the total's std + eps:
+    # rewards 1.1, 0.1, 0.1, 0: std = sqrt(mean of 0.775^2, 0.225^2, 0.225^2, 0.325^2)
+    std = math.sqrt((0.775**2 + 2 * 0.225**2 + 0.325**2) / 4)
+    adv, _ = compute_advantages("grpo", parts.sum(0), group, std_normalize=True, eps=1e-6)
+    got = split_advantages("grpo", parts, adv, group)
+    torch.testing.assert_close(got, want / (std + 1e-6), rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("name", ["grpo", "rloo"])
+@pytest.mark.parametrize("std_normalize", [True, False])
+def test_split_advantages_sum_to_the_advantage(name, std_normalize):
+    gen = torch.Generator().manual_seed(0)
+    group = torch.tensor([0, 0, 0, 1, 1, 1, 1, 1, 2, 2, 3])  # unequal sizes, one singleton
+    math_ = (torch.rand(11, generator=gen) > 0.5).double()
+    fmt = 0.1 * (torch.rand(11, generator=gen) > 0.3).double()
+    length = -0.5 * torch.rand(11, generator=gen, dtype=torch.float64)
+    parts = torch.stack([math_, fmt, length])
+    parts[1, 4] = float("nan")  # an errored component: the completion abstains
+    rewards = parts.sum(0)
+    adv, valid = compute_advantages(name, rewards, group, std_normalize=std_normalize, eps=1e-6)
+    got = split_advantages(name, parts, adv, group)
+    torch.testing.assert_close(got.sum(0), adv, rtol=0, atol=1e-12)
+    assert not valid[4] and (got[:, 4] == 0).all()

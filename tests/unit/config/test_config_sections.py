@@ -16,9 +16,12 @@ from rewards.pool import PoolConfig, VerifierPool
 from rlvr.algorithms import ADVANTAGES, AGGREGATIONS, KL_ESTIMATORS, POLICY_LOSSES
 from rlvr.algorithms.advantages import AdvantageConfig, compute_advantages
 from rlvr.algorithms.loss import LossConfig
+from rlvr.algorithms.overlong import OverlongConfig
 from rlvr.cluster import placement
 from rlvr.config import Config, ConfigError, load_config
 from rlvr.learner.spec import LearnerConfig, LearnerSpec
+from rlvr.train.scoring import RewardSpec
+from rlvr.train.tracking import LogConfig, SampleWriter, WandbConfig, WandbTracker
 from rollout import dars, gates, mopps, samplers, schedules, vllm_engine
 from rollout.hf_engine import HFEngine
 from rollout.worker import RolloutConfig, RolloutWorker
@@ -64,6 +67,26 @@ def test_the_schema_composes_the_parts_own_sections():
     assert set(LossConfig.model_fields) == set(spec.loss.model_dump())
 
 
+def test_every_overlong_knob_is_settable_and_reaches_its_consumer():
+    """DAPO's overlong shaping (algorithm.overlong_*): each field of OverlongConfig is set from a
+    recipe override and read where it acts (the reward spec; the loss filter)."""
+    assert issubclass(Config.model_fields["algorithm"].annotation, OverlongConfig)
+    overrides = {
+        "overlong_buffer": 3,
+        "overlong_penalty_factor": 0.25,
+        "overlong_filter": True,
+    }
+    assert set(overrides) == set(OverlongConfig.model_fields)  # a new knob needs a line here
+    cfg = load_config(
+        None, ["rollout.max_new_tokens=12"] + [f"algorithm.{k}={v}" for k, v in overrides.items()]
+    )
+    assert {k: getattr(cfg.algorithm, k) for k in overrides} == overrides
+    rows = [{"verifier": "arith", "rewards": [{"name": "arith", "weight": 1.0, "args": {}}]}]
+    assert RewardSpec.of(cfg, rows) == RewardSpec(("arith", "overlong"), (12, 3, 0.25))
+    assert RewardSpec.of(load_config(None), rows) == RewardSpec(("arith",), None)  # off
+    # the filter's consumer is the controller's `trainable` (tests/unit/train/test_scoring.py)
+
+
 # Each plug-in (class or function) with the config section whose fields it reads: none of those
 # fields may reappear as a keyword default of its own.
 PLUGINS = [
@@ -78,6 +101,8 @@ PLUGINS = [
     (RolloutWorker, RolloutConfig),
     (HFEngine, RolloutConfig),
     (compute_advantages, AdvantageConfig),
+    (WandbTracker, WandbConfig),
+    (SampleWriter, LogConfig),
 ]
 
 
@@ -144,6 +169,20 @@ def test_dars_and_loss_defaults_follow_other_settings():
          "did you mean rollout.vllm.tensor_parallel_size?"),
         ("verifier.memory_mb=32", "verifier.memory_mb=32 is out of range: must be >= 64"),
         ("learner.lr=1e-6x", "learner.lr='1e-6x': expected float"),
+        ("rewards=[{name: math, wieght: 1}]",
+         "unknown key rewards[0].wieght; did you mean rewards[0].weight?"),
+        ("rewards=[{weight: 1}]", "rewards[0].name is required"),
+        ("rewards=[{name: overlong}]", "rewards[0].name='overlong': computed by the trainer; "
+         "set algorithm.overlong_buffer (DAPO's length penalty needs token counts)"),
+        ("rewards=[{name: math, weight: .inf}]",
+         "rewards[0].weight=inf: Input should be a finite number"),
+        ("algorithm.overlong_buffer=9", "algorithm.overlong_buffer=9: must be <= "
+         "rollout.max_new_tokens=8 (the penalty ramps over the last L_c tokens)"),
+        ("log.wandb.projetc=x", "unknown key log.wandb.projetc; did you mean log.wandb.project?"),
+        ("data.overlong_prompts=cut",
+         "data.overlong_prompts='cut' is not allowed; choose one of: drop, truncate"),
+        ("data.system_prompt=Be brief.", "data.system_prompt / data.chat_template_kwargs apply "
+         "to data.task=dataset; the arith task keeps its plain prompts"),
     ],
 )  # fmt: skip
 def test_section_errors_are_one_line(override, message):

@@ -204,7 +204,8 @@ def test_shape_sources_and_errors(tmp_path):
 
 GPU_RECIPE = """
 model: {path: Qwen/Qwen2.5-Math-1.5B, dtype: bfloat16, gradient_checkpointing: true}
-rollout: {engine: vllm, num_workers: 2, max_new_tokens: 1024, max_prompt_tokens: 1024}
+data: {max_prompt_tokens: 1024}
+rollout: {engine: vllm, num_workers: 2, max_new_tokens: 1024}
 learner: {num_workers: 2, gpus_per_worker: 1, micro_batch_size: 2}
 """
 

@@ -48,7 +48,7 @@ def test_engine_kwargs_follow_the_options():
     assert kw["dtype"] == "bfloat16" and kw["trust_remote_code"] is False
     plain = engine_kwargs("/m", VLLMConfig(), setup(transfer_backend=None))
     # max_model_len is always resolved by the controller (rollout.vllm.max_model_len or
-    # max_prompt_tokens + max_new_tokens), so the engine always gets it
+    # data.max_prompt_tokens + max_new_tokens), so the engine always gets it
     assert "weight_transfer_config" not in plain and plain["max_model_len"] == 1032
     assert plain["distributed_executor_backend"] == "uni" and plain["seed"] == 0
     assert "kv_cache_memory_bytes" not in plain  # GPUs: what gpu_memory_utilization leaves

@@ -127,7 +127,8 @@ def test_clear_errors(tmp_path):
         load_rows(str(bad))
     bad.write_text('{"question": "p", "answer": "1"}\n')
     with pytest.raises(
-        DataSourceError, match="row 0 has no prompt column 'problem'; columns: answer, question"
+        DataSourceError,
+        match=r"row 0 has no prompt column 'problem' \(nor 'messages'\); columns: answer, ques",
     ):
         load_rows(str(bad))
     bad.write_text('{"problem": "p", "solution": "no box here"}\n')
@@ -179,8 +180,10 @@ ROW = {"prompt": r"What is $\frac{1}{2}+\frac{1}{2}$?", "answer": "1"}
 
 
 class RecordingTokenizer:
-    def apply_chat_template(self, messages, tokenize, add_generation_prompt):
-        assert tokenize is False and add_generation_prompt is True
+    chat_template = "recorded"
+
+    def apply_chat_template(self, messages, tokenize, add_generation_prompt, **kwargs):
+        assert tokenize is False and add_generation_prompt is True and kwargs == {}
         self.messages = messages
         return "|".join(f"{m['role']}:{m['content']}" for m in messages)
 
