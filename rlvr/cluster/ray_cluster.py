@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import time
 from typing import Optional
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -18,6 +19,7 @@ from rlvr.errors import ConfigError, PipelineError
 from rlvr.learner.batch import TrainBatch, plan_update, shard_rows
 from rlvr.learner.spec import LearnerSpec
 from rlvr.seeds import Stream, derive_seed
+from rlvr.train.probe import check_probe
 from rollout.types import Completions, SamplingSettings
 
 
@@ -73,6 +75,7 @@ class Cluster:
 
         self.cfg, self.timeout = cfg, cfg.trainer.actor_timeout_s
         self.vllm, self.workers, self.learners = None, [], []
+        self.probe_tokens: list[list[int]] = []  # set by the run (rlvr.train.probe)
         try:
             if cfg.rollout.engine == "vllm":
                 self._start_vllm(ray, model_path, log)
@@ -128,13 +131,20 @@ class Cluster:
         )
 
     def _start_vllm(self, ray, model_path: str, log) -> None:
-        """GPU run with vLLM engines: placement is checked before any actor starts
-        (rlvr.cluster.placement)."""
+        """Runs with vLLM engines: on GPUs, placement is checked before any actor starts
+        (rlvr.cluster.placement); on CPU (learner.gpus_per_worker=0) they are plain actors."""
         from rlvr.cluster.vllm_cluster import VLLMCluster
         from rlvr.learner.gpu_learner import GPULearner
         from rollout.worker import RolloutWorker
 
-        self.vllm = VLLMCluster(self.cfg, model_path, ray, self.get, log)
+        cfg, rc, lc = self.cfg, self.cfg.rollout, self.cfg.learner
+        local = not (cfg.ray.address or os.environ.get("RAY_ADDRESS"))
+        cores = os.cpu_count() or 1
+        counts = (
+            threads(local, cores, rc.num_workers, rc.cpus_per_worker),
+            threads(local, cores, lc.num_workers, lc.cpus_per_worker),
+        )
+        self.vllm = VLLMCluster(cfg, model_path, ray, self.get, log, threads=counts)
         self.workers, self.learners = self.vllm.start(
             ray.remote(RolloutWorker), ray.remote(GPULearner)
         )
@@ -145,10 +155,10 @@ class Cluster:
             self.learners,
             *self.get(self.learners[0].address.remote(), "choosing the transfer port"),
         )
-        self.backend = "ipc" if self.vllm.colocated else "nccl"
+        self.backend = self.vllm.backend
         log(
-            f"cluster: {self.vllm.plan.describe()}, ZeRO-{self.cfg.learner.zero_stage}, "
-            f"sync over {self.backend}"
+            f"cluster: {self.vllm.describe()}, ZeRO-{lc.zero_stage}, sync over {self.backend} "
+            "(vLLM's weight-transfer API)"
         )
 
     def _check_resources(self, ray) -> None:
@@ -254,7 +264,21 @@ class Cluster:
             "bytes": sent["bytes"],
             "fingerprint": sent["fingerprint"],
             "checked_workers": checked,
+            **self.probe(),
         }
+
+    def probe(self) -> dict[str, float]:
+        """The behavioural check (rlvr.train.probe): every engine and the learner score the probe
+        tokens; raises PipelineError naming the first engine that disagrees."""
+        if not self.probe_tokens:
+            return {}
+        began = time.perf_counter()
+        scored = [w.score.remote(self.probe_tokens) for w in self.workers]
+        learner = [lr.score.remote(self.probe_tokens) for lr in self.learners]
+        reference = self.get(learner, "learner scoring the sync probe")[0]
+        engines = self.get(scored, "rollout workers scoring the sync probe")
+        gaps = check_probe(reference, engines, self.cfg.sync.probe_tolerance)
+        return {**gaps, "sync/probe_s": time.perf_counter() - began}
 
     # ---- learner state (every rank takes part: ZeRO-3 gathers are collectives) ---------------
     def save_policy(self, path: str) -> None:
@@ -262,8 +286,13 @@ class Cluster:
         self._learners("save_policy", path)
 
     def save_learner_state(self, path: str) -> None:
-        """DeepSpeed engine state of every rank: weights, optimizer, lr scheduler."""
-        self._learners("save_checkpoint", path)
+        """DeepSpeed engine state of every rank: weights, optimizer, lr scheduler (colocated
+        vLLM engines sleep meanwhile: the learner reloads its optimizer state to save it)."""
+        if self.vllm is None:
+            self._learners("save_checkpoint", path)
+            return
+        with self.vllm.asleep_for_checkpoint(self.workers):
+            self._learners("save_checkpoint", path)
 
     def load_learner_state(self, path: str) -> None:
         self._learners("load_checkpoint", path)

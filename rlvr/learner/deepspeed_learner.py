@@ -20,6 +20,7 @@ import torch
 from rlvr.algorithms import microbatch_loss
 from rlvr.learner.batch import StepPlan, TrainBatch
 from rlvr.learner.spec import LearnerSpec
+from rollout.types import score_tokens
 from rollout.weight_sync import (
     ParamSpec,
     SyncGroup,
@@ -217,6 +218,13 @@ class Learner:
             diff = (mb.rollout_logp_BT.to(self.device) - logp.detach()).abs() * mask
             sums["rollout_logp_diff_sum"] += float(diff.sum())
             sums["rollout_logp_tokens"] += float(mask.sum())
+
+    @torch.no_grad()
+    def score(self, prompts: list[list[int]]) -> list[list[float]]:
+        """log p(token | prefix) at T = 1 of every token after the first of each sequence (the
+        behavioural sync probe). Every rank calls this: under ZeRO-3 the forward gathers."""
+        self.engine.eval()
+        return score_tokens(self.engine, prompts, self.device)
 
     # ---- weights ---------------------------------------------------------------------------
     def _named_full_params(self):

@@ -51,19 +51,31 @@ def gathered_params(module: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor
 def _source_class():
     from vllm.distributed.weight_transfer import ParamMeta, WeightSource
 
+    from rollout.vllm_compat import new_source_api
+
     class DeepSpeedWeightSource(WeightSource):
-        """Every rank owns every parameter (owners=None): each yields full tensors, rank 0 sends."""
+        """Every rank owns every parameter (owners=None): each yields full tensors, rank 0 sends.
+        Both of vLLM's source contracts (rollout.vllm_compat): `metadata` as 0.33's cached
+        property or 0.32's method, iteration as `iter_full()` and `__iter__`."""
 
         def __init__(self, module: torch.nn.Module, digest: bool = False):
             self._module, self._digest = module, digest
             self._digests: list[tuple] = []
             self.bytes = 0
 
-        @functools.cached_property
-        def metadata(self) -> list:
+        def _metadata(self) -> list:
             return [
                 ParamMeta(name, dtype, shape) for name, dtype, shape in full_shapes(self._module)
             ]
+
+        if new_source_api(WeightSource):
+            metadata = functools.cached_property(_metadata)
+        else:
+
+            def metadata(self) -> list:
+                if not hasattr(self, "_meta"):
+                    self._meta = self._metadata()
+                return self._meta
 
         def iter_full(self) -> Iterator[tuple[str, torch.Tensor]]:
             self._digests, self.bytes = [], 0
@@ -72,6 +84,9 @@ def _source_class():
                     self._digests.append(tensor_digest(name, tensor))
                 self.bytes += tensor.numel() * tensor.element_size()
                 yield name, tensor
+
+        def __iter__(self) -> Iterator[tuple[str, torch.Tensor]]:
+            return self.iter_full()
 
         def fingerprint(self) -> str:
             """`rollout.weight_sync.fingerprint` of the last full pass (digest=True only)."""

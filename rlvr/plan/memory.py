@@ -14,6 +14,8 @@ Learner, per GPU (mixed precision with AdamW, as `rlvr.learner.deepspeed_learner
               of 2^24 logits, fp32 hidden states and their gradient, one vocabulary block's
               weight gradient; bounded by the chunk, not by the micro-batch
   reference   the frozen KL reference model (algorithm.kl_coef > 0), unpartitioned
+  sync buffers  the weight transfer into vLLM (`sync_buffer_bytes`): IPC's one buffer holds the
+              largest tensor at least; NCCL keeps two packed chunks in flight
 The model-state lines reproduce the ZeRO paper's figures with its K = 12 (Rajbhandari et al.
 2020, Fig. 1: 7.5B parameters, 64 ranks: 120 / 31.4 / 16.6 / 1.9 GB) and DeepSpeed's own ZeRO-2
 estimator with the fp32 gradients; docs/cluster.md compares the totals with published figures.
@@ -58,6 +60,8 @@ class LearnerSetup:
     checkpointing: bool
     reference: bool = False
     logits: str = LEARNER_LOGITS  # which logits line counts towards the total
+    sync: str = "none"  # weight transfer into vLLM: "ipc" (colocated), "nccl", or "none"
+    bucket_bytes: int = 0  # sync.bucket_mb
 
 
 @dataclass(frozen=True)
@@ -144,12 +148,26 @@ def learner_memory(shape: ModelShape, s: LearnerSetup) -> Estimate:
         "logits (unfused)": logits_bytes(shape, tokens, w, fused=False),
         "logits (fused)": logits_bytes(shape, tokens, w, fused=True),
         "reference model": p * w if s.reference else 0,
+        "sync buffers": sync_buffer_bytes(shape, s),
         "CUDA reserve": CUDA_RESERVE,
     }
     skipped = "logits (fused)" if s.logits == "unfused" else "logits (unfused)"
     total = sum(v for k, v in parts.items() if k != skipped)
     notes = [f"total counts {'logits (unfused)' if s.logits == 'unfused' else 'logits (fused)'}"]
     return Estimate(parts, total, notes)
+
+
+def sync_buffer_bytes(shape: ModelShape, s: LearnerSetup) -> int:
+    """Transfer buffers of the weight sync into vLLM on a learner GPU. IPC (colocated): one
+    buffer of the bucket size, or of the largest tensor if larger (vLLM's packed IPC producer
+    refuses a tensor that does not fit). NCCL: two packed chunks in flight, each closing once
+    it exceeds the bucket (so up to bucket + the largest tensor)."""
+    largest = shape.largest_tensor_params() * s.dtype_bytes
+    if s.sync == "ipc":
+        return max(s.bucket_bytes, largest)
+    if s.sync == "nccl":
+        return 2 * (s.bucket_bytes + largest)
+    return 0
 
 
 def learner_resident(est: Estimate, offloaded: bool) -> int:
@@ -252,6 +270,8 @@ def setups_from_config(cfg) -> tuple[LearnerSetup, VLLMSetup | None]:
         checkpointing=cfg.model.gradient_checkpointing,
         reference=cfg.algorithm.kl_coef > 0,
         logits="fused" if lc.uses_fused_logprobs else "unfused",
+        sync=sync_backend(cfg),
+        bucket_bytes=int(cfg.sync.bucket_mb * 2**20),
     )
     if rc.engine != "vllm":
         return learner, None
@@ -267,9 +287,21 @@ def setups_from_config(cfg) -> tuple[LearnerSetup, VLLMSetup | None]:
     return learner, vllm
 
 
+def sync_backend(cfg) -> str:
+    """How a GPU run's weights reach vLLM: "ipc" (colocated), "nccl", or "none" (no vLLM)."""
+    if cfg.rollout.engine != "vllm" or cfg.learner.gpus_per_worker == 0:
+        return "none"
+    return "ipc" if cfg.placement.mode == "colocated" else "nccl"
+
+
 def max_model_len(cfg) -> int:
+    """vLLM's max_model_len: rollout.vllm.max_model_len, else prompt + completion caps (within
+    the built-in model's positions)."""
     rc = cfg.rollout
-    return rc.vllm.max_model_len or cfg.data.max_prompt_tokens + rc.max_new_tokens
+    limit = rc.vllm.max_model_len or cfg.data.max_prompt_tokens + rc.max_new_tokens
+    if cfg.model.path.startswith("builtin:"):
+        limit = min(limit, cfg.model.tiny.max_positions)
+    return limit
 
 
 def plan_config(cfg, shape: ModelShape) -> FitReport:

@@ -83,6 +83,12 @@ class ModelShape:
     def embedding_params(self) -> int:
         return self.vocab * self.hidden
 
+    def largest_tensor_params(self) -> int:
+        """Elements of the largest single weight (the embedding, or an MLP or q projection)."""
+        return max(
+            self.embedding_params(), self.intermediate * self.hidden, self.q_dim * self.hidden
+        )
+
     def params(self) -> int:
         """All parameters: layers, input embedding, output layer unless tied, final norm."""
         embeddings = self.embedding_params() * (1 if self.tied else 2)

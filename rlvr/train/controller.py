@@ -17,6 +17,7 @@ from rlvr.learner.batch import build_train_batch
 from rlvr.seeds import Stream, derive_seed
 from rlvr.train.checkpoint import find_resume, load_checkpoint, save_checkpoint
 from rlvr.train.metrics import PhaseTimer, summary_table, write_plots
+from rlvr.train.probe import check_rollout_logp
 from rlvr.train.rollouts import Rollouts
 from rlvr.train.run import Run
 from rlvr.train.scoring import GroupStats, Scores, score
@@ -93,14 +94,16 @@ def _loop(run: Run, cfg, log) -> dict:
         times = timer.pop()
         spent += len(comps)
         done = tc.max_completions is not None and spent >= tc.max_completions
+        learner = learner_metrics(sums)
         logger.log(
             step + 1,
             {
                 **rollout_metrics(batch, keep_N, times),
                 **reward_metrics(batch, adv_N, keep_N, cfg.algorithm.advantage),
-                **learner_metrics(sums),
+                **learner,
                 "sync/bytes": sync["bytes"],
                 "sync/checked_workers": sync["checked_workers"],
+                **{k: v for k, v in sync.items() if k.startswith("sync/")},  # the probe's
                 "sampler/batch_hash": zlib.crc32(str(batch.idx).encode()),
                 **run.sampler.metrics(),
                 **run.schedule.metrics(),
@@ -109,6 +112,7 @@ def _loop(run: Run, cfg, log) -> dict:
             },
         )
         run.log_samples(step + 1, batch, logger)
+        check_rollout_logp(learner, cfg.sync.max_rollout_logp_diff, step + 1)  # after logging
         if run.eval_due(step + 1) or done:
             last_eval = run.evaluate(step + 1, logger)
         if run.checkpoint_due(step + 1, began) or done:

@@ -12,12 +12,14 @@ from typing import TYPE_CHECKING, Optional
 from pydantic import BaseModel, ConfigDict, Field
 
 from rlvr.errors import ConfigError
+from rlvr.plan.memory import max_model_len
 from rlvr.seeds import Stream, derive_seed
 from rlvr.tasks.loading import encode_prompts, fit_prompts, load_task, prompt_limit
 from rlvr.tasks.warm_start import resolve_model_path
 from rlvr.train.checkpoint import list_checkpoints
 from rlvr.train.evaluation import eval_metrics, eval_rollouts
 from rlvr.train.metrics import RunLogger, read_history
+from rlvr.train.probe import probe_prompts
 from rlvr.train.rollouts import Rollouts
 from rlvr.train.scoring import RewardSpec
 from rlvr.train.tracking import SAMPLES_FILE, extremes, random_picks, sample_rows
@@ -112,6 +114,9 @@ class Run:
             pool.close()
             ray.shutdown()
             raise
+        cluster.probe_tokens = probe_prompts(
+            data.eval_prompts, cfg.sync.probe_prompts, max_model_len(cfg) - 1
+        )
         pad = (
             tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         )

@@ -1,7 +1,10 @@
 """E2E tests share one warm-started tiny model, built once into the repo-local cache."""
 
 import os
+import signal
+import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -38,3 +41,23 @@ def e2e_overrides(tmp_path_factory):
     overrides = E2E + [f"trainer.output_dir={out}"]
     builtin_model_dir(load_config(None, overrides))
     return overrides
+
+
+def kill_when(cmd: list[str], marker: Path, timeout_s: float) -> None:
+    """Start `rlvr train` as its own process group, wait until `marker` exists (a checkpoint),
+    then SIGKILL the whole group: driver, Ray and its actors."""
+    proc = subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.time() + timeout_s
+    while not marker.exists():
+        assert proc.poll() is None, f"run ended early: {proc.stderr.read()[-3000:]}"
+        assert time.time() < deadline, f"{marker} did not appear within {timeout_s:g} s"
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()

@@ -1,11 +1,7 @@
 """End to end on Ray: rollout workers + DeepSpeed learners + weight sync, on the tiny task."""
 
 import json
-import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +11,7 @@ from rlvr.config import load_config
 from rlvr.tasks.warm_start import resolve_model_path
 from rlvr.train.controller import train
 from rlvr.train.metrics import read_history
+from tests.e2e.conftest import kill_when
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -107,22 +104,7 @@ def test_resume_after_kill_continues_exactly(e2e_overrides, tmp_path):
         "trainer.name=killed",
     ]
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(
-        cmd,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    deadline = time.time() + 600
-    while not (killed / "checkpoints" / "step_000004").exists():
-        assert proc.poll() is None, f"run ended early: {proc.stderr.read()[-2000:]}"
-        assert time.time() < deadline
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)  # the whole process group: driver, Ray and its actors
-    proc.wait()
-
+    kill_when(cmd, killed / "checkpoints" / "step_000004", 600)
     train(load_config(recipe, common + ["trainer.name=killed", "trainer.resume=auto"]), None)
     after = records(killed)
     assert [r["step"] for r in after] == [1, 2, 3, 4, 5, 6]  # nothing repeated, nothing lost

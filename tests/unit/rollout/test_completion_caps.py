@@ -71,7 +71,7 @@ class Recorded:
 def test_the_vllm_engine_asks_each_request_for_its_capped_length(monkeypatch):
     """VLLMEngine.generate builds one SamplingParams per prompt with max_tokens from
     completion_caps and vLLM's max_model_len; a stand-in LLM returns that many tokens."""
-    from rollout.vllm_engine import EngineSetup, VLLMEngine
+    from rollout.vllm_engine import EngineSetup, VLLMConfig, VLLMEngine, request_seed
 
     vllm = types.ModuleType("vllm")
     vllm.SamplingParams = Recorded
@@ -99,9 +99,48 @@ def test_the_vllm_engine_asks_each_request_for_its_capped_length(monkeypatch):
 
     engine = VLLMEngine.__new__(VLLMEngine)
     engine.llm, engine.asleep, engine.pad_id = LLM(), False, 0
-    engine.setup = EngineSetup("float32", 16, None, False, False)
+    engine.setup = EngineSetup("float32", 16, None, False, False, "cuda")
+    engine.config = VLLMConfig()  # seed_mode=request: a seed per prompt
     sampling = SamplingSettings(n=2, temperature=1.0, top_p=1.0, max_new_tokens=6, seed=3)
     out = engine.generate([[1] * 14, [1] * 3], sampling)
     assert [p.kwargs["max_tokens"] for p in engine.llm.params] == [2, 6]
+    assert [p.kwargs["seed"] for p in engine.llm.params] == [request_seed(3, p, 2) for p in (0, 1)]
     assert out.length_N.tolist() == [2, 2, 6, 6]
     assert torch.equal(out.prompt_index_N, torch.tensor([0, 0, 1, 1]))
+
+
+def test_batch_seed_mode_reseeds_the_workers_once_and_leaves_requests_unseeded(monkeypatch):
+    """seed_mode=batch: one rlvr_reseed per generate call, every request unseeded, caps kept."""
+    from rollout.vllm_engine import SEED_MODULUS, EngineSetup, VLLMConfig, VLLMEngine
+
+    vllm = types.ModuleType("vllm")
+    vllm.SamplingParams = Recorded
+    inputs = types.ModuleType("vllm.inputs")
+    inputs.TokensPrompt = Recorded
+    monkeypatch.setitem(sys.modules, "vllm", vllm)
+    monkeypatch.setitem(sys.modules, "vllm.inputs", inputs)
+    calls = []
+
+    class LLM:
+        def collective_rpc(self, method, args=()):
+            calls.append((method, args))
+
+        def generate(self, prompts, params, use_tqdm):
+            self.params = params
+            ok = types.SimpleNamespace(logprob=-1.0)
+            done = [
+                types.SimpleNamespace(
+                    index=0, token_ids=[5], logprobs=[{5: ok}], finish_reason="stop"
+                )
+            ]
+            return [types.SimpleNamespace(outputs=done) for _ in params]
+
+    engine = VLLMEngine.__new__(VLLMEngine)
+    engine.llm, engine.asleep, engine.pad_id = LLM(), False, 0
+    engine.setup = EngineSetup("float32", 16, None, False, False, "cpu")
+    engine.config = VLLMConfig(seed_mode="batch")
+    seed = 2**40 + 5
+    engine.generate([[1] * 14, [1] * 3], SamplingSettings(n=1, max_new_tokens=6, seed=seed))
+    assert calls == [("rlvr_reseed", (seed % SEED_MODULUS,))]
+    assert [p.kwargs["seed"] for p in engine.llm.params] == [None, None]
+    assert [p.kwargs["max_tokens"] for p in engine.llm.params] == [2, 6]

