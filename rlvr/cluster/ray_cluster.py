@@ -15,6 +15,7 @@ from typing import Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from rlvr.cluster.reaper import tag_and_watch
 from rlvr.errors import ActorFailure, ConfigError, PipelineError
 from rlvr.learner.batch import TrainBatch, plan_update, shard_rows
 from rlvr.learner.spec import LearnerSpec
@@ -58,6 +59,7 @@ def init_ray(cfg, log=print) -> None:
             f"local Ray: the actors reserve {need:g} CPUs on {cores} cores; oversubscribing "
             "(phases alternate, so they rarely compute at once)"
         )
+    tag_and_watch()  # the local Ray dies with this process, even when it is killed
     ray.init(
         num_cpus=num_cpus,
         include_dashboard=False,

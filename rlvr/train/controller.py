@@ -19,7 +19,7 @@ from rlvr.seeds import Stream, derive_seed
 from rlvr.train import faults
 from rlvr.train.checkpoint import find_resume, list_checkpoints, load_checkpoint, save_checkpoint
 from rlvr.train.metrics import PhaseTimer, summary_table, write_plots
-from rlvr.train.preempt import Preempted, PreemptWatch
+from rlvr.train.preempt import Abandon, Preempted, PreemptWatch
 from rlvr.train.probe import check_rollout_logp
 from rlvr.train.recovery import Restart
 from rlvr.train.rollouts import Rollouts
@@ -45,15 +45,22 @@ def train(cfg, recipe: str | None = None, log=print) -> dict:
                     restarts[-1].record(run)
                 return _loop(run, cfg, log, watch)
             except Preempted as exc:
-                kept = list_checkpoints(run.dir)
-                raise Preempted(watch.record(run.dir, exc, kept[-1] if kept else None)) from None
+                raise stopped(watch, run, exc) from None
             except ActorFailure as exc:
+                if watch.requested:  # the scheduler's signal reached the actors too
+                    raise stopped(watch, run, Abandon(f"{watch.name}, then {exc}")) from None
                 if len(restarts) >= cfg.trainer.max_restarts:
                     raise
                 restarts.append(Restart.after(exc, run, len(restarts) + 1, log))
                 cfg = restarts[-1].config(cfg, run.dir)
             finally:
                 run.close()
+
+
+def stopped(watch: PreemptWatch, run: Run, exc: Preempted) -> Preempted:
+    """The preemption's record in metrics.jsonl, and its line for the user."""
+    kept = list_checkpoints(run.dir)
+    return Preempted(watch.record(run.dir, exc, kept[-1] if kept else None))
 
 
 def _loop(run: Run, cfg, log, watch: PreemptWatch) -> dict:
@@ -65,6 +72,8 @@ def _loop(run: Run, cfg, log, watch: PreemptWatch) -> dict:
         start, tracker = state["step"], state["extra"].get("tracker", {})
         run.truncate_history(start)
         log(f"resumed from {resume} at step {start}")
+    else:  # resume=auto before the first checkpoint: start over (restart records stay)
+        run.truncate_history(-1)
     cluster.sync_weights()  # rollout workers start from exactly the learner's weights (checked)
     logger = run.logger(start, tracker)  # a resumed run continues its tracker run
     timer, began = PhaseTimer(), time.time()
@@ -144,7 +153,7 @@ def _loop(run: Run, cfg, log, watch: PreemptWatch) -> dict:
             saved_s = checkpoint(run, step + 1, logger)
         watch.end_step(saved_s)
         if watch.requested:
-            raise Preempted(f"{watch.name} during step {step + 1}; checkpoint of step {step + 1}")
+            raise Preempted(f"{watch.name} during step {step + 1}")
         if done:
             log(
                 f"trainer.max_completions={tc.max_completions} reached after step {step + 1} "

@@ -124,7 +124,13 @@ def read_history(run_dir: Path) -> list[dict]:
     path = run_dir / "metrics.jsonl"
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    records = [json.loads(line) for line in lines[:-1]]
+    try:
+        records += [json.loads(line) for line in lines[-1:]]
+    except ValueError:  # the last line, cut short by a kill: never a whole record
+        pass
+    return records
 
 
 def write_plots(run_dir: Path, history: list[dict]) -> Path:

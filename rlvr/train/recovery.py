@@ -44,8 +44,6 @@ class Restart:
         """Before the restarted loop: the `restart` record, at the step it resumes from."""
         found = list_checkpoints(run.dir)
         start = int(PATTERN.match(found[-1].name).group(1)) if found else 0
-        if not found:  # from scratch: the first attempt's records all go (events stay)
-            run.truncate_history(-1)
         record = {
             "kind": "restart",
             "step": start,

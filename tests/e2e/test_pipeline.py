@@ -9,6 +9,7 @@ import torch
 
 from rlvr.config import load_config
 from rlvr.tasks.warm_start import resolve_model_path
+from rlvr.train.checkpoint import read_state
 from rlvr.train.controller import train
 from rlvr.train.metrics import read_history
 from tests.e2e.conftest import kill_when
@@ -108,9 +109,7 @@ def test_resume_after_kill_continues_exactly(e2e_overrides, tmp_path):
     train(load_config(recipe, common + ["trainer.name=killed", "trainer.resume=auto"]), None)
     after = records(killed)
     assert [r["step"] for r in after] == [1, 2, 3, 4, 5, 6]  # nothing repeated, nothing lost
-    state4 = torch.load(
-        killed / "checkpoints" / "step_000004" / "trainer_state.pt", weights_only=False
-    )
+    state4 = read_state(killed / "checkpoints" / "step_000004")
     assert state4["step"] == 4
     # the same prompts as a run that was never interrupted (the sampler state was restored)
     assert [r["sampler/batch_hash"] for r in after] == [
