@@ -1,5 +1,6 @@
-"""Fault injection on real runs (Ray, DeepSpeed, the tiny task): SIGKILL of the whole run at
-three points, SIGKILL of the controller alone, SIGTERM, and the death of a rollout worker; each
+"""Fault injection on real runs (Ray, DeepSpeed, the tiny task): SIGKILL of the whole run
+mid-step and mid-evaluation, SIGKILL of the controller alone mid-checkpoint-write, SIGTERM, and
+the death of a rollout worker (an automatic restart); each
 resumed or restarted run must equal one uninterrupted run, metrics per step and final policy
 weights bit for bit (CPU), and leave no process behind.
 
@@ -143,44 +144,59 @@ def processes(tag: str) -> list[str]:
     return found
 
 
-def test_sigkill_mid_step_mid_eval_mid_checkpoint_then_resume_exactly(common, reference):
+def test_kills_and_sigterm_at_every_point_then_resume_exactly(common, reference):
+    """One run, stopped five times, each time resumed with trainer.resume=auto."""
     name = "killed"
     run_dir = Path(common[-1].split("=", 1)[1]) / name
-    # 1. the whole process group, during step 3's update (after checkpoint 2)
-    job = Job(common, name, fault="update:3")
+    ckpts = run_dir / "checkpoints"
+    # 1. the controller alone, while it writes checkpoint 2 (files written, no manifest yet):
+    # its local Ray and Ray's agents go with it (rlvr.cluster.reaper)
+    job = Job(common, name, fault="checkpoint:2")
     job.wait_marker()
-    os.killpg(job.proc.pid, signal.SIGKILL)
-    job.finish()
-    left, _ = job.strays(5.0)
-    assert left == [], f"stray processes 5 s after the group kill: {left}"
-    # 2. the group again, resumed, during the evaluation of step 4 (redone from checkpoint 2)
-    job = Job(common, name, fault="eval:4", resume=True)
-    job.wait_marker()
-    os.killpg(job.proc.pid, signal.SIGKILL)
-    job.finish()
-    assert job.strays(5.0)[0] == []
-    # 3. the controller alone, while it writes checkpoint 4 (files written, no manifest yet):
-    # Ray and its agents go with it (rlvr.cluster.reaper)
-    job = Job(common, name, fault="checkpoint:4", resume=True)
-    job.wait_marker()
-    assert (run_dir / "checkpoints" / "step_000004.tmp" / "trainer_state.json").exists()
+    assert (ckpts / "step_000002.tmp" / "trainer_state.json").exists()
     os.kill(job.proc.pid, signal.SIGKILL)
     job.finish()
     left, took = job.strays(15.0)
     assert left == [], f"stray processes 15 s after killing the controller: {left}"
     print(f"controller killed: its Ray was gone after {took:.1f} s")
+    assert list_checkpoints(run_dir) == []  # the half-written one does not count
+    # 2. the whole process group during step 3's update (resumed from scratch, checkpoint 2)
+    job = Job(common, name, fault="update:3", resume=True)
+    job.wait_marker()
     assert [p.name for p in list_checkpoints(run_dir)] == ["step_000002"]
-    # 4. resumed to the end: the same records and final weights as the uninterrupted run
+    os.killpg(job.proc.pid, signal.SIGKILL)
+    job.finish()
+    left, took = job.strays(5.0)
+    assert left == [], f"stray processes 5 s after the group kill: {left}"
+    print(f"group killed: no process left after {took:.1f} s")
+    # 3. the group during the evaluation of step 4 (after its update, before its checkpoint)
+    job = Job(common, name, fault="eval:4", resume=True)
+    job.wait_marker()
+    os.killpg(job.proc.pid, signal.SIGKILL)
+    job.finish()
+    assert job.strays(5.0)[0] == []
+    # 4. SIGTERM during step 3's update: the step ends, checkpoint 3, exit 75
+    job = Job(common, name, fault="update:3", resume=True)
+    job.wait_marker()
+    os.kill(job.proc.pid, signal.SIGTERM)  # as launch/slurm_train.sbatch forwards it
+    signalled = time.monotonic()
+    job.marker.unlink()
+    code, err = job.finish()
+    assert code == PREEMPTED_EXIT, err[-3000:]
+    print(f"SIGTERM: checkpoint written, exit 75 after {time.monotonic() - signalled:.1f} s")
+    assert "rlvr: preempted (SIGTERM during step 3); checkpoint " in err
+    assert [p.name for p in list_checkpoints(run_dir)] == ["step_000002", "step_000003"]
+    (record,) = [r for r in read_history(run_dir) if r["kind"] == "preempt"]
+    assert record["step"] == 3 and record["signal"] == "SIGTERM" and not record["abandoned"]
+    assert job.strays(5.0)[0] == []
+    # 5. resumed to the end (what the requeued job runs): the same records and final weights
     job = Job(common, name, resume=True)
     code, err = job.finish()
     assert code == 0, err[-3000:]
     assert job.strays(5.0)[0] == []
     assert_same_run(run_dir, reference)
-    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == [
-        "step_000002",
-        "step_000004",
-    ]  # the partial step_000004.tmp was removed
-    verify(run_dir / "checkpoints" / "step_000004")
+    assert sorted(p.name for p in ckpts.iterdir()) == ["step_000003", "step_000004"]
+    verify(ckpts / "step_000004")
 
 
 def test_a_dead_rollout_worker_is_restarted_and_the_run_equals_the_reference(common, reference):
@@ -206,27 +222,4 @@ def test_a_dead_rollout_worker_is_restarted_and_the_run_equals_the_reference(com
         f"cluster ready again after {restart['restart_s']:.1f} s"
     )
     assert "restarts: 1 (0 steps redone), preemptions: 0" in summary_table(read_history(run_dir))
-    assert_same_run(run_dir, reference)
-
-
-def test_sigterm_checkpoints_at_the_step_boundary_and_exits_75(common, reference):
-    name = "preempted"
-    run_dir = Path(common[-1].split("=", 1)[1]) / name
-    job = Job(common, name, fault="update:3")
-    job.wait_marker()
-    os.kill(job.proc.pid, signal.SIGTERM)  # as launch/slurm_train.sbatch forwards it
-    signalled = time.monotonic()
-    job.marker.unlink()
-    code, err = job.finish()
-    took = time.monotonic() - signalled
-    assert code == PREEMPTED_EXIT, err[-3000:]
-    assert "preempted (SIGTERM during step 3" in err
-    assert [p.name for p in list_checkpoints(run_dir)] == ["step_000002", "step_000003"]
-    (record,) = [r for r in read_history(run_dir) if r["kind"] == "preempt"]
-    assert record["step"] == 3 and record["signal"] == "SIGTERM" and not record["abandoned"]
-    assert job.strays(5.0)[0] == []
-    print(f"SIGTERM: checkpoint of step 3 written, exit 75 after {took:.1f} s")
-    job = Job(common, name, resume=True)  # what the requeued job runs
-    code, err = job.finish()
-    assert code == 0, err[-3000:]
     assert_same_run(run_dir, reference)
