@@ -50,6 +50,8 @@ def train(cfg, recipe: str | None = None, log=print) -> dict:
                 if watch.requested:  # the scheduler's signal reached the actors too
                     raise stopped(watch, run, Abandon(f"{watch.name}, then {exc}")) from None
                 if len(restarts) >= cfg.trainer.max_restarts:
+                    if restarts:
+                        raise ActorFailure(f"{exc} (after {len(restarts)} restarts)") from exc
                     raise
                 restarts.append(Restart.after(exc, run, len(restarts) + 1, log))
                 cfg = restarts[-1].config(cfg, run.dir)
