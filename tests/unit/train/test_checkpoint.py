@@ -265,3 +265,47 @@ def test_files_and_directories_are_fsynced_before_the_rename(tmp_path, monkeypat
     files = {f"{tmp}/{n}" for n in json.loads((path / MANIFEST).read_text())["files"]}
     assert files | {f"{tmp}/{MANIFEST}", tmp, f"{tmp}/policy", f"{tmp}/deepspeed"} <= before
     assert str(path.parent) in synced  # the rename itself made durable
+
+
+REAL_DISK_FULL = """
+import subprocess, sys
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+from test_checkpoint import FakeCluster, save
+from rlvr.errors import CheckpointWriteError
+root = Path({root!r})
+subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(root)], check=True)
+first = save(root, 2)
+class Big(FakeCluster):
+    def save_learner_state(self, path):
+        super().save_learner_state(path)
+        (Path(path) / "deepspeed" / "optim.pt").write_bytes(b"o" * 400_000)
+try:
+    save(root, 4, Big())
+except CheckpointWriteError as exc:
+    print(exc)
+print(sorted(p.name for p in (root / "checkpoints").iterdir()))
+"""
+
+
+def test_a_real_full_tmpfs(tmp_path):
+    """The same on a real 256 KiB tmpfs, in a user+mount namespace (`unshare -rm`)."""
+    import subprocess
+    import sys
+
+    probe = subprocess.run(["unshare", "-rm", "true"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip(f"no user namespaces here (unshare: {probe.stderr.decode().strip()})")
+    root = tmp_path / "small"
+    root.mkdir()
+    code = REAL_DISK_FULL.format(tests=str(ckpt.Path(__file__).parent), root=str(root))
+    out = subprocess.run(
+        ["unshare", "-rm", sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    final = root / "checkpoints" / "step_000004"
+    assert out.stdout.splitlines() == [
+        f"checkpoint {final} not written: no space left on device; the previous checkpoint "
+        f"{root}/checkpoints/step_000002 is kept",  # a write() error names no file
+        "['step_000002']",
+    ]
