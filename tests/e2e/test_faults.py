@@ -40,6 +40,7 @@ RUN = [
     "eval.every=2",
     "learner.lr=1e-3",
     "rollout.num_workers=2",
+    "trainer.preempt_grace_s=120",  # room for a loaded 2-core machine (a step takes a few s)
 ]
 VARYING = ("time/", "wall_time", "sync/probe_s")  # wall-clock measurements, not results
 
