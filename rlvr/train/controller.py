@@ -40,6 +40,7 @@ def train(cfg, recipe: str | None = None, log=print) -> dict:
     with PreemptWatch(cfg.trainer.preempt_grace_s, log) as watch:
         while True:
             run = Run.start(cfg, recipe, log)
+            watch.arm()  # after ray.init, which replaces the SIGTERM handler
             try:
                 if restarts:
                     restarts[-1].record(run)

@@ -53,10 +53,18 @@ class PreemptWatch:
 
     def __enter__(self) -> PreemptWatch:
         if threading.current_thread() is threading.main_thread():
-            for sig in self.SIGNALS:
-                self._saved[sig] = signal.signal(sig, self._on_signal)
-            self._saved[signal.SIGALRM] = signal.signal(signal.SIGALRM, self._on_alarm)
+            for sig in (*self.SIGNALS, signal.SIGALRM):
+                self._saved[sig] = signal.getsignal(sig)
+            self.arm()
         return self
+
+    def arm(self) -> None:
+        """(Re)install the handlers: ray.init installs its own SIGTERM handler (it prints a
+        stack and kills the process), so this runs again after Ray has started."""
+        if self._saved:
+            for sig in self.SIGNALS:
+                signal.signal(sig, self._on_signal)
+            signal.signal(signal.SIGALRM, self._on_alarm)
 
     def __exit__(self, *exc) -> None:
         if self._saved:

@@ -74,3 +74,12 @@ def test_a_step_that_ends_in_time_cancels_the_alarm():
         watch.end_step(checkpoint_s=None)
         busy(0.4)  # past the alarm's time: no Abandon
         assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+
+
+def test_arm_takes_the_signals_back_from_whoever_took_them():
+    with PreemptWatch(grace_s=5.0, log=lambda m: None) as watch:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # as ray.init installs its own handler
+        watch.arm()
+        watch.begin_step(0)
+        kill_self()
+        assert watch.requested
