@@ -205,7 +205,7 @@ class Cluster:
             (f"learner rank {r}", lr) for r, lr in enumerate(self.learners)
         ]
 
-    def dead_actors(self, wait_s: float = 10.0) -> list[tuple[str, BaseException]]:
+    def dead_actors(self, wait_s: float = 5.0) -> list[tuple[str, BaseException]]:
         """(name, error) of every actor that no longer answers because it died."""
         import ray
 
