@@ -42,7 +42,7 @@ RUN = [
     "rollout.num_workers=2",
     "trainer.preempt_grace_s=120",  # room for a loaded 2-core machine (a step takes a few s)
 ]
-VARYING = ("time/", "wall_time", "sync/probe_s")  # wall-clock measurements, not results
+VARYING = ("time/", "wall_time", "sync/probe_s", "throughput/")  # wall-clock measurements
 
 
 @pytest.fixture(scope="module")
