@@ -194,8 +194,8 @@ class Cluster:
             cause = exc.cause if getattr(exc, "cause", None) is not None else exc
             said = f"{type(cause).__name__}: {first_line(cause)}"
             dead = self.dead_actors()
-            if dead:
-                raise ActorFailure(f"{what}: {describe_deaths(dead)}; a peer saw {said}") from exc
+            if dead:  # the survivor's error (a raw gloo string) only echoes the death
+                raise ActorFailure(f"{what}: {describe_deaths(dead)}") from exc
             if is_communication_error(cause):
                 raise ActorFailure(f"{what}: the weight-sync group failed ({said})") from exc
             raise PipelineError(f"{what}: {said}") from exc
@@ -376,7 +376,8 @@ def death_cause(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     for marker in ("The actor died because ", "The actor is dead because ", "Worker exit type: "):
         if marker in text:
-            return text.split(marker, 1)[1][:200].rstrip(". ")
+            cause = text.split(marker, 1)[1].split(" Some common causes", 1)[0]
+            return cause[:200].rstrip(". ")
     return first_line(exc)[:200]
 
 
