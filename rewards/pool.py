@@ -300,11 +300,24 @@ class VerifierPool:
         deadlines = [w.head_since + self.timeout_s for w in self._workers if w.jobs]
         deadlines += [w.started + STARTUP_TIMEOUT_S for w in self._workers if not w.ready]
         timeout = max(0.0, min(deadlines) - now) if deadlines else None
-        readable = wait([w.results for w in self._workers if w.jobs or not w.ready], timeout)
+        server = self._server[0]
+        watched = [w.results for w in self._workers if w.jobs or not w.ready]
+        readable = wait(watched + ([server.sock] if server.alive() else []), timeout)
         for slot, w in enumerate(self._workers):
             if w.results in readable:
                 self._receive(slot, w, batch)
-        self._server[0].read_reports()  # drain exit reports, or the server could block on them
+        server.read_reports()  # drain exit reports, or the server could block on them
+        for slot, w in enumerate(self._workers):
+            # Dead, though its pipe may stay open: a process it started can hold the write end
+            # until the server has killed it. Its answers already sent are read first.
+            while w.jobs and w.pid in server.exits and w.results.poll(0):
+                self._receive(slot, w, batch)
+            if w.jobs and w.pid in server.exits:
+                code = server.exits.pop(w.pid)
+                w.pid = None
+                self._fail(
+                    slot, w, batch, Outcome.error(f"{describe_exit(code)} (crashed)"), "crashes"
+                )
         now = time.monotonic()
         for slot, w in enumerate(self._workers):
             if w.jobs and now >= w.head_since + self.timeout_s:
