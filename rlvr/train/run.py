@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import time
 from dataclasses import dataclass
@@ -15,10 +14,10 @@ from rlvr.errors import ConfigError
 from rlvr.plan.memory import max_model_len
 from rlvr.seeds import Stream, derive_seed
 from rlvr.tasks.loading import encode_prompts, fit_prompts, load_task, prompt_limit
-from rlvr.tasks.warm_start import resolve_model_path
 from rlvr.train.checkpoint import list_checkpoints
 from rlvr.train.evaluation import eval_metrics, eval_rollouts
 from rlvr.train.metrics import RunLogger, read_history
+from rlvr.train.preflight import Checked, preflight
 from rlvr.train.probe import probe_prompts
 from rlvr.train.rollouts import Rollouts
 from rlvr.train.scoring import RewardSpec
@@ -86,25 +85,30 @@ class Run:
     data_record: dict  # prompts kept and over the length limit (kind "data" in metrics.jsonl)
 
     @classmethod
-    def start(cls, cfg, recipe: str | None, log) -> Run:
-        from transformers import AutoTokenizer
-
+    def start(cls, cfg, recipe: str | None, log, checked: Checked | None = None) -> Run:
+        """Preflight (unless `checked` holds its result), then the run directory, Ray and the
+        actors."""
         from rlvr.cluster.ray_cluster import Cluster, init_ray
 
-        if cfg.log.wandb is not None and importlib.util.find_spec("wandb") is None:
-            raise ConfigError("log.wandb needs the wandb package: pip install 'rlvr[wandb]'")
-        run_dir = run_directory(cfg, recipe)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        cfg.write_yaml(run_dir / "config.yaml")
+        checked = checked or preflight(cfg, recipe, log)
+        model_path, tokenizer, data, pool = (
+            checked.model_path, checked.tokenizer, checked.data, checked.pool
+        )  # fmt: skip
+        run_dir = checked.run_dir
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            cfg.write_yaml(run_dir / "config.yaml")
+        except BaseException:
+            pool.close()
+            raise
         log(f"run directory: {run_dir}")
-        model_path = resolve_model_path(cfg, log=log)
-        tokenizer = AutoTokenizer.from_pretrained(
-            model_path, trust_remote_code=cfg.model.trust_remote_code
-        )
-        data = prepare_data(cfg, tokenizer, model_path, log)
-        pool = start_pool(cfg, data.train_rows + data.eval_rows)
         if pool.code_sandbox:
             log(f"code sandbox: {pool.code_sandbox}")
+        if cfg.verifier.num_workers == 0:
+            log(
+                "verifier.num_workers=0: verifiers run in the controller without timeout, "
+                "memory cap or crash recovery"
+            )
         init_ray(cfg, log)
         try:
             cluster = Cluster(cfg, model_path, log)
@@ -271,6 +275,8 @@ def prepare_data(cfg, tokenizer, model_path: str, log) -> Data:
     counted and logged. Raises ConfigError when no training prompt is left, or when a prompt
     holds characters the tokenizer does not know (the built-in model knows digits and + - * =)."""
     train_rows, eval_rows = load_task(cfg)
+    if not train_rows:
+        raise ConfigError(f"data.train={cfg.data.train!r}: no rows")
     limit = prompt_limit(cfg, model_path, log)
     unk = tokenizer.unk_token_id
     kept, over = [], []
