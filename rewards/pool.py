@@ -14,8 +14,9 @@ Limits, enforced per call:
 - crashes (os._exit, segfault, the kernel's OOM killer): the call gets an error outcome naming
   the exit code or signal, and a replacement carries on with the rest of the batch.
 
-`num_workers=0` runs the same API in-process: for debugging and cheap verifiers (arith). It has
-no isolation and no wall-clock limit (a verifier that hangs hangs the caller).
+Every verifier runs in a worker by default (2 workers). `num_workers=0`, only when asked for,
+runs the same API in-process, for debugging: no isolation, no wall-clock limit, no memory cap
+(a verifier that hangs hangs the caller; one that calls os._exit ends it).
 """
 
 from __future__ import annotations
@@ -122,10 +123,10 @@ class PoolConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     num_workers: int = Field(
-        0,
+        2,
         ge=0,
-        description="verifier processes (0 = in the calling process, no isolation: for cheap "
-        "verifiers)",
+        description="verifier processes; 0 = in the calling process, without timeout, memory "
+        "cap or crash recovery (a verifier that hangs or exits takes the run with it)",
     )
     timeout_s: float = Field(
         10.0,
