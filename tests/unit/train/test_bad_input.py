@@ -114,7 +114,8 @@ CASES = [
 def model_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("model")
     build_tokenizer().save_pretrained(path)
-    LlamaConfig(max_position_embeddings=64).save_pretrained(path)
+    small = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
+    LlamaConfig(max_position_embeddings=64, vocab_size=32, **small).save_pretrained(path)
     return path
 
 
