@@ -187,7 +187,8 @@ class Run:
         )
         metrics = eval_metrics(self.eval_rows, comps, scores, ks=ec.k, seed=seed)
         metrics["time/eval"] = time.perf_counter() - began
-        logger.log(step, metrics, kind="eval")
+        # the pool's cumulative counts: calls, errors, timeouts, crashes, worker restarts
+        logger.log(step, {**metrics, **self.pool.metrics()}, kind="eval")
         best, worst = extremes(scores.reward_N, lc.eval_samples)
         for kind, picked in (("eval_best", best), ("eval_worst", worst)):
             rows = sample_rows(

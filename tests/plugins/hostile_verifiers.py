@@ -122,3 +122,16 @@ def forks_then_hangs(completion, gold, row):
 def forks_then_returns(completion, gold, row):
     _fork_sleepers(row)
     return Outcome.correct()
+
+
+def arith_or_crash(completion, gold, row):
+    """The `arith` verdict, except that one completion in four (by its text's CRC) starts three
+    `sleep $RLVR_STRAY_MARKER` processes and a daemon, then crashes its worker."""
+    import zlib
+
+    from rewards.arith import verify_arith
+
+    if zlib.crc32(completion.encode()) % 4 == 0:
+        _fork_sleepers({"marker": os.environ["RLVR_STRAY_MARKER"]})
+        os._exit(9)
+    return verify_arith(completion, gold, row)
