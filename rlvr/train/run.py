@@ -10,11 +10,9 @@ from typing import TYPE_CHECKING, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from rlvr.errors import ConfigError
 from rlvr.plan.memory import max_model_len
 from rlvr.seeds import Stream, derive_seed
-from rlvr.tasks.loading import encode_prompts, fit_prompts, load_task, prompt_limit
-from rlvr.train.checkpoint import list_checkpoints
+from rlvr.tasks.loading import encode_prompts
 from rlvr.train.evaluation import eval_metrics, eval_rollouts
 from rlvr.train.metrics import RunLogger, read_history
 from rlvr.train.preflight import Checked, preflight
@@ -257,102 +255,3 @@ def _step_of(line: str) -> float:
 def encode(cfg, tokenizer, rows: list[dict]) -> list[list[int]]:
     """Prompt token ids. Chat templates already hold their special tokens, so none are added."""
     return encode_prompts(cfg, tokenizer, rows)
-
-
-@dataclass
-class Data:
-    """Rows and prompt token ids that fit the length limit, and what was done to the others."""
-
-    train_rows: list[dict]
-    train_prompts: list[list[int]]
-    eval_rows: list[dict]
-    eval_prompts: list[list[int]]
-    record: dict
-
-
-def prepare_data(cfg, tokenizer, model_path: str, log) -> Data:
-    """Load the rows, encode their prompts and apply data.max_prompt_tokens (capped so that a
-    completion still fits the model's positions): over-long prompts are dropped or truncated,
-    counted and logged. Raises ConfigError when no training prompt is left, or when a prompt
-    holds characters the tokenizer does not know (the built-in model knows digits and + - * =)."""
-    train_rows, eval_rows = load_task(cfg)
-    if not train_rows:
-        raise ConfigError(f"data.train={cfg.data.train!r}: no rows")
-    limit = prompt_limit(cfg, model_path, log)
-    unk = tokenizer.unk_token_id
-    kept, over = [], []
-    for rows, where in ((train_rows, "data.train"), (eval_rows, "data.eval")):
-        prompts = encode(cfg, tokenizer, rows)
-        bad = [i for i, p in enumerate(prompts) if unk is not None and unk in p]
-        if bad:
-            raise ConfigError(
-                f"{where} row {bad[0]}: the prompt {rows[bad[0]]['prompt'][:40]!r} has characters "
-                f"the tokenizer does not know ({len(bad)} such rows)"
-            )
-        rows, prompts, count = fit_prompts(rows, prompts, limit, cfg.data.overlong_prompts)
-        kept.append((rows, prompts))
-        over.append(count)
-    action = "dropped" if cfg.data.overlong_prompts == "drop" else "truncated"
-    if any(over):
-        log(
-            f"data: {over[0]} training and {over[1]} held-out prompts longer than {limit} "
-            f"tokens {action}"
-        )
-    if not kept[0][0]:
-        raise ConfigError(f"data: every training prompt is longer than {limit} tokens")
-    record = {
-        "train_prompts": len(kept[0][0]), "eval_prompts": len(kept[1][0]), "prompt_limit": limit,
-        "train_over": over[0], "eval_over": over[1], "over_action": action,
-    }  # fmt: skip
-    return Data(*kept[0], *kept[1], record)
-
-
-def start_pool(cfg, rows: list[dict]) -> VerifierPool:
-    """The verifier pool, after checking that every reward component names a verifier someone
-    provides and gives it arguments it accepts (config errors, found before Ray starts)."""
-    from rewards.components import check_args
-    from rewards.pool import VerifierPool
-
-    pool = VerifierPool(cfg.verifier)
-    try:
-        pool.require({c["name"] for row in rows for c in row["rewards"]})
-        check_args(rows)
-    except KeyError as exc:
-        pool.close()
-        raise ConfigError(f"data: {exc.args[0]} (add it with verifier.plugins)") from None
-    except (ValueError, ImportError) as exc:
-        pool.close()
-        raise ConfigError(f"rewards: {exc}") from None
-    return pool
-
-
-def run_directory(cfg, recipe: str | None) -> Path:
-    """runs/<trainer.name>, or runs/<recipe>-<time> for a new run; with trainer.resume=auto and no
-    name, the newest run of this recipe that has a checkpoint. Never reuses a run's directory
-    for a fresh run (nothing is overwritten)."""
-    tc = cfg.trainer
-    base = Path(tc.output_dir)
-    stem = Path(recipe).stem if recipe else "run"
-    if tc.resume not in ("", "auto"):
-        return Path(tc.resume).expanduser().resolve().parent.parent
-    if tc.name:
-        path = base / tc.name
-        if not tc.resume and (path / "metrics.jsonl").exists():
-            raise ConfigError(
-                f"trainer.name={tc.name!r}: {path} already holds a run; add trainer.resume=auto "
-                "to continue it or choose another name"
-            )
-        return path
-    if tc.resume == "auto":
-        runs = [p for p in base.glob(f"{stem}-*") if list_checkpoints(p)]
-        if not runs:
-            raise ConfigError(
-                f"trainer.resume=auto: no run of {stem} with a checkpoint under {base}/"
-            )
-        return max(runs, key=lambda p: list_checkpoints(p)[-1].stat().st_mtime)
-    path = base / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-    suffix = 1
-    while path.exists():
-        suffix += 1
-        path = base / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}-{suffix}"
-    return path

@@ -5,7 +5,7 @@ import torch
 
 from rlvr.config import ConfigError, load_config
 from rlvr.train.checkpoint import STATE_FILE, find_resume, list_checkpoints
-from rlvr.train.run import run_directory
+from rlvr.train.preflight import run_directory
 from rollout.samplers import UniformSampler
 
 
