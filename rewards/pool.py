@@ -341,6 +341,7 @@ class VerifierPool:
             return
         if message[0] == "ready":
             w.ready, w.pid = True, message[1]
+            self._server[0].exits.pop(w.pid, None)  # a killed predecessor's, if the pid recurs
             self._server_starts = 0
         elif message[0] == "init_error":
             raise RuntimeError(f"verifier worker failed to start: {message[1]}")

@@ -267,7 +267,10 @@ def fork_server(ctrl_fd: int, parent_pid: int) -> int:
 
         code_verifier.configure(code_verifier.CodeConfig(**config["code"]))
     except BaseException as e:
-        ctrl.send(f"init_error {describe(e)}".encode())
+        try:
+            ctrl.send(f"init_error {describe(e)}".encode())
+        except OSError:  # the pool is gone (its death's SIGTERM may be what stopped us)
+            pass
         return 1
     # Objects loaded so far (SymPy, grammars, plug-ins) live as long as the workers: keep the
     # collector from scanning them in every worker, which would also copy their pages.
