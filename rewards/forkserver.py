@@ -20,6 +20,7 @@ from collections import deque
 from multiprocessing.connection import Connection, wait
 
 STARTUP_TIMEOUT_S = 120.0  # interpreter + SymPy import + warm-up, on a loaded 2-core machine
+SHUTDOWN_TIMEOUT_S = 10.0  # the server's cleanup: worker groups now, orphans after a grace
 
 
 class ForkServer:
@@ -37,6 +38,7 @@ class ForkServer:
                 stdin=subprocess.DEVNULL,
                 stdout=2,
                 env=env,
+                process_group=0,  # its own: a kill aimed at the run's group must not skip cleanup
             )
         finally:
             theirs.close()
@@ -89,13 +91,17 @@ class ForkServer:
         return self.proc.poll() is None
 
     def kill(self) -> None:
+        """Close the control socket: the server kills every worker group and orphan and exits
+        (rewards/worker.py); SIGKILL it if it has not within SHUTDOWN_TIMEOUT_S."""
         self.sock.close()
-        if self.proc.poll() is None:
-            self.proc.kill()
         try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:  # stuck in the kernel; nothing more to do from here
-            pass
+            self.proc.wait(timeout=SHUTDOWN_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:  # stuck in the kernel; nothing more to do here
+                pass
 
 
 class WorkerHandle:
@@ -111,14 +117,15 @@ class WorkerHandle:
         self.head_since = 0.0  # when the running (oldest) job started
 
     def kill(self) -> None:
-        """Close the pipes and SIGKILL the process unless it is known to be gone (its pid may
-        already be reaped by the fork server, and reused)."""
+        """Close the pipes and SIGKILL the worker's process group (it and whatever it started)
+        unless it is known to be gone (its pid may already be reaped by the fork server, and
+        reused). The fork server kills the group again when it reaps the worker."""
         self.requests.close()
         self.results.close()
         if self.pid is not None:
             try:
-                os.kill(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
+                os.killpg(self.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
                 pass
             self.pid = None
 

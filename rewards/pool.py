@@ -14,8 +14,9 @@ Limits, enforced per call:
 - crashes (os._exit, segfault, the kernel's OOM killer): the call gets an error outcome naming
   the exit code or signal, and a replacement carries on with the rest of the batch.
 
-`num_workers=0` runs the same API in-process: for debugging and cheap verifiers (arith). It has
-no isolation and no wall-clock limit (a verifier that hangs hangs the caller).
+Every verifier runs in a worker by default (2 workers). `num_workers=0`, only when asked for,
+runs the same API in-process, for debugging: no isolation, no wall-clock limit, no memory cap
+(a verifier that hangs hangs the caller; one that calls os._exit ends it).
 """
 
 from __future__ import annotations
@@ -122,10 +123,10 @@ class PoolConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     num_workers: int = Field(
-        0,
+        2,
         ge=0,
-        description="verifier processes (0 = in the calling process, no isolation: for cheap "
-        "verifiers)",
+        description="verifier processes; 0 = in the calling process, without timeout, memory "
+        "cap or crash recovery (a verifier that hangs or exits takes the run with it)",
     )
     timeout_s: float = Field(
         10.0,
@@ -300,11 +301,24 @@ class VerifierPool:
         deadlines = [w.head_since + self.timeout_s for w in self._workers if w.jobs]
         deadlines += [w.started + STARTUP_TIMEOUT_S for w in self._workers if not w.ready]
         timeout = max(0.0, min(deadlines) - now) if deadlines else None
-        readable = wait([w.results for w in self._workers if w.jobs or not w.ready], timeout)
+        server = self._server[0]
+        watched = [w.results for w in self._workers if w.jobs or not w.ready]
+        readable = wait(watched + ([server.sock] if server.alive() else []), timeout)
         for slot, w in enumerate(self._workers):
             if w.results in readable:
                 self._receive(slot, w, batch)
-        self._server[0].read_reports()  # drain exit reports, or the server could block on them
+        server.read_reports()  # drain exit reports, or the server could block on them
+        for slot, w in enumerate(self._workers):
+            # Dead, though its pipe may stay open: a process it started can hold the write end
+            # until the server has killed it. Its answers already sent are read first.
+            while w.jobs and w.pid in server.exits and w.results.poll(0):
+                self._receive(slot, w, batch)
+            if w.jobs and w.pid in server.exits:
+                code = server.exits.pop(w.pid)
+                w.pid = None
+                self._fail(
+                    slot, w, batch, Outcome.error(f"{describe_exit(code)} (crashed)"), "crashes"
+                )
         now = time.monotonic()
         for slot, w in enumerate(self._workers):
             if w.jobs and now >= w.head_since + self.timeout_s:
@@ -327,6 +341,7 @@ class VerifierPool:
             return
         if message[0] == "ready":
             w.ready, w.pid = True, message[1]
+            self._server[0].exits.pop(w.pid, None)  # a killed predecessor's, if the pid recurs
             self._server_starts = 0
         elif message[0] == "init_error":
             raise RuntimeError(f"verifier worker failed to start: {message[1]}")

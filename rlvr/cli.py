@@ -149,9 +149,12 @@ def load(args):
 
 
 def cmd_train(args) -> int:
+    from rlvr.train.preflight import check_gpus
+
     cfg = load(args)
     if cfg.learner.gpus_per_worker > 0 and cfg.placement.check_fit and not args.force:
         refuse_if_too_big(cfg)
+    check_gpus(cfg)  # also in preflight; here before anything is loaded
     from rlvr.train.controller import train
 
     train(cfg, args.recipe)

@@ -92,21 +92,24 @@ def load_rows(
     spec = EVAL_SETS.get(source)
     name = source
     if spec is not None:
-        records = _read_file(EVAL_DATA_DIR / spec.file, limit)
+        records, lines = _read_file(EVAL_DATA_DIR / spec.file, limit)
     else:
         spec = EvalSet("", "problem", "answer")
-        records = _read_source(source, limit)
-        name = Path(source).stem if _looks_like_file(source) else source
+        records, lines = _read_source(source, limit)
+        name = Path(source).stem if looks_like_file(source) else source
     prompt_key = prompt_key or spec.prompt_key
     answer_key = answer_key if answer_key is not None else spec.answer_key
     solution_key = solution_key if solution_key is not None else spec.solution_key
     default_verifier = verifier or spec.verifier
     rows = []
     for i, record in enumerate(records):
+        where = f"{source}:{lines[i]}" if lines else f"{source}: row {i}"
+        if not isinstance(record, dict):
+            raise DataSourceError(f"{where}: a row must be a JSON object, got {str(record)[:40]}")
         messages = record.get(messages_key)
         if messages is None and prompt_key not in record:
             raise DataSourceError(
-                f"{source}: row {i} has no prompt column {prompt_key!r} (nor {messages_key!r}); "
+                f"{where}: no prompt column {prompt_key!r} (nor {messages_key!r}); "
                 f"columns: {', '.join(sorted(record))}"
             )
         row = spec.adapter(record) if spec.adapter else dict(record)
@@ -117,13 +120,13 @@ def load_rows(
             gold = _gold(row, answer_key, solution_key)
         if gold is None:
             raise DataSourceError(
-                f"{source}: row {i} has no gold answer in {answer_key!r} or a "
+                f"{where}: no gold answer in {answer_key!r} or a "
                 f"\\boxed{{}} in {solution_key!r}; columns: "
                 f"{', '.join(sorted(record))}"
             )
         if messages is not None:
             row.pop(messages_key)
-            row["messages"] = checked_messages(messages, f"{source}: row {i}")
+            row["messages"] = checked_messages(messages, where)
             row["prompt"] = [m["content"] for m in row["messages"] if m["role"] == "user"][-1]
         else:
             row["prompt"] = str(record[prompt_key])
@@ -186,30 +189,43 @@ def _gold(row: dict, answer_key: str | None, solution_key: str | None) -> str | 
     return gold
 
 
-def _looks_like_file(source: str) -> bool:
+def looks_like_file(source: str) -> bool:
     return source.endswith((".jsonl", ".json", ".parquet")) or os.path.exists(source)
 
 
-def _read_source(source: str, limit: int | None) -> list[dict]:
-    if _looks_like_file(source):
+def _read_source(source: str, limit: int | None) -> tuple[list, list[int] | None]:
+    if looks_like_file(source):
         return _read_file(Path(source), limit)
-    return _read_hub(source, limit)
+    return _read_hub(source, limit), None
 
 
-def _read_file(path: Path, limit: int | None) -> list[dict]:
+def _read_file(path: Path, limit: int | None) -> tuple[list, list[int] | None]:
+    """The records of a data file, and for JSONL the line number of each (else None)."""
     if not path.is_file():
         raise DataSourceError(f"no such data file: {path}")
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
+    try:
+        if path.suffix == ".parquet":
+            import pyarrow.parquet as pq
 
-        table = pq.read_table(path)
-        return table.slice(0, limit).to_pylist() if limit is not None else table.to_pylist()
-    if path.suffix == ".json":
-        records = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(records, list):
-            raise DataSourceError(f"{path}: a .json data file must hold a list of objects")
-        return records[:limit]
-    records = []
+            table = pq.read_table(path)
+            table = table.slice(0, limit) if limit is not None else table
+            return table.to_pylist(), None
+        if path.suffix == ".json":
+            records = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(records, list):
+                raise DataSourceError(f"{path}: a .json data file must hold a list of objects")
+            return records[:limit], None
+        return _read_jsonl(path, limit)
+    except json.JSONDecodeError as e:
+        raise DataSourceError(f"{path}:{e.lineno}: not JSON: {e.msg}") from None
+    except UnicodeDecodeError as e:
+        raise DataSourceError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except (OSError, ValueError) as e:  # pyarrow's errors derive from these
+        raise DataSourceError(f"{path}: cannot be read ({type(e).__name__}: {e})") from None
+
+
+def _read_jsonl(path: Path, limit: int | None) -> tuple[list, list[int]]:
+    records, lines = [], []
     with path.open(encoding="utf-8") as f:
         for number, line in enumerate(f, 1):
             if limit is not None and len(records) >= limit:
@@ -218,8 +234,9 @@ def _read_file(path: Path, limit: int | None) -> list[dict]:
                 try:
                     records.append(json.loads(line))
                 except json.JSONDecodeError as e:
-                    raise DataSourceError(f"{path}:{number}: not JSON: {e}") from None
-    return records
+                    raise DataSourceError(f"{path}:{number}: not JSON: {e.msg}") from None
+                lines.append(number)
+    return records, lines
 
 
 def _read_hub(source: str, limit: int | None) -> list[dict]:

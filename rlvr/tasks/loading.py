@@ -110,7 +110,7 @@ def _load_rows(cfg) -> tuple[list[dict], list[dict]]:
             a.mix, a.heldout_size, heldout=True, fraction=a.heldout_fraction, seed=a.seed
         )
         return train, heldout[: cfg.eval.num_problems]
-    from rlvr.tasks.data import load_rows
+    from rlvr.tasks.data import EVAL_SETS, load_rows, looks_like_file
 
     keys = {
         "prompt_key": data.prompt_key,
@@ -122,9 +122,10 @@ def _load_rows(cfg) -> tuple[list[dict], list[dict]]:
     train = load_rows(data.train, limit=data.limit, **keys)
     heldout = []
     for source in data.eval:
-        rows = load_rows(
-            source, limit=cfg.eval.num_problems, **(keys if source == data.train else {})
-        )
+        # A shipped set keeps its own column conventions; the recipe's keys apply to the
+        # user's files (and to the training source used for evaluation too).
+        own = source == data.train or (source not in EVAL_SETS and looks_like_file(source))
+        rows = load_rows(source, limit=cfg.eval.num_problems, **(keys if own else {}))
         heldout.extend(
             {**row, "level": row["dataset"]} for row in rows
         )  # per-set pass@1 in the eval
@@ -180,8 +181,9 @@ def fit_prompts(
 
 
 def prompt_limit(cfg, model_path: str, log=print) -> int:
-    """data.max_prompt_tokens, lowered when needed so that a prompt leaves room for at least one
-    completion token within the model's positions (and vLLM's max_model_len when set)."""
+    """data.max_prompt_tokens, lowered when needed so that a prompt leaves room for a whole
+    completion (rollout.max_new_tokens) within the model's positions (and vLLM's
+    max_model_len when set). Raises ConfigError when not even a one-token prompt fits."""
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(model_path, trust_remote_code=cfg.model.trust_remote_code)
@@ -189,11 +191,18 @@ def prompt_limit(cfg, model_path: str, log=print) -> int:
     if cfg.rollout.engine == "vllm":
         contexts.append(cfg.rollout.vllm.max_model_len)
     context = min((c for c in contexts if c), default=None)
-    limit = cfg.data.max_prompt_tokens
-    if context is not None and limit >= context:
-        log(
-            f"data.max_prompt_tokens={limit}: the model takes {context} tokens in all; prompts "
-            f"are limited to {context - 1}"
+    limit, new = cfg.data.max_prompt_tokens, cfg.rollout.max_new_tokens
+    if context is None:
+        return limit
+    if new >= context:
+        raise ConfigError(
+            f"rollout.max_new_tokens={new}: the model takes {context} positions in all (prompt "
+            f"+ completion); use at most {context - 1}"
         )
-        limit = context - 1
+    if limit > context - new:
+        log(
+            f"data.max_prompt_tokens={limit}: the model takes {context} tokens in all and a "
+            f"completion up to {new}; prompts are limited to {context - new}"
+        )
+        limit = context - new
     return limit

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import time
 from dataclasses import dataclass, field
@@ -11,15 +10,13 @@ from typing import TYPE_CHECKING, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from rlvr.errors import ConfigError
 from rlvr.plan.memory import max_model_len
 from rlvr.seeds import Stream, derive_seed
-from rlvr.tasks.loading import encode_prompts, fit_prompts, load_task, prompt_limit
-from rlvr.tasks.warm_start import resolve_model_path
+from rlvr.tasks.loading import encode_prompts
 from rlvr.train import faults
-from rlvr.train.checkpoint import list_checkpoints
 from rlvr.train.evaluation import eval_metrics, eval_rollouts
 from rlvr.train.metrics import RunLogger, read_history
+from rlvr.train.preflight import Checked, preflight
 from rlvr.train.probe import probe_prompts
 from rlvr.train.rollouts import Rollouts
 from rlvr.train.scoring import RewardSpec
@@ -102,25 +99,30 @@ class Run:
     loggers: list[RunLogger] = field(default_factory=list)  # closed with the run
 
     @classmethod
-    def start(cls, cfg, recipe: str | None, log) -> Run:
-        from transformers import AutoTokenizer
-
+    def start(cls, cfg, recipe: str | None, log, checked: Checked | None = None) -> Run:
+        """Preflight (unless `checked` holds its result), then the run directory, Ray and the
+        actors."""
         from rlvr.cluster.ray_cluster import Cluster, init_ray
 
-        if cfg.log.wandb is not None and importlib.util.find_spec("wandb") is None:
-            raise ConfigError("log.wandb needs the wandb package: pip install 'rlvr[wandb]'")
-        run_dir = run_directory(cfg, recipe)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        cfg.write_yaml(run_dir / "config.yaml")
+        checked = checked or preflight(cfg, recipe, log)
+        model_path, tokenizer, data, pool = (
+            checked.model_path, checked.tokenizer, checked.data, checked.pool
+        )  # fmt: skip
+        run_dir = checked.run_dir
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            cfg.write_yaml(run_dir / "config.yaml")
+        except BaseException:
+            pool.close()
+            raise
         log(f"run directory: {run_dir}")
-        model_path = resolve_model_path(cfg, log=log)
-        tokenizer = AutoTokenizer.from_pretrained(
-            model_path, trust_remote_code=cfg.model.trust_remote_code
-        )
-        data = prepare_data(cfg, tokenizer, model_path, log)
-        pool = start_pool(cfg, data.train_rows + data.eval_rows)
         if pool.code_sandbox:
             log(f"code sandbox: {pool.code_sandbox}")
+        if cfg.verifier.num_workers == 0:
+            log(
+                "verifier.num_workers=0: verifiers run in the controller without timeout, "
+                "memory cap or crash recovery"
+            )
         init_ray(cfg, log)
         try:
             cluster = Cluster(cfg, model_path, log)
@@ -201,7 +203,8 @@ class Run:
         )
         metrics = eval_metrics(self.eval_rows, comps, scores, ks=ec.k, seed=seed)
         metrics["time/eval"] = time.perf_counter() - began
-        logger.log(step, metrics, kind="eval")
+        # the pool's cumulative counts: calls, errors, timeouts, crashes, worker restarts
+        logger.log(step, {**metrics, **self.pool.metrics()}, kind="eval")
         best, worst = extremes(scores.reward_N, lc.eval_samples)
         for kind, picked in (("eval_best", best), ("eval_worst", worst)):
             rows = sample_rows(
@@ -273,100 +276,3 @@ def _step_of(line: str) -> float:
 def encode(cfg, tokenizer, rows: list[dict]) -> list[list[int]]:
     """Prompt token ids. Chat templates already hold their special tokens, so none are added."""
     return encode_prompts(cfg, tokenizer, rows)
-
-
-@dataclass
-class Data:
-    """Rows and prompt token ids that fit the length limit, and what was done to the others."""
-
-    train_rows: list[dict]
-    train_prompts: list[list[int]]
-    eval_rows: list[dict]
-    eval_prompts: list[list[int]]
-    record: dict
-
-
-def prepare_data(cfg, tokenizer, model_path: str, log) -> Data:
-    """Load the rows, encode their prompts and apply data.max_prompt_tokens (capped so that a
-    completion still fits the model's positions): over-long prompts are dropped or truncated,
-    counted and logged. Raises ConfigError when no training prompt is left, or when a prompt
-    holds characters the tokenizer does not know (the built-in model knows digits and + - * =)."""
-    train_rows, eval_rows = load_task(cfg)
-    limit = prompt_limit(cfg, model_path, log)
-    unk = tokenizer.unk_token_id
-    kept, over = [], []
-    for rows, where in ((train_rows, "data.train"), (eval_rows, "data.eval")):
-        prompts = encode(cfg, tokenizer, rows)
-        bad = [i for i, p in enumerate(prompts) if unk is not None and unk in p]
-        if bad:
-            raise ConfigError(
-                f"{where} row {bad[0]}: the prompt {rows[bad[0]]['prompt'][:40]!r} has characters "
-                f"the tokenizer does not know ({len(bad)} such rows)"
-            )
-        rows, prompts, count = fit_prompts(rows, prompts, limit, cfg.data.overlong_prompts)
-        kept.append((rows, prompts))
-        over.append(count)
-    action = "dropped" if cfg.data.overlong_prompts == "drop" else "truncated"
-    if any(over):
-        log(
-            f"data: {over[0]} training and {over[1]} held-out prompts longer than {limit} "
-            f"tokens {action}"
-        )
-    if not kept[0][0]:
-        raise ConfigError(f"data: every training prompt is longer than {limit} tokens")
-    record = {
-        "train_prompts": len(kept[0][0]), "eval_prompts": len(kept[1][0]), "prompt_limit": limit,
-        "train_over": over[0], "eval_over": over[1], "over_action": action,
-    }  # fmt: skip
-    return Data(*kept[0], *kept[1], record)
-
-
-def start_pool(cfg, rows: list[dict]) -> VerifierPool:
-    """The verifier pool, after checking that every reward component names a verifier someone
-    provides and gives it arguments it accepts (config errors, found before Ray starts)."""
-    from rewards.components import check_args
-    from rewards.pool import VerifierPool
-
-    pool = VerifierPool(cfg.verifier)
-    try:
-        pool.require({c["name"] for row in rows for c in row["rewards"]})
-        check_args(rows)
-    except KeyError as exc:
-        pool.close()
-        raise ConfigError(f"data: {exc.args[0]} (add it with verifier.plugins)") from None
-    except (ValueError, ImportError) as exc:
-        pool.close()
-        raise ConfigError(f"rewards: {exc}") from None
-    return pool
-
-
-def run_directory(cfg, recipe: str | None) -> Path:
-    """runs/<trainer.name>, or runs/<recipe>-<time> for a new run; with trainer.resume=auto and no
-    name, the newest run of this recipe that has a checkpoint. Never reuses a run's directory
-    for a fresh run (nothing is overwritten)."""
-    tc = cfg.trainer
-    base = Path(tc.output_dir)
-    stem = Path(recipe).stem if recipe else "run"
-    if tc.resume not in ("", "auto"):
-        return Path(tc.resume).expanduser().resolve().parent.parent
-    if tc.name:
-        path = base / tc.name
-        if not tc.resume and (path / "metrics.jsonl").exists():
-            raise ConfigError(
-                f"trainer.name={tc.name!r}: {path} already holds a run; add trainer.resume=auto "
-                "to continue it or choose another name"
-            )
-        return path
-    if tc.resume == "auto":
-        runs = [p for p in base.glob(f"{stem}-*") if list_checkpoints(p)]
-        if not runs:
-            raise ConfigError(
-                f"trainer.resume=auto: no run of {stem} with a checkpoint under {base}/"
-            )
-        return max(runs, key=lambda p: list_checkpoints(p)[-1].stat().st_mtime)
-    path = base / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-    suffix = 1
-    while path.exists():
-        suffix += 1
-        path = base / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}-{suffix}"
-    return path

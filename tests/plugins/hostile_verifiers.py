@@ -76,3 +76,62 @@ def nap(completion, gold, row):
     """Sleeps row["seconds"], then is correct: a slow but well-behaved verifier."""
     time.sleep(row["seconds"])
     return Outcome.correct()
+
+
+def _spawn_sleepers(marker: str, count: int, detach: bool = False) -> None:
+    """Start `count` `sleep MARKER` processes; detached ones leave the worker's process group
+    (setsid) and lose their parent (a double fork), as a daemon does. Returns once each has
+    exec'd (the close-on-exec pipe reads EOF), so a count right after the call sees them."""
+    for _ in range(count):
+        r, w = os.pipe2(os.O_CLOEXEC)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.close(r)
+                if detach:
+                    os.setsid()
+                    if os.fork():
+                        os._exit(0)
+                os.execv("/bin/sleep", ["sleep", marker])
+            finally:
+                os._exit(127)
+        os.close(w)
+        os.read(r, 1)
+        os.close(r)
+        if detach:
+            os.waitpid(pid, 0)
+
+
+def _fork_sleepers(row) -> None:
+    _spawn_sleepers(row["marker"], 3)
+    _spawn_sleepers(row["marker"], 1, detach=True)
+
+
+def forks_then_crashes(completion, gold, row):
+    """Three sleepers in its group and one daemon, then os._exit."""
+    _fork_sleepers(row)
+    os._exit(5)
+
+
+def forks_then_hangs(completion, gold, row):
+    _fork_sleepers(row)
+    while True:
+        time.sleep(3600)
+
+
+def forks_then_returns(completion, gold, row):
+    _fork_sleepers(row)
+    return Outcome.correct()
+
+
+def arith_or_crash(completion, gold, row):
+    """The `arith` verdict, except that one completion in four (by its text's CRC) starts three
+    `sleep $RLVR_STRAY_MARKER` processes and a daemon, then crashes its worker."""
+    import zlib
+
+    from rewards.arith import verify_arith
+
+    if zlib.crc32(completion.encode()) % 4 == 0:
+        _fork_sleepers({"marker": os.environ["RLVR_STRAY_MARKER"]})
+        os._exit(9)
+    return verify_arith(completion, gold, row)

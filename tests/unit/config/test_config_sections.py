@@ -119,7 +119,7 @@ def test_plugins_declare_no_defaults_of_their_own(plugin, section):
 
 
 def test_pool_default_is_the_configs():
-    assert PoolConfig().num_workers == load_config(None).verifier.num_workers == 0
+    assert PoolConfig().num_workers == load_config(None).verifier.num_workers == 2
 
 
 def test_advantage_defaults_follow_the_papers():

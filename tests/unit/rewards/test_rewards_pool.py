@@ -321,5 +321,5 @@ def test_config_refuses_bad_limits():
         PoolConfig(num_workers=-1)
     assert PoolConfig(memory_mb=None).memory_mb is None  # no cap
     assert PoolConfig().model_dump() == dict(
-        num_workers=0, timeout_s=10.0, memory_mb=2048, plugins=[], code=CodeConfig().model_dump()
+        num_workers=2, timeout_s=10.0, memory_mb=2048, plugins=[], code=CodeConfig().model_dump()
     )

@@ -6,6 +6,7 @@ from tokenizers import Tokenizer, models
 from transformers import LlamaConfig, PreTrainedTokenizerFast
 
 from rlvr.config import load_config
+from rlvr.errors import ConfigError
 from rlvr.tasks.data import DataSourceError, checked_messages, load_rows, render_prompt
 from rlvr.tasks.loading import encode_prompts, fit_prompts, load_task, prompt_limit
 from rlvr.tasks.tiny_model import build_tokenizer
@@ -124,10 +125,13 @@ def test_the_prompt_limit_leaves_room_in_the_models_positions(tmp_path):
     LlamaConfig(max_position_embeddings=64).save_pretrained(tmp_path)
     logged = []
     assert prompt_limit(load_config(None, ["data.max_prompt_tokens=16"]), str(tmp_path)) == 16
-    assert prompt_limit(load_config(None), str(tmp_path), logged.append) == 63  # 1024 -> 64 - 1
+    assert prompt_limit(load_config(None), str(tmp_path), logged.append) == 56  # 64 - 8 new
     assert logged == [
-        "data.max_prompt_tokens=1024: the model takes 64 tokens in all; prompts are limited to 63"
+        "data.max_prompt_tokens=1024: the model takes 64 tokens in all and a completion up to "
+        "8; prompts are limited to 56"
     ]
     vllm = load_config(None, ["rollout.engine=vllm", "rollout.vllm.max_model_len=40",
                               "learner.gpus_per_worker=1"])  # fmt: skip
-    assert prompt_limit(vllm, str(tmp_path), logged.append) == 39
+    assert prompt_limit(vllm, str(tmp_path), logged.append) == 32  # 40 - 8
+    with pytest.raises(ConfigError, match="rollout.max_new_tokens=64: the model takes 64 pos"):
+        prompt_limit(load_config(None, ["rollout.max_new_tokens=64"]), str(tmp_path))

@@ -63,9 +63,9 @@ def test_code_rows_from_a_file_need_no_reference_solution(tmp_path):
 
 
 def test_recipe_rules_for_the_code_verifier():
-    load_config(None, CODE_RECIPE + ["verifier.num_workers=2"])  # defaults fit: 10 >= 5 + 3 + 2
+    load_config(None, CODE_RECIPE)  # defaults fit (2 workers): 10 >= 5 + 3 + 2
     with pytest.raises(ConfigError, match="must run in pool workers"):
-        load_config(None, CODE_RECIPE)
+        load_config(None, CODE_RECIPE + ["verifier.num_workers=0"])
     with pytest.raises(ConfigError, match=r"timeout_s=9 is too small .* = 10 s"):
         load_config(None, CODE_RECIPE + ["verifier.num_workers=2", "verifier.timeout_s=9"])
     with pytest.raises(ConfigError, match="code.memory_mb=4096 exceeds verifier.memory_mb=2048"):

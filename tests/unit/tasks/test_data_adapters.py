@@ -125,15 +125,21 @@ def test_clear_errors(tmp_path):
     bad.write_text('{"problem": "p", "answer": "1"}\n{oops\n')
     with pytest.raises(DataSourceError, match=r"bad.jsonl:2: not JSON"):
         load_rows(str(bad))
-    bad.write_text('{"question": "p", "answer": "1"}\n')
+    bad.write_text('\n{"question": "p", "answer": "1"}\n')  # errors name file:line
     with pytest.raises(
         DataSourceError,
-        match=r"row 0 has no prompt column 'problem' \(nor 'messages'\); columns: answer, ques",
+        match=r"bad.jsonl:2: no prompt column 'problem' \(nor 'messages'\); columns: answer, ques",
     ):
         load_rows(str(bad))
     bad.write_text('{"problem": "p", "solution": "no box here"}\n')
-    with pytest.raises(DataSourceError, match="row 0 has no gold answer"):
+    with pytest.raises(DataSourceError, match="bad.jsonl:1: no gold answer"):
         load_rows(str(bad))
+    bad.write_text('{"problem": "p", "answer": "1"}\n[1, 2]\n')
+    with pytest.raises(DataSourceError, match=r"bad.jsonl:2: a row must be a JSON object"):
+        load_rows(str(bad))
+    bad.with_suffix(".json").write_text('[{"problem": "p", "answer": "1"}, {"problem": "q"}]')
+    with pytest.raises(DataSourceError, match=r"bad.json: row 1: no gold answer"):
+        load_rows(str(bad.with_suffix(".json")))
 
 
 OFFLINE = """

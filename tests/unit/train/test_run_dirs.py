@@ -4,7 +4,7 @@ import pytest
 
 from rlvr.config import ConfigError, load_config
 from rlvr.train.checkpoint import MANIFEST, find_resume, list_checkpoints, read_state, write_state
-from rlvr.train.run import run_directory
+from rlvr.train.preflight import run_directory
 from rollout.samplers import UniformSampler
 
 
