@@ -16,7 +16,7 @@ from typing import Optional
 from pydantic import BaseModel, ConfigDict, Field
 
 from rlvr.errors import ConfigError, PipelineError
-from rlvr.learner.batch import TrainBatch, plan_update, shard_rows
+from rlvr.learner.batch import MicroBatching, TrainBatch, plan_update, shard_rows
 from rlvr.learner.spec import LearnerSpec
 from rlvr.seeds import Stream, derive_seed
 from rlvr.train.probe import check_probe
@@ -124,6 +124,7 @@ class Cluster:
             + [w.ready.remote() for w in self.workers],
             "starting DeepSpeed and the rollout engines",
         )
+        self._check_packing(log)
         self._init_sync()
         log(
             f"cluster: {rc.num_workers} rollout worker(s), {lc.num_workers} learner rank(s), "
@@ -150,6 +151,7 @@ class Cluster:
         )
         self.host, port = self.get(self.learners[0].address.remote(), "starting learner rank 0")
         self.get([lr.setup.remote(self.host, port) for lr in self.learners], "starting DeepSpeed")
+        self._check_packing(log)
         self.vllm.init_sync(
             self.workers,
             self.learners,
@@ -160,6 +162,20 @@ class Cluster:
             f"cluster: {self.vllm.describe()}, ZeRO-{lc.zero_stage}, sync over {self.backend} "
             "(vLLM's weight-transfer API)"
         )
+
+    def _check_packing(self, log) -> None:
+        """With a token budget, whether micro-batches are packed padding-free (the learners
+        checked that this model's attention keeps packed sequences apart) or padded rows."""
+        lc = self.cfg.learner
+        packs = self.get([lr.padding_free.remote() for lr in self.learners], "packing check")
+        self.micro = MicroBatching(lc.micro_batch_size, lc.max_tokens_per_micro_batch, all(packs))
+        if lc.max_tokens_per_micro_batch is not None:
+            how = (
+                "padding-free packed rows"
+                if all(packs)
+                else "padded rows (the model's attention does not separate packed sequences)"
+            )
+            log(f"micro-batches: up to {lc.max_tokens_per_micro_batch} tokens, {how}")
 
     def _check_resources(self, ray) -> None:
         cfg, have = self.cfg, ray.cluster_resources()
@@ -239,7 +255,7 @@ class Cluster:
             shards,
             epochs=lc.epochs,
             mini_batches=1 if full else lc.mini_batches,
-            micro_batch_size=lc.micro_batch_size,
+            micro=self.micro,
             seed=seed,
         )
         refs = [
