@@ -38,7 +38,7 @@ def ray_session(e2e_overrides):
     ray.shutdown()
 
 
-def updated_weights(overrides, micro: int, ranks: int, stage: int):
+def updated_weights(overrides, micro: int, ranks: int, stage: int, max_tokens=None):
     cfg = load_config(
         None,
         overrides
@@ -46,6 +46,7 @@ def updated_weights(overrides, micro: int, ranks: int, stage: int):
             f"learner.num_workers={ranks}",
             f"learner.micro_batch_size={micro}",
             f"learner.zero_stage={stage}",
+            f"learner.max_tokens_per_micro_batch={'null' if max_tokens is None else max_tokens}",
             "learner.epochs=2",
             "learner.lr=1e-3",
             "learner.grad_clip=0",
@@ -58,23 +59,33 @@ def updated_weights(overrides, micro: int, ranks: int, stage: int):
         weights = cluster.full_weights()
     finally:
         cluster.shutdown()
-    return weights, stats[0]["grad_norm_sum"]
+    slots = sum(s["micro_batch_slots"] for s in stats)
+    tokens = sum(s["micro_batch_tokens"] for s in stats)
+    return weights, stats[0]["grad_norm_sum"], (tokens, slots)
 
 
 def test_full_batch_update_is_split_invariant(e2e_overrides, ray_session):
-    """Same new weights (1e-5) whatever the micro-batch size and 1 or 2 learner ranks, so the
-    loss is normalised by global counts and the ranks' gradients add up."""
-    reference, norm = updated_weights(e2e_overrides, micro=64, ranks=1, stage=2)
-    for micro, ranks, stage in [(3, 1, 2), (2, 2, 2), (4, 2, 3)]:
-        weights, other_norm = updated_weights(e2e_overrides, micro, ranks, stage)
-        assert other_norm == pytest.approx(norm, rel=1e-5), (micro, ranks, stage)
+    """Same new weights (1e-5) whatever the micro-batch size, 1 or 2 learner ranks, and packed
+    (token budget, padding-free) or padded micro-batches, so the loss is normalised by global
+    counts and the ranks' gradients add up."""
+    reference, norm, (tokens, slots) = updated_weights(e2e_overrides, micro=64, ranks=1, stage=2)
+    assert tokens < slots  # padded rows: 10 rows x the longest, twice (2 epochs)
+    cases = [(3, 1, 2, None), (2, 2, 2, None), (4, 2, 3, None), (64, 1, 2, 64), (3, 2, 2, 64)]
+    for micro, ranks, stage, max_tokens in cases:
+        case = (micro, ranks, stage, max_tokens)
+        weights, other_norm, (tokens, slots) = updated_weights(
+            e2e_overrides, micro, ranks, stage, max_tokens
+        )
+        if max_tokens is not None:  # the tiny Llama packs: no padding at all
+            assert tokens == slots, case
+        assert other_norm == pytest.approx(norm, rel=1e-5), case
         for name in reference:
             torch.testing.assert_close(
                 weights[name],
                 reference[name],
                 atol=1e-5,
                 rtol=0,
-                msg=lambda m, n=name, c=(micro, ranks, stage): f"{c} {n}: {m}",
+                msg=lambda m, n=name, c=case: f"{c} {n}: {m}",
             )
     # DeepSpeed's CPU shm comm op is switched off (rlvr.learner.deepspeed_learner): nothing was
     # JIT-built
