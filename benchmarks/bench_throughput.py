@@ -87,6 +87,7 @@ def bare_loop(cfg, out: Path) -> None:
     lc, rc, tc = cfg.learner, cfg.rollout, cfg.trainer
     opt = torch.optim.AdamW(model.parameters(), lr=lc.lr, betas=tuple(lc.betas))
     rng = random.Random(tc.seed)
+    out.mkdir(parents=True, exist_ok=True)
     log = open(out / "metrics.jsonl", "w", buffering=1)
 
     def run_eval(step: int, pool) -> None:
@@ -153,11 +154,13 @@ def bare_loop(cfg, out: Path) -> None:
 
 
 # ---- running arms -----------------------------------------------------------------------------
-def run_arm(name: str, overrides: list[str], out: Path) -> list[dict]:
+def run_arm(name: str, overrides: list[str], out: Path, lock: str | None) -> list[dict]:
     """One arm in its own process; returns its metrics records."""
     out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / '.cache' / 'bench-trl'}"}
     cmd = [sys.executable, __file__, "--arm", name, "--out", str(out), *overrides]
+    if lock:  # one heavy run at a time on a shared machine, the lock held per arm only
+        cmd = ["flock", lock, *cmd]
     subprocess.run(cmd, check=True, env=env, cwd=ROOT)
     files = list(out.rglob("metrics.jsonl"))
     return [json.loads(line) for line in files[0].read_text().splitlines() if line.strip()]
@@ -304,6 +307,7 @@ def main() -> None:
     parser.add_argument("--target", type=float, default=0.6, help="held-out pass@1")
     parser.add_argument("--arms", default="bare,trl,rlvr-sync,rlvr-packed")
     parser.add_argument("--padding", action="store_true", help="padding waste only")
+    parser.add_argument("--lock", help="flock this file around each arm's run")
     parser.add_argument("--arm", help=argparse.SUPPRESS)  # internal: run one arm
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("overrides", nargs="*")
@@ -325,7 +329,7 @@ def main() -> None:
         for arm in arms:
             overrides = [f"trainer.steps={args.steps}", "eval.every=5", f"trainer.seed={seed}"]
             records = run_arm(arm, overrides + extra.get(arm, []) + args.overrides,
-                              base / f"{arm}-{seed}")  # fmt: skip
+                              base / f"{arm}-{seed}", args.lock)  # fmt: skip
             results.setdefault(arm, []).append(summarise(records, args.target))
             print(arm, seed, json.dumps(results[arm][-1]), flush=True)
     print(table(results, args.target))

@@ -74,3 +74,35 @@ def test_packing_check_fails_when_positions_do_not_separate_sequences():
 
     net.forward = no_packing
     assert not lr._packing_matches()
+
+
+def test_packed_micro_batches_give_the_full_batch_gradient():
+    """The loss over token-budget micro-batches (packed, global counts) has the gradient of the
+    loss over the whole padded batch: the update is the same whatever the split."""
+    from rlvr.algorithms import microbatch_loss
+    from rlvr.algorithms.loss import LossConfig
+    from rlvr.learner.batch import MicroBatching
+
+    net, batch = model("sdpa"), skewed_batch()
+    batch.advantages_BT = batch.loss_mask_BT * torch.tensor([[1.0], [-0.5], [0.7], [2.0]])
+    lr, settings = learner(net, fused=False), LossConfig()
+    mask = batch.loss_mask_BT
+    counts = {"num_tokens": int(mask.sum()), "num_seqs": int((mask.sum(1) > 0).sum())}
+
+    def grads(micro_batches: list[list[int]], packed: bool) -> list[torch.Tensor]:
+        net.zero_grad()
+        for rows in micro_batches:
+            mb = batch.select(rows)
+            logp, _ = lr._logp_entropy(net, mb, packed=packed)
+            loss, _ = microbatch_loss(
+                settings, logp, logp.detach(), mb.advantages_BT, mb.loss_mask_BT, **counts
+            )
+            loss.backward()
+        return [p.grad.clone() for p in net.parameters()]
+
+    whole = grads([[0, 1, 2, 3]], packed=False)
+    split = MicroBatching(8, max_tokens=12, padding_free=True).split([0, 1, 2, 3], [9, 3, 6, 2])
+    assert split == [[0, 1], [2, 3]]  # 9 + 3, 6 + 2
+    for got, want in zip(grads(split, packed=True), whole):
+        torch.testing.assert_close(got, want, atol=1e-7, rtol=1e-5)
+    assert sum(float(g.abs().sum()) for g in whole) > 1e-3
