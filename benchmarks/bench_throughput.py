@@ -13,7 +13,9 @@ with rlvr's evaluation every `eval.every` steps (evaluation time is left out of 
   trl          TRL's GRPOTrainer through benchmarks/trl_grpo_arm.py (run when TRL is importable,
                e.g. from .cache/bench-trl as bench_sample_efficiency.py installs it)
   rlvr-sync    `rlvr train`, synchronous
-  rlvr-packed  the same with learner.max_tokens_per_micro_batch (padding-free packing)
+  rlvr-budget  the same with learner.max_tokens_per_micro_batch=2048, padded rows of similar
+               lengths (learner.padding_free=false)
+  rlvr-packed  the same budget, padding-free packed rows
 
 Per arm: completions/s and generated tokens/s over the training steps (the first step left out as
 warm-up), training seconds until held-out pass@1 first reaches --target, and the phase breakdown
@@ -44,6 +46,8 @@ RECIPE = ROOT / "recipes" / "arith-tiny.yaml"
 GRPO = [
     "sampler.name=uniform",
     "schedule.name=single",
+    "learner.update=mini-batch",
+    "learner.mini_batches=2",
     "learner.epochs=1",
     "trainer.checkpoint_every=0",
     "eval.num_problems=200",
@@ -118,26 +122,26 @@ def bare_loop(cfg, out: Path) -> None:
             keep_N = valid_N & stats.informative_P[comps.prompt_index_N]
             mark = time.perf_counter()
             if keep_N.any():
-                model.train()
                 batch = build_train_batch(prompts, comps, keep_N, adv_N.float(), tok.pad_token_id)
-                logits = model(
-                    input_ids=batch.input_ids_BT, attention_mask=batch.attention_mask_BT,
-                    use_cache=False,
-                ).logits  # fmt: skip
-                logp_all = torch.log_softmax(logits[:, :-1].float() / rc.temperature, dim=-1)
-                logp = logp_all.gather(-1, batch.input_ids_BT[:, 1:, None]).squeeze(-1)
-                logp = torch.cat([torch.zeros_like(logp[:, :1]), logp], 1)
-                mask = batch.loss_mask_BT
-                loss, _ = microbatch_loss(
-                    spec.loss, logp, logp.detach(), batch.advantages_BT, mask,
-                    num_tokens=int(mask.sum()), num_seqs=int((mask.sum(1) > 0).sum()),
-                    rollout_logp_BT=batch.rollout_logp_BT,
-                )  # fmt: skip
-                opt.zero_grad()
-                loss.backward()
-                if lc.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), lc.grad_clip)
-                opt.step()
+                with torch.no_grad():  # the policy before this step's optimizer steps
+                    old_logp = token_logp(model.eval(), batch, rc.temperature)
+                model.train()
+                order = list(range(len(batch)))
+                rng.shuffle(order)
+                for part in [order[m :: lc.mini_batches] for m in range(lc.mini_batches)]:
+                    mb = batch.select(part)
+                    width, mask = mb.input_ids_BT.shape[1], mb.loss_mask_BT
+                    logp = token_logp(model, mb, rc.temperature)
+                    loss, _ = microbatch_loss(
+                        spec.loss, logp, old_logp[part, :width], mb.advantages_BT, mask,
+                        num_tokens=int(mask.sum()), num_seqs=int((mask.sum(1) > 0).sum()),
+                        rollout_logp_BT=mb.rollout_logp_BT,
+                    )  # fmt: skip
+                    opt.zero_grad()
+                    loss.backward()
+                    if lc.grad_clip > 0:
+                        torch.nn.utils.clip_grad_norm_(model.parameters(), lc.grad_clip)
+                    opt.step()
             times["time/update"] = time.perf_counter() - mark
             times["time/step"] = time.perf_counter() - began
             record = {
@@ -153,11 +157,28 @@ def bare_loop(cfg, out: Path) -> None:
     log.close()
 
 
+def token_logp(model, batch, temperature: float):
+    """[B, T] log-prob of each token (column 0 is 0), full logits (an 18-symbol vocabulary)."""
+    import torch
+
+    logits = model(
+        input_ids=batch.input_ids_BT, attention_mask=batch.attention_mask_BT, use_cache=False
+    ).logits
+    logp_all = torch.log_softmax(logits[:, :-1].float() / temperature, dim=-1)
+    logp = logp_all.gather(-1, batch.input_ids_BT[:, 1:, None]).squeeze(-1)
+    return torch.cat([torch.zeros_like(logp[:, :1]), logp], 1)
+
+
 # ---- running arms -----------------------------------------------------------------------------
 def run_arm(name: str, overrides: list[str], out: Path, lock: str | None) -> list[dict]:
     """One arm in its own process; returns its metrics records."""
     out.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / '.cache' / 'bench-trl'}"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / '.cache' / 'bench-trl'}",
+        "OMP_WAIT_POLICY": "PASSIVE",  # as `rlvr` sets for itself (rlvr.cli.quiet_threads)
+        "TOKENIZERS_PARALLELISM": "false",
+    }
     cmd = [sys.executable, __file__, "--arm", name, "--out", str(out), *overrides]
     if lock:  # one heavy run at a time on a shared machine, the lock held per arm only
         cmd = ["flock", lock, *cmd]
@@ -222,12 +243,12 @@ def summarise(records: list[dict], target: float) -> dict:
     }
 
 
-def trl_available() -> bool:
-    probe = "import trl"
-    env = {**os.environ, "PYTHONPATH": str(ROOT / ".cache" / "bench-trl")}
-    return (
-        subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True).returncode == 0
-    )
+def trl_missing() -> str | None:
+    """Why TRL cannot run (None when it can): installed like bench_sample_efficiency.py does."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bench_sample_efficiency import ensure_trl
+
+    return ensure_trl()
 
 
 def fmt(values: list[float], digits: int = 1) -> str:
@@ -305,7 +326,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--target", type=float, default=0.6, help="held-out pass@1")
-    parser.add_argument("--arms", default="bare,trl,rlvr-sync,rlvr-packed")
+    parser.add_argument("--arms", default="bare,trl,rlvr-sync,rlvr-budget,rlvr-packed")
     parser.add_argument("--padding", action="store_true", help="padding waste only")
     parser.add_argument("--lock", help="flock this file around each arm's run")
     parser.add_argument("--arm", help=argparse.SUPPRESS)  # internal: run one arm
@@ -318,11 +339,11 @@ def main() -> None:
     if args.padding:
         return
     arms = args.arms.split(",")
-    if "trl" in arms and not trl_available():
-        print("trl: not importable (install: pip install --no-deps --target .cache/bench-trl "
-              "trl==1.16.0); left out")  # fmt: skip
+    if "trl" in arms and (why := trl_missing()):
+        print(f"trl left out: {why}")
         arms.remove("trl")
-    extra = {"rlvr-packed": ["learner.max_tokens_per_micro_batch=4096"]}
+    budget = "learner.max_tokens_per_micro_batch=2048"
+    extra = {"rlvr-packed": [budget], "rlvr-budget": [budget, "learner.padding_free=false"]}
     base = Path(tempfile.mkdtemp(prefix="bench_throughput_"))
     results: dict[str, list[dict]] = {}
     for seed in range(args.repeats):

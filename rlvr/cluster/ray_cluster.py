@@ -173,7 +173,12 @@ class Cluster:
             how = (
                 "padding-free packed rows"
                 if all(packs)
-                else "padded rows (the model's attention does not separate packed sequences)"
+                else "padded rows"
+                + (
+                    ""
+                    if not lc.padding_free
+                    else " (the model's attention does not separate packed sequences)"
+                )
             )
             log(f"micro-batches: up to {lc.max_tokens_per_micro_batch} tokens, {how}")
 

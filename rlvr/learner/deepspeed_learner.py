@@ -121,7 +121,7 @@ class Learner:
         self.temperature = spec.temperature
         self.fused = lc.uses_fused_logprobs
         self.packs = False
-        if lc.max_tokens_per_micro_batch is not None:
+        if lc.max_tokens_per_micro_batch is not None and lc.padding_free:
             self.packs = self._packing_matches()
         self.micro = MicroBatching(lc.micro_batch_size, lc.max_tokens_per_micro_batch, self.packs)
         return os.getpid()

@@ -39,6 +39,12 @@ class LearnerConfig(BaseModel):
         "length (padding-free where the attention allows it, else padded rows counted as rows "
         "x longest); micro_batch_size still caps the rows. Default: micro_batch_size rows",
     )
+    padding_free: bool = Field(
+        True,
+        description="with a token budget: each micro-batch in one padding-free row where the "
+        "model's attention allows it (false: padded rows of similar lengths; on CPU the "
+        "packed row's dense block-diagonal mask costs more than short rows' padding)",
+    )
     lr: float = Field(1e-6, gt=0.0, description="AdamW peak learning rate")
     weight_decay: float = Field(0.0, ge=0.0)
     betas: list[Annotated[float, Field(ge=0.0, le=1.0)]] = Field(
