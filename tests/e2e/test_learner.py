@@ -76,14 +76,23 @@ def test_full_batch_update_is_split_invariant(e2e_overrides, ray_session):
         weights, other_norm, (tokens, slots) = updated_weights(
             e2e_overrides, micro, ranks, stage, max_tokens
         )
-        if max_tokens is not None:  # the tiny Llama packs: no padding at all
+        # Packed: no padding at all. Its weights get a wider tolerance: packed rows change the
+        # rounding of the gradients (1e-6, as any split does; the unit tier checks packed
+        # gradients against padded ones at 1e-7) and AdamW's first step, lr g / (|g| + eps),
+        # turns that into up to 1e-4 on elements with near-zero gradients (measured without
+        # Ray or DeepSpeed on this batch: 9.7e-5 packed, 2.0e-5 one row per micro-batch). A
+        # wrong packing (attention across sequences, misplaced log-probs) moves the gradient
+        # norm and the weights by O(lr) = 1e-3.
+        atol = 1e-5
+        if max_tokens is not None:
             assert tokens == slots, case
+            atol = 2e-4
         assert other_norm == pytest.approx(norm, rel=1e-5), case
         for name in reference:
             torch.testing.assert_close(
                 weights[name],
                 reference[name],
-                atol=1e-5,
+                atol=atol,
                 rtol=0,
                 msg=lambda m, n=name, c=case: f"{c} {n}: {m}",
             )
