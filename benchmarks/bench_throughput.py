@@ -321,6 +321,59 @@ def padding_report(rows: int = 512, budget: int = 16384, micro_rows: int = 64) -
     return "\n".join(out)
 
 
+def packing_cost(reps: int = 5) -> str:
+    """Forward + backward of the warm-started built-in model on one micro-batch, padded rows vs
+    one packed row, for near-equal and for skewed lengths (CPU: the packed row's attention is a
+    dense S x S product under a block-diagonal mask)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from rlvr.config import load_config
+    from rlvr.learner.batch import TrainBatch, pack_rows
+    from rlvr.tasks.warm_start import builtin_model_dir
+
+    path = builtin_model_dir(load_config(str(RECIPE), []))
+    net = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    rng = random.Random(0)
+    cases = {
+        "10-16 tokens, uniform": [rng.randint(10, 16) for _ in range(150)],
+        "8-64 tokens, log-normal": [
+            min(64, int(rng.lognormvariate(2.7, 0.6))) + 4 for _ in range(60)
+        ],
+    }
+
+    def step(batch: TrainBatch, packed: bool) -> None:
+        if packed:
+            row = pack_rows(batch)
+            inputs = {"input_ids": row.input_ids_1S, "position_ids": row.position_ids_1S}
+        else:
+            inputs = {"input_ids": batch.input_ids_BT, "attention_mask": batch.attention_mask_BT}
+        net(**inputs, use_cache=False).logits.logsumexp(-1).sum().backward()
+
+    lines = [
+        "| lengths | sequences | tokens | padding | padded ms | packed ms |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, lengths in cases.items():
+        width = max(lengths)
+        attn = (torch.arange(width)[None] < torch.tensor(lengths)[:, None]).long()
+        ids = torch.randint(4, 18, attn.shape, generator=torch.Generator().manual_seed(0)) * attn
+        batch = TrainBatch(ids, attn, attn.float(), attn.float(), attn.float())
+        ms = []
+        for packed in (False, True):
+            step(batch, packed)  # warm-up
+            began = time.perf_counter()
+            for _ in range(reps):
+                step(batch, packed)
+            ms.append((time.perf_counter() - began) / reps * 1000)
+        waste = 1 - sum(lengths) / (len(lengths) * width)
+        lines.append(
+            f"| {name} | {len(lengths)} | {sum(lengths)} | {waste:.0%} | "
+            f"{ms[0]:.0f} | {ms[1]:.0f} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
@@ -337,6 +390,7 @@ def main() -> None:
         return arm_main(args.arm, args.out, args.overrides)
     print(padding_report())
     if args.padding:
+        print(packing_cost())
         return
     arms = args.arms.split(",")
     if "trl" in arms and (why := trl_missing()):
