@@ -10,7 +10,8 @@ import os
 import sys
 from pathlib import Path
 
-from rlvr.errors import ConfigError, PipelineError
+from rlvr.errors import CheckpointWriteError, ConfigError, PipelineError
+from rlvr.train.preempt import PREEMPTED_EXIT, Preempted
 
 OVERRIDES_HELP = "section.key=value overrides of the recipe, e.g. trainer.steps=20 learner.lr=1e-4"
 
@@ -24,6 +25,15 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"rlvr: error: {exc}", file=sys.stderr)
         return 2
+    except CheckpointWriteError as exc:  # the message says what is kept and where
+        print(f"rlvr: error: {exc}", file=sys.stderr)
+        return 1
+    except Preempted as exc:
+        print(
+            f"rlvr: {exc}; exit {PREEMPTED_EXIT}: requeue with trainer.resume=auto",
+            file=sys.stderr,
+        )
+        return PREEMPTED_EXIT
     except PipelineError as exc:
         if os.environ.get("RLVR_DEBUG"):
             raise

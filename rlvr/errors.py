@@ -10,3 +10,13 @@ class PipelineError(RuntimeError):
 
     The CLI prints the message as one line and points to resuming from the last checkpoint.
     """
+
+
+class ActorFailure(PipelineError):
+    """A rollout worker, a learner rank or the weight-sync group died or hung: the run can go
+    on after the cluster is started again (trainer.max_restarts)."""
+
+
+class CheckpointWriteError(PipelineError):
+    """A checkpoint could not be written (disk full, permission); the message names the path,
+    the cause and the checkpoint that is kept (one line, printed alone by the CLI)."""

@@ -197,7 +197,7 @@ class MoPPSSampler:
         return spearman(sel_g[pos[ok]], s[ok] / k[ok])
 
     def state_dict(self) -> dict[str, Any]:
-        """Posteriors as tensors, RNG state as plain ints; safe to torch.load(weights_only=True)."""
+        """Posteriors as tensors, RNG state as plain ints: stored as JSON + safetensors."""
         return {
             "kind": "mopps",
             "alpha": torch.from_numpy(self.alpha_P.copy()),

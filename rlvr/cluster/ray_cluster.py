@@ -15,7 +15,8 @@ from typing import Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from rlvr.errors import ConfigError, PipelineError
+from rlvr.cluster.reaper import tag_and_watch
+from rlvr.errors import ActorFailure, ConfigError, PipelineError
 from rlvr.learner.batch import MicroBatching, TrainBatch, plan_update, shard_rows
 from rlvr.learner.spec import LearnerSpec
 from rlvr.seeds import Stream, derive_seed
@@ -58,6 +59,7 @@ def init_ray(cfg, log=print) -> None:
             f"local Ray: the actors reserve {need:g} CPUs on {cores} cores; oversubscribing "
             "(phases alternate, so they rarely compute at once)"
         )
+    tag_and_watch()  # the local Ray dies with this process, even when it is killed
     ray.init(
         num_cpus=num_cpus,
         include_dashboard=False,
@@ -170,16 +172,12 @@ class Cluster:
         packs = self.get([lr.padding_free.remote() for lr in self.learners], "packing check")
         self.micro = MicroBatching(lc.micro_batch_size, lc.max_tokens_per_micro_batch, all(packs))
         if lc.max_tokens_per_micro_batch is not None:
-            how = (
-                "padding-free packed rows"
-                if all(packs)
-                else "padded rows"
-                + (
-                    ""
-                    if not lc.padding_free
-                    else " (the model's attention does not separate packed sequences)"
-                )
-            )
+            if all(packs):
+                how = "padding-free packed rows"
+            elif lc.padding_free:
+                how = "padded rows (the model's attention does not separate packed sequences)"
+            else:
+                how = "padded rows of similar lengths (learner.padding_free=false)"
             log(f"micro-batches: up to {lc.max_tokens_per_micro_batch} tokens, {how}")
 
     def _check_resources(self, ray) -> None:
@@ -195,19 +193,51 @@ class Cluster:
             )
 
     def get(self, refs, what: str):
+        """ray.get with the run's timeout. An actor that died or hung raises ActorFailure naming
+        it (rollout worker i, learner rank r) and its cause; an error raised by the code in an
+        actor raises PipelineError, unless a peer's death caused it (the weight-sync group)."""
         import ray
 
         try:
             return ray.get(refs, timeout=self.timeout)
         except ray.exceptions.GetTimeoutError:
-            raise PipelineError(
+            raise ActorFailure(
                 f"{what}: no answer within trainer.actor_timeout_s={self.timeout:g} s"
             ) from None
         except ray.exceptions.RayActorError as exc:
-            raise PipelineError(f"{what}: an actor died ({first_line(exc)})") from exc
+            dead = self.dead_actors() or [("an actor", exc)]
+            raise ActorFailure(f"{what}: {describe_deaths(dead)}") from exc
         except ray.exceptions.RayTaskError as exc:
             cause = exc.cause if getattr(exc, "cause", None) is not None else exc
-            raise PipelineError(f"{what}: {type(cause).__name__}: {first_line(cause)}") from exc
+            said = f"{type(cause).__name__}: {first_line(cause)}"
+            dead = self.dead_actors()
+            if dead:  # the survivor's error (a raw gloo string) only echoes the death
+                raise ActorFailure(f"{what}: {describe_deaths(dead)}") from exc
+            if is_communication_error(cause):
+                raise ActorFailure(f"{what}: the weight-sync group failed ({said})") from exc
+            raise PipelineError(f"{what}: {said}") from exc
+
+    def named_actors(self) -> list[tuple[str, object]]:
+        return [(f"rollout worker {i}", w) for i, w in enumerate(self.workers)] + [
+            (f"learner rank {r}", lr) for r, lr in enumerate(self.learners)
+        ]
+
+    def dead_actors(self, wait_s: float = 5.0) -> list[tuple[str, BaseException]]:
+        """(name, error) of every actor that no longer answers because it died."""
+        import ray
+
+        named = self.named_actors()
+        pings = [actor.__ray_ready__.remote() for _, actor in named]
+        ray.wait(pings, num_returns=len(pings), timeout=wait_s)
+        dead = []
+        for (name, _), ping in zip(named, pings):
+            try:
+                ray.get(ping, timeout=0)
+            except ray.exceptions.RayActorError as exc:
+                dead.append((name, exc))
+            except Exception:  # busy (a hang shows as the timeout) or any other answer: alive
+                pass
+        return dead
 
     def _init_sync(self) -> None:
         cfg = self.cfg
@@ -349,6 +379,32 @@ def check_fingerprints(sent: str, received: list[list[str]]) -> int:
                 f"{sent}{where}; its weights are not the learner's"
             )
     return sum(map(len, received))
+
+
+def describe_deaths(dead: list[tuple[str, BaseException]]) -> str:
+    """'rollout worker 1 died (cause)' for the first dead actor, and how many more died."""
+    name, exc = dead[0]
+    more = f" (and {len(dead) - 1} more actor(s))" if len(dead) > 1 else ""
+    return f"{name} died ({death_cause(exc)}){more}"
+
+
+def death_cause(exc: BaseException) -> str:
+    """Ray's account of an actor's death, in one line."""
+    text = " ".join(str(exc).split())
+    for marker in ("The actor died because ", "The actor is dead because ", "Worker exit type: "):
+        if marker in text:
+            cause = text.split(marker, 1)[1].split(" Some common causes", 1)[0]
+            return cause[:200].rstrip(". ")
+    return first_line(exc)[:200]
+
+
+COMMUNICATION_ERRORS = ("gloo", "nccl", "connection closed", "connection reset", "broken pipe")
+
+
+def is_communication_error(exc: BaseException) -> bool:
+    """A torch.distributed failure between actors (a peer vanished or the group timed out)."""
+    text = f"{type(exc).__name__} {exc}".lower()
+    return type(exc).__name__ == "DistBackendError" or any(m in text for m in COMMUNICATION_ERRORS)
 
 
 def first_line(exc: BaseException) -> str:

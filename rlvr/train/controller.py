@@ -13,11 +13,15 @@ import zlib
 import torch
 
 from rlvr.algorithms import compute_advantages, overlong_filter
+from rlvr.errors import ActorFailure
 from rlvr.learner.batch import build_train_batch
 from rlvr.seeds import Stream, derive_seed
-from rlvr.train.checkpoint import find_resume, load_checkpoint, save_checkpoint
+from rlvr.train import faults
+from rlvr.train.checkpoint import find_resume, list_checkpoints, load_checkpoint, save_checkpoint
 from rlvr.train.metrics import PhaseTimer, summary_table, write_plots
+from rlvr.train.preempt import Abandon, Preempted, PreemptWatch
 from rlvr.train.probe import check_rollout_logp
+from rlvr.train.recovery import Restart
 from rlvr.train.rollouts import Rollouts
 from rlvr.train.run import Run
 from rlvr.train.scoring import GroupStats, Scores, score
@@ -26,15 +30,43 @@ from rollout.types import FINISH_LENGTH, Completions, PromptSampler
 
 
 def train(cfg, recipe: str | None = None, log=print) -> dict:
-    """Run RL as configured; returns the last evaluation's metrics."""
-    run = Run.start(cfg, recipe, log)
-    try:
-        return _loop(run, cfg, log)
-    finally:
-        run.close()
+    """Run RL as configured; returns the last evaluation's metrics.
+
+    An actor that dies or hangs (ActorFailure) tears the cluster down and starts it again from
+    the newest complete checkpoint of the same run directory, up to trainer.max_restarts times
+    (rlvr.train.recovery). SIGTERM/SIGINT end the run at a step boundary with a checkpoint
+    (rlvr.train.preempt)."""
+    restarts: list[Restart] = []
+    with PreemptWatch(cfg.trainer.preempt_grace_s, log) as watch:
+        while True:
+            run = Run.start(cfg, recipe, log)
+            watch.arm()  # after ray.init, which replaces the SIGTERM handler
+            try:
+                if restarts:
+                    restarts[-1].record(run)
+                return _loop(run, cfg, log, watch)
+            except Preempted as exc:
+                raise stopped(watch, run, exc) from None
+            except ActorFailure as exc:
+                if watch.requested:  # the scheduler's signal reached the actors too
+                    raise stopped(watch, run, Abandon(f"{watch.name}, then {exc}")) from None
+                if len(restarts) >= cfg.trainer.max_restarts:
+                    if restarts:
+                        raise ActorFailure(f"{exc} (after {len(restarts)} restarts)") from exc
+                    raise
+                restarts.append(Restart.after(exc, run, len(restarts) + 1, log))
+                cfg = restarts[-1].config(cfg, run.dir)
+            finally:
+                run.close()
 
 
-def _loop(run: Run, cfg, log) -> dict:
+def stopped(watch: PreemptWatch, run: Run, exc: Preempted) -> Preempted:
+    """The preemption's record in metrics.jsonl, and its line for the user."""
+    kept = list_checkpoints(run.dir)
+    return Preempted(watch.record(run.dir, exc, kept[-1] if kept else None))
+
+
+def _loop(run: Run, cfg, log, watch: PreemptWatch) -> dict:
     tc, cluster = cfg.trainer, run.cluster
     start, tracker = 0, {}
     resume = find_resume(run.dir, tc.resume)
@@ -43,6 +75,8 @@ def _loop(run: Run, cfg, log) -> dict:
         start, tracker = state["step"], state["extra"].get("tracker", {})
         run.truncate_history(start)
         log(f"resumed from {resume} at step {start}")
+    else:  # resume=auto before the first checkpoint: start over (restart records stay)
+        run.truncate_history(-1)
     cluster.sync_weights()  # rollout workers start from exactly the learner's weights (checked)
     logger = run.logger(start, tracker)  # a resumed run continues its tracker run
     timer, began = PhaseTimer(), time.time()
@@ -51,6 +85,7 @@ def _loop(run: Run, cfg, log) -> dict:
     )  # a resumed run's earlier steps count towards max_completions
     last_eval = run.evaluate(start, logger) if start == 0 else {}
     for step in range(start, tc.steps):
+        watch.begin_step(step)
         run.gate.begin()
         rounds: list[Rollouts] = []
         while not rounds or run.gate.more():  # one round, or DAPO refill rounds
@@ -85,6 +120,7 @@ def _loop(run: Run, cfg, log) -> dict:
             )
             keep_N = trainable(batch, valid_N, cfg.algorithm.overlong_filter)
         with timer("update"):
+            faults.point("update", step + 1)
             sums = []
             if keep_N.any():
                 train = build_train_batch(batch.prompts, comps, keep_N, adv_N.float(), run.pad_id)
@@ -115,15 +151,12 @@ def _loop(run: Run, cfg, log) -> dict:
         check_rollout_logp(learner, cfg.sync.max_rollout_logp_diff, step + 1)  # after logging
         if run.eval_due(step + 1) or done:
             last_eval = run.evaluate(step + 1, logger)
-        if run.checkpoint_due(step + 1, began) or done:
-            saved = time.perf_counter()
-            save_checkpoint(
-                run.dir, step + 1, cluster, run.tokenizer, cfg, run.sampler,
-                {"tracker": logger.tracker_state()}, tc.keep_checkpoints,
-            )  # fmt: skip
-            logger.log(
-                step + 1, {"time/checkpoint": time.perf_counter() - saved}, kind="checkpoint"
-            )
+        saved_s = None
+        if run.checkpoint_due(step + 1, began) or done or watch.requested:
+            saved_s = checkpoint(run, step + 1, logger)
+        watch.end_step(saved_s)
+        if watch.requested:
+            raise Preempted(f"{watch.name} during step {step + 1}")
         if done:
             log(
                 f"trainer.max_completions={tc.max_completions} reached after step {step + 1} "
@@ -139,6 +172,18 @@ def _loop(run: Run, cfg, log) -> dict:
     log(summary_table(history))
     log(f"run directory: {run.dir}")
     return last_eval
+
+
+def checkpoint(run: Run, step: int, logger) -> float:
+    """Write the checkpoint of `step` and its record; returns the seconds it took."""
+    tc, began = run.cfg.trainer, time.perf_counter()
+    save_checkpoint(
+        run.dir, step, run.cluster, run.tokenizer, run.cfg, run.sampler,
+        {"tracker": logger.tracker_state()}, tc.keep_checkpoints,
+    )  # fmt: skip
+    seconds = time.perf_counter() - began
+    logger.log(step, {"time/checkpoint": seconds}, kind="checkpoint")
+    return seconds
 
 
 def completions_spent(history: list[dict]) -> int:

@@ -106,6 +106,8 @@ class RunLogger:
         return self.wandb.state() if self.wandb is not None else {}
 
     def close(self) -> None:
+        if self.jsonl.closed:  # closed already (a failed run's logger is closed with the run)
+            return
         if self.samples.dropped:
             self.bar.write(
                 f"{SAMPLES_FILE}: {self.samples.dropped} sample rows not written (the file "
@@ -122,7 +124,13 @@ def read_history(run_dir: Path) -> list[dict]:
     path = run_dir / "metrics.jsonl"
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    records = [json.loads(line) for line in lines[:-1]]
+    try:
+        records += [json.loads(line) for line in lines[-1:]]
+    except ValueError:  # the last line, cut short by a kill: never a whole record
+        pass
+    return records
 
 
 def write_plots(run_dir: Path, history: list[dict]) -> Path:
@@ -193,6 +201,13 @@ def summary_table(history: list[dict]) -> str:
             lines.append(
                 f"{key:<24}{first[key]:>14.3f}{last[key]:>14.3f}{last[key] - first[key]:>+10.3f}"
             )
+    events = [r for r in history if r["kind"] in ("restart", "preempt")]
+    if events:
+        restarts = [r for r in events if r["kind"] == "restart"]
+        lines.append(
+            f"restarts: {len(restarts)} ({sum(r['steps_redone'] for r in restarts)} steps redone), "
+            f"preemptions: {len(events) - len(restarts)}"
+        )
     if train:
         lines.append(f"{'phase (mean s/step)':<24}{'':>14}{'seconds':>14}{'share':>10}")
         step_time = sum(r.get("time/step", 0) for r in train) / len(train)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
@@ -16,6 +16,7 @@ from rlvr.plan.memory import max_model_len
 from rlvr.seeds import Stream, derive_seed
 from rlvr.tasks.loading import encode_prompts, fit_prompts, load_task, prompt_limit
 from rlvr.tasks.warm_start import resolve_model_path
+from rlvr.train import faults
 from rlvr.train.checkpoint import list_checkpoints
 from rlvr.train.evaluation import eval_metrics, eval_rollouts
 from rlvr.train.metrics import RunLogger, read_history
@@ -27,6 +28,8 @@ from rollout.gates import DynamicSampling
 from rollout.samplers import make_sampler
 from rollout.schedules import make_schedule
 from rollout.types import Gate, PromptSampler, RolloutSchedule, SamplingSettings
+
+EVENT_KINDS = ("restart", "preempt")  # metrics.jsonl records that a resume keeps
 
 if TYPE_CHECKING:  # annotations only: these import the run's own modules or heavy packages
     from transformers import PreTrainedTokenizerBase
@@ -57,6 +60,18 @@ class TrainerConfig(BaseModel):
     max_time_s: Optional[float] = Field(
         None, gt=0.0, description="stop (with a checkpoint) after this much wall time"
     )
+    max_restarts: int = Field(
+        3,
+        ge=0,
+        description="times an actor failure (a rollout worker or learner rank died or hung, the "
+        "weight-sync group failed) restarts the cluster from the newest checkpoint (0 = never)",
+    )
+    preempt_grace_s: float = Field(
+        60.0,
+        gt=0.0,
+        description="on SIGTERM/SIGINT: time to finish the step and write a checkpoint before "
+        "the step is abandoned (rlvr.train.preempt)",
+    )
     max_completions: Optional[int] = Field(
         None,
         ge=1,
@@ -84,6 +99,7 @@ class Run:
     pad_id: int
     rewards: RewardSpec
     data_record: dict  # prompts kept and over the length limit (kind "data" in metrics.jsonl)
+    loggers: list[RunLogger] = field(default_factory=list)  # closed with the run
 
     @classmethod
     def start(cls, cfg, recipe: str | None, log) -> Run:
@@ -163,11 +179,13 @@ class Run:
             self.dir, self.cfg.trainer.steps, start, self.cfg.log, self.cfg.model_dump(), resume
         )
         logger.log(start, self.data_record, kind="data")
+        self.loggers.append(logger)
         return logger
 
     def evaluate(self, step: int, logger: RunLogger) -> dict:
         ec, lc = self.cfg.eval, self.cfg.log
         began = time.perf_counter()
+        faults.point("eval", step)
         seed = derive_seed(self.cfg.trainer.seed, Stream.EVAL)
         comps, scores = eval_rollouts(
             self.cluster.generate,
@@ -224,8 +242,9 @@ class Run:
         return read_history(self.dir)
 
     def truncate_history(self, step: int) -> None:
-        """On resume, drop records the interrupted run wrote after its last checkpoint."""
-        kept = [r for r in self.history() if r["step"] <= step]
+        """On resume, drop records the interrupted run wrote after its last checkpoint (restart
+        and preemption records stay: they count what happened to the run)."""
+        kept = [r for r in self.history() if r["step"] <= step or r["kind"] in EVENT_KINDS]
         (self.dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
         samples = self.dir / SAMPLES_FILE
         if samples.exists():  # a line cut short by the kill is dropped with the rest
@@ -236,6 +255,8 @@ class Run:
     def close(self) -> None:
         import ray
 
+        for logger in self.loggers:  # a run that failed did not close its logger
+            logger.close()
         self.pool.close()
         self.cluster.shutdown()
         ray.shutdown()

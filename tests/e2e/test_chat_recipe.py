@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from rlvr.config import load_config
+from rlvr.train.checkpoint import read_state
 from rlvr.train.controller import train
 from rlvr.train.metrics import read_history
 from tests.wandb_records import offline_run
@@ -65,7 +65,7 @@ def test_chat_recipe_logs_components_drops_long_prompts_and_resumes_its_wandb_ru
     wait_for(run / "checkpoints" / "step_000002", proc)
     os.killpg(proc.pid, signal.SIGKILL)  # driver, Ray, actors, W&B's service: all of it
     proc.wait()
-    state = torch.load(run / "checkpoints" / "step_000002" / "trainer_state.pt", weights_only=False)
+    state = read_state(run / "checkpoints" / "step_000002")
     run_id = state["extra"]["tracker"]["wandb_run_id"]
 
     logged = []

@@ -8,9 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import torch
-
 from rlvr.config import load_config
+from rlvr.train.checkpoint import read_state
 from rlvr.train.controller import train
 from rlvr.train.metrics import read_history
 from tests.e2e.conftest import E2E, kill_when
@@ -86,9 +85,7 @@ def test_zero3_kill_and_resume_with_vllm_engines_learn_in_sync(tiny_model_dir, t
     train(load_config(recipe, common + ["trainer.name=killed", "trainer.resume=auto"]), None)
     after = records(killed)
     assert [r["step"] for r in after] == list(range(1, 11))  # nothing repeated, nothing lost
-    state = torch.load(
-        killed / "checkpoints" / "step_000010" / "trainer_state.pt", weights_only=False
-    )
+    state = read_state(killed / "checkpoints" / "step_000010")
     assert state["step"] == 10
     check_learned_in_sync(after)
 

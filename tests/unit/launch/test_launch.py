@@ -4,10 +4,14 @@ GPU wait loop against a fake Ray."""
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import time
 import types
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[3]
 LAUNCH = ROOT / "launch"
@@ -209,3 +213,71 @@ def test_wait_for_gpus_polls_the_cluster(monkeypatch, capsys):
     monkeypatch.setattr(FakeRay, "cluster_resources", lambda self: {"GPU": 4.0})
     assert wait_for_gpus.main(["--address", "h:1", "--gpus", "8", "--timeout", "0"]) == 1
     assert "4 of 8 GPUs, 4 missing" in capsys.readouterr().err
+
+
+def fake_slurm(tmp_path: Path, driver: str) -> dict:
+    """A submit directory whose launch/ray_cluster.sh does nothing, and `srun`, `scontrol` and
+    `rlvr` on PATH: scontrol logs its arguments, rlvr runs `driver` (bash)."""
+    bin_dir, launch = tmp_path / "bin", tmp_path / "submit" / "launch"
+    bin_dir.mkdir()
+    launch.mkdir(parents=True)
+    shutil.copy(LAUNCH / "slurm_train.sbatch", launch)
+    scripts = {
+        launch / "ray_cluster.sh": "exit 0",
+        bin_dir / "srun": "exit 0",
+        bin_dir / "scontrol": f'echo "$@" >> {tmp_path}/scontrol.log',
+        bin_dir / "rlvr": driver,
+    }
+    for path, body in scripts.items():
+        path.write_text(f"#!/usr/bin/env bash\n{body}\n")
+        path.chmod(0o755)
+    return {
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "SLURM_SUBMIT_DIR": str(tmp_path / "submit"),
+        "SLURM_JOB_ID": "42",
+        "SLURM_JOB_NAME": "q",
+        "RLVR_NODES": "localhost",
+    }
+
+
+def test_slurm_script_requeues_a_preempted_run(tmp_path):
+    """SIGTERM to the batch shell reaches `rlvr train`; its exit 75 becomes a requeue."""
+    # the fake driver: waits for SIGTERM, then exits 75 as a preempted run does
+    env = fake_slurm(
+        tmp_path,
+        f"trap 'echo term >> {tmp_path}/driver.log; exit 75' TERM\n"
+        f"echo started >> {tmp_path}/driver.log\nwhile true; do sleep 0.1; done",
+    )
+    script = tmp_path / "submit" / "launch" / "slurm_train.sbatch"
+    proc = subprocess.Popen(
+        ["bash", str(script), "recipes/q.yaml"],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    log = tmp_path / "driver.log"
+    for _ in range(200):
+        if log.exists():
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+    assert log.read_text() == "started\nterm\n"
+    assert (tmp_path / "scontrol.log").read_text() == "requeue 42\n"
+
+
+@pytest.mark.parametrize("status", [0, 1])
+def test_slurm_script_passes_other_exits_through(tmp_path, status):
+    env = fake_slurm(tmp_path, f"exit {status}")
+    script = tmp_path / "submit" / "launch" / "slurm_train.sbatch"
+    proc = subprocess.run(
+        ["bash", str(script), "recipes/q.yaml"],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == status, proc.stderr
+    assert not (tmp_path / "scontrol.log").exists()

@@ -1,15 +1,14 @@
 """MoPPS sampler: hand-computed posterior updates, selection in constructed cases, state round
 trips, metrics, prior files and config."""
 
-import io
 import json
 import math
 
 import numpy as np
 import pytest
-import torch
 
 from rlvr.config import ConfigError, load_config
+from rlvr.train.checkpoint import read_state, write_state
 from rollout.mopps import MoPPSConfig, MoPPSSampler, average_ranks, load_prior, spearman
 from rollout.samplers import SamplerConfig, UniformSampler, make_sampler
 
@@ -138,13 +137,11 @@ def drive(sampler, steps, rng):
 
 
 @pytest.mark.parametrize("mode", ["topk", "threshold"])
-def test_state_round_trip_through_torch_save(mode):
+def test_state_round_trip_through_checkpoint_files(mode, tmp_path):
     a = mopps(500, seed=11, decay=0.7, mode=mode)
     drive(a, 5, np.random.default_rng(0))
-    buf = io.BytesIO()
-    torch.save({"sampler": a.state_dict()}, buf)  # as the checkpoint does
-    buf.seek(0)
-    state = torch.load(buf, weights_only=True)["sampler"]
+    write_state(tmp_path, {"sampler": a.state_dict()})  # as the checkpoint does: JSON+safetensors
+    state = read_state(tmp_path)["sampler"]
     b = mopps(500, seed=999, decay=0.7, mode=mode)
     b.load_state_dict(state)
     np.testing.assert_array_equal(a.alpha_P, b.alpha_P)

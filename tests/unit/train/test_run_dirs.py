@@ -1,10 +1,9 @@
 """Run directories, checkpoint discovery and the uniform sampler's resumable state."""
 
 import pytest
-import torch
 
 from rlvr.config import ConfigError, load_config
-from rlvr.train.checkpoint import STATE_FILE, find_resume, list_checkpoints
+from rlvr.train.checkpoint import MANIFEST, find_resume, list_checkpoints, read_state, write_state
 from rlvr.train.run import run_directory
 from rollout.samplers import UniformSampler
 
@@ -13,7 +12,7 @@ def make_ckpt(run, step, complete=True):
     path = run / "checkpoints" / (f"step_{step:06d}" + ("" if complete else ".tmp"))
     path.mkdir(parents=True)
     if complete:
-        (path / STATE_FILE).write_bytes(b"x")
+        (path / MANIFEST).write_text('{"format": 1, "files": {}}')
     return path
 
 
@@ -22,7 +21,7 @@ def test_checkpoint_discovery_skips_incomplete(tmp_path):
     make_ckpt(run, 20)
     newest = make_ckpt(run, 100)
     make_ckpt(run, 120, complete=False)  # interrupted while writing
-    (run / "checkpoints" / "step_000140").mkdir()  # no state file
+    (run / "checkpoints" / "step_000140").mkdir()  # no manifest
     assert [p.name for p in list_checkpoints(run)] == ["step_000020", "step_000100"]
     assert find_resume(run, "auto") == newest
     assert find_resume(run, "") is None
@@ -63,10 +62,10 @@ def test_uniform_sampler_epochs_and_state_round_trip(tmp_path):
     assert sorted(first) == [0, 1, 2, 3, 4]  # one epoch covers every prompt once
     assert s.metrics()["sampler/epoch"] == 1.0
     s.next_batch(4)
-    torch.save(s.state_dict(), tmp_path / "state.pt")
+    write_state(tmp_path, {"sampler": s.state_dict()})  # as the checkpoint stores it
     expected = [s.next_batch(3) for _ in range(4)]
     restored = UniformSampler(5, seed=99)
-    restored.load_state_dict(torch.load(tmp_path / "state.pt", weights_only=False))
+    restored.load_state_dict(read_state(tmp_path)["sampler"])
     assert [restored.next_batch(3) for _ in range(4)] == expected
     with pytest.raises(ValueError, match="covers 5 prompts, the data has 6"):
         UniformSampler(6, seed=0).load_state_dict(s.state_dict())

@@ -1,0 +1,226 @@
+"""Fault injection on real runs (Ray, DeepSpeed, the tiny task): SIGKILL of the whole run
+mid-step and mid-evaluation, SIGKILL of the controller alone mid-checkpoint-write, SIGTERM, and
+the death of a rollout worker (an automatic restart); each
+resumed or restarted run must equal one uninterrupted run, metrics per step and final policy
+weights bit for bit (CPU), and leave no process behind.
+
+Runs stop at named points (rlvr.train.faults): the run writes a marker file and waits there.
+Every process of a run carries RLVR_FAULT_RUN=<id> in its environment (Ray's processes inherit
+the driver's), which is how strays are counted.
+"""
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from rlvr.cluster.reaper import alive
+from rlvr.config import load_config
+from rlvr.train.checkpoint import list_checkpoints, verify
+from rlvr.train.controller import train
+from rlvr.train.metrics import read_history, summary_table
+from rlvr.train.preempt import PREEMPTED_EXIT
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[2]
+RECIPE = "recipes/arith-tiny.yaml"
+# 4 steps, checkpoints at 2 and 4, evaluations at 0, 2 and 4; two rollout workers (one is killed)
+RUN = [
+    "trainer.steps=4",
+    "trainer.checkpoint_every=2",
+    "trainer.prompts_per_step=16",
+    "eval.every=2",
+    "learner.lr=1e-3",
+    "rollout.num_workers=2",
+    "trainer.preempt_grace_s=120",  # room for a loaded 2-core machine (a step takes a few s)
+]
+VARYING = ("time/", "wall_time", "sync/probe_s", "throughput/")  # wall-clock measurements
+
+
+@pytest.fixture(scope="module")
+def common(e2e_overrides, tmp_path_factory):
+    out = tmp_path_factory.mktemp("faults")
+    return e2e_overrides + RUN + [f"trainer.output_dir={out}"]
+
+
+@pytest.fixture(scope="module")
+def reference(common):
+    """The uninterrupted run every faulted run is compared with."""
+    cfg = load_config(ROOT / RECIPE, common + ["trainer.name=straight"])
+    train(cfg, RECIPE)
+    return Path(cfg.trainer.output_dir) / "straight"
+
+
+def results(run_dir: Path) -> list[dict]:
+    """Train and eval records without their timings, in order."""
+    return [
+        {k: v for k, v in r.items() if not k.startswith(VARYING)}
+        for r in read_history(run_dir)
+        if r["kind"] in ("train", "eval")
+    ]
+
+
+def assert_same_run(run_dir: Path, reference: Path) -> None:
+    got, want = results(run_dir), results(reference)
+    assert [(r["kind"], r["step"]) for r in got] == [(r["kind"], r["step"]) for r in want]
+    for a, b in zip(got, want):
+        assert a.keys() == b.keys()
+        diff = {k: (a[k], b[k]) for k in a if a[k] != b[k] and not (_nan(a[k]) and _nan(b[k]))}
+        assert not diff, f"{a['kind']} step {a['step']} differs: {diff}"
+    mine, theirs = (
+        load_file(str(list_checkpoints(d)[-1] / "policy" / "model.safetensors"))
+        for d in (run_dir, reference)
+    )
+    assert mine.keys() == theirs.keys()
+    unequal = [n for n in mine if not torch.equal(mine[n], theirs[n])]
+    assert not unequal, f"final policy differs in {unequal}"
+
+
+def _nan(x) -> bool:
+    return isinstance(x, float) and math.isnan(x)
+
+
+class Job:
+    """`rlvr train` in its own session, tagged so that its processes can be found."""
+
+    def __init__(self, common: list[str], name: str, fault: str = "", resume: bool = False):
+        self.tag = uuid.uuid4().hex
+        self.marker = Path(common[-1].split("=", 1)[1]) / f"{name}.{self.tag}.marker"
+        env = {**os.environ, "RLVR_FAULT_RUN": self.tag}
+        if fault:
+            env["RLVR_FAULT"] = f"{fault}:{self.marker}"
+        args = [*common, f"trainer.name={name}"] + (["trainer.resume=auto"] if resume else [])
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "rlvr.cli", "train", RECIPE, *args],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+
+    def wait_marker(self, timeout_s: float = 600) -> None:
+        deadline = time.time() + timeout_s
+        while not self.marker.exists():
+            assert self.proc.poll() is None, f"run ended early: {self.proc.stderr.read()[-3000:]}"
+            assert time.time() < deadline, f"{self.marker} did not appear in {timeout_s:g} s"
+            time.sleep(0.2)
+
+    def finish(self, timeout_s: float = 600) -> tuple[int, str]:
+        _, err = self.proc.communicate(timeout=timeout_s)
+        return self.proc.returncode, err
+
+    def strays(self, within_s: float) -> tuple[list[str], float]:
+        """Processes of this job still alive `within_s` seconds from now (polled), and when the
+        last one went."""
+        began = time.monotonic()
+        while True:
+            left = processes(self.tag)
+            if not left or time.monotonic() - began > within_s:
+                return left, time.monotonic() - began
+            time.sleep(0.2)
+
+
+def processes(tag: str) -> list[str]:
+    """'pid cmdline' of the live processes whose environment holds RLVR_FAULT_RUN=tag."""
+    needle = f"RLVR_FAULT_RUN={tag}".encode()
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and needle in (proc / "environ").read_bytes().split(b"\0"):
+                if alive(int(proc.name)):
+                    cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                    found.append(f"{proc.name} {cmd[:80]}")
+        except OSError:
+            continue
+    return found
+
+
+def test_kills_and_sigterm_at_every_point_then_resume_exactly(common, reference):
+    """One run, stopped five times, each time resumed with trainer.resume=auto."""
+    name = "killed"
+    run_dir = Path(common[-1].split("=", 1)[1]) / name
+    ckpts = run_dir / "checkpoints"
+    # 1. the controller alone, while it writes checkpoint 2 (files written, no manifest yet):
+    # its local Ray and Ray's agents go with it (rlvr.cluster.reaper)
+    job = Job(common, name, fault="checkpoint:2")
+    job.wait_marker()
+    assert (ckpts / "step_000002.tmp" / "trainer_state.json").exists()
+    os.kill(job.proc.pid, signal.SIGKILL)
+    job.finish()
+    left, took = job.strays(15.0)
+    assert left == [], f"stray processes 15 s after killing the controller: {left}"
+    print(f"controller killed: its Ray was gone after {took:.1f} s")
+    assert list_checkpoints(run_dir) == []  # the half-written one does not count
+    # 2. the whole process group during step 3's update (resumed from scratch, checkpoint 2)
+    job = Job(common, name, fault="update:3", resume=True)
+    job.wait_marker()
+    assert [p.name for p in list_checkpoints(run_dir)] == ["step_000002"]
+    os.killpg(job.proc.pid, signal.SIGKILL)
+    job.finish()
+    left, took = job.strays(5.0)
+    assert left == [], f"stray processes 5 s after the group kill: {left}"
+    print(f"group killed: no process left after {took:.1f} s")
+    # 3. the group during the evaluation of step 4 (after its update, before its checkpoint)
+    job = Job(common, name, fault="eval:4", resume=True)
+    job.wait_marker()
+    os.killpg(job.proc.pid, signal.SIGKILL)
+    job.finish()
+    assert job.strays(5.0)[0] == []
+    # 4. SIGTERM during step 3's update: the step ends, checkpoint 3, exit 75
+    job = Job(common, name, fault="update:3", resume=True)
+    job.wait_marker()
+    os.kill(job.proc.pid, signal.SIGTERM)  # as launch/slurm_train.sbatch forwards it
+    signalled = time.monotonic()
+    job.marker.unlink()
+    code, err = job.finish()
+    assert code == PREEMPTED_EXIT, err[-3000:]
+    print(f"SIGTERM: checkpoint written, exit 75 after {time.monotonic() - signalled:.1f} s")
+    assert "rlvr: preempted (SIGTERM during step 3); checkpoint " in err
+    assert [p.name for p in list_checkpoints(run_dir)] == ["step_000002", "step_000003"]
+    (record,) = [r for r in read_history(run_dir) if r["kind"] == "preempt"]
+    assert record["step"] == 3 and record["signal"] == "SIGTERM" and not record["abandoned"]
+    assert job.strays(5.0)[0] == []
+    # 5. resumed to the end (what the requeued job runs): the same records and final weights
+    job = Job(common, name, resume=True)
+    code, err = job.finish()
+    assert code == 0, err[-3000:]
+    assert job.strays(5.0)[0] == []
+    assert_same_run(run_dir, reference)
+    assert sorted(p.name for p in ckpts.iterdir()) == ["step_000003", "step_000004"]
+    verify(ckpts / "step_000004")
+
+
+def test_a_dead_rollout_worker_is_restarted_and_the_run_equals_the_reference(common, reference):
+    name = "restarted"
+    run_dir = Path(common[-1].split("=", 1)[1]) / name
+    job = Job(common, name, fault="update:3")
+    job.wait_marker()
+    workers = [p for p in processes(job.tag) if "ray::RolloutWorker" in p]
+    assert len(workers) == 2, workers
+    os.kill(int(workers[1].split()[0]), signal.SIGKILL)
+    killed = time.time()
+    job.marker.unlink()  # the run goes on into the weight sync, where the worker is missed
+    code, err = job.finish()
+    assert code == 0, err[-3000:]
+    assert job.strays(5.0)[0] == []
+    (restart,) = [r for r in read_history(run_dir) if r["kind"] == "restart"]
+    assert restart["restart"] == 1 and restart["step"] == 2  # from checkpoint 2
+    assert restart["failed_step"] == 3 and restart["steps_redone"] == 0
+    assert "rollout worker" in restart["cause"] and "died" in restart["cause"], restart["cause"]
+    detected = restart["wall_time"] - restart["restart_s"] - killed
+    print(
+        f"restart: {restart['cause']!r}; detected {detected:.1f} s after the kill, "
+        f"cluster ready again after {restart['restart_s']:.1f} s"
+    )
+    assert "restarts: 1 (0 steps redone), preemptions: 0" in summary_table(read_history(run_dir))
+    assert_same_run(run_dir, reference)

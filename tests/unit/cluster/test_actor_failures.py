@@ -1,0 +1,84 @@
+"""How a failed wait on the actors becomes an error: which actor died, and whether the run can
+restart (ActorFailure) or not (PipelineError). Ray's own exception classes, no Ray session."""
+
+import pytest
+import ray
+import ray.exceptions as rex
+
+from rlvr.cluster.ray_cluster import Cluster, death_cause, is_communication_error
+from rlvr.errors import ActorFailure, PipelineError
+
+DEATH = (
+    "The actor died unexpectedly before finishing this task.\n\tclass_name: RolloutWorker\n"
+    "\tpid: 123\nThe actor is dead because its worker process has died. Worker exit type: "
+    "UNEXPECTED_SYSTEM_EXIT Worker exit detail: Worker unexpectedly exits with a connection "
+    "error code 2. End of file. Some common causes include: (1) the process was killed by the OOM"
+)
+
+
+def cluster(dead: list[str]) -> Cluster:
+    """A Cluster without actors whose liveness check reports `dead` by name."""
+    c = object.__new__(Cluster)
+    c.timeout, c.workers, c.learners = 7.0, ["w0", "w1"], ["l0"]
+    c.dead_actors = lambda: [(n, rex.RayActorError(error_msg=DEATH)) for n in dead]
+    return c
+
+
+def failing(monkeypatch, exc):
+    def get(refs, timeout):
+        raise exc
+
+    monkeypatch.setattr(ray, "get", get)
+
+
+def task_error(cause: BaseException) -> rex.RayTaskError:
+    return rex.RayTaskError("send_weights", "Traceback ...", cause)
+
+
+def test_a_dead_worker_is_named_with_its_cause(monkeypatch):
+    failing(monkeypatch, rex.RayActorError(error_msg=DEATH))
+    with pytest.raises(ActorFailure) as err:
+        cluster(["rollout worker 1"]).get([], "generation")
+    assert str(err.value) == (
+        "generation: rollout worker 1 died (its worker process has died. Worker exit type: "
+        "UNEXPECTED_SYSTEM_EXIT Worker exit detail: Worker unexpectedly exits with a connection "
+        "error code 2. End of file)"
+    )
+
+
+def test_a_survivors_gloo_error_names_the_dead_peer(monkeypatch):
+    """A worker that died while idle: the learner's send fails first, with a raw gloo string."""
+    gloo = RuntimeError("[../third_party/gloo/gloo/transport/tcp/pair.cc:534] Connection closed")
+    failing(monkeypatch, task_error(gloo))
+    with pytest.raises(ActorFailure) as err:
+        cluster(["rollout worker 0"]).get([], "sending weights")
+    assert str(err.value) == (
+        "sending weights: rollout worker 0 died (its worker process has died. Worker exit type: "
+        "UNEXPECTED_SYSTEM_EXIT Worker exit detail: Worker unexpectedly exits with a connection "
+        "error code 2. End of file)"
+    )
+
+
+def test_a_sync_group_failure_without_a_death_restarts_too(monkeypatch):
+    gloo = RuntimeError("[gloo/transport/tcp/unbound_buffer.cc:81] Timed out waiting 900000ms")
+    failing(monkeypatch, task_error(gloo))
+    with pytest.raises(ActorFailure) as err:
+        cluster([]).get([], "receiving weights")
+    assert str(err.value).startswith("receiving weights: the weight-sync group failed (")
+
+
+def test_a_hang_restarts_and_a_bug_does_not(monkeypatch):
+    failing(monkeypatch, rex.GetTimeoutError())
+    with pytest.raises(ActorFailure, match="no answer within trainer.actor_timeout_s=7 s"):
+        cluster([]).get([], "learner update")
+    failing(monkeypatch, task_error(ValueError("bad shape")))
+    with pytest.raises(PipelineError) as err:
+        cluster([]).get([], "learner update")
+    assert not isinstance(err.value, ActorFailure)
+    assert str(err.value) == "learner update: ValueError: bad shape"
+
+
+def test_death_cause_and_communication_errors():
+    assert death_cause(RuntimeError("first line\nsecond")) == "first line"
+    assert is_communication_error(RuntimeError("NCCL error: unhandled system error"))
+    assert not is_communication_error(ValueError("index out of range"))
