@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from rlvr.cluster.reaper import tag_and_watch
 from rlvr.errors import ActorFailure, ConfigError, PipelineError
-from rlvr.learner.batch import TrainBatch, plan_update, shard_rows
+from rlvr.learner.batch import MicroBatching, TrainBatch, plan_update, shard_rows
 from rlvr.learner.spec import LearnerSpec
 from rlvr.seeds import Stream, derive_seed
 from rlvr.train.probe import check_probe
@@ -126,6 +126,7 @@ class Cluster:
             + [w.ready.remote() for w in self.workers],
             "starting DeepSpeed and the rollout engines",
         )
+        self._check_packing(log)
         self._init_sync()
         log(
             f"cluster: {rc.num_workers} rollout worker(s), {lc.num_workers} learner rank(s), "
@@ -152,6 +153,7 @@ class Cluster:
         )
         self.host, port = self.get(self.learners[0].address.remote(), "starting learner rank 0")
         self.get([lr.setup.remote(self.host, port) for lr in self.learners], "starting DeepSpeed")
+        self._check_packing(log)
         self.vllm.init_sync(
             self.workers,
             self.learners,
@@ -162,6 +164,21 @@ class Cluster:
             f"cluster: {self.vllm.describe()}, ZeRO-{lc.zero_stage}, sync over {self.backend} "
             "(vLLM's weight-transfer API)"
         )
+
+    def _check_packing(self, log) -> None:
+        """With a token budget, whether micro-batches are packed padding-free (the learners
+        checked that this model's attention keeps packed sequences apart) or padded rows."""
+        lc = self.cfg.learner
+        packs = self.get([lr.padding_free.remote() for lr in self.learners], "packing check")
+        self.micro = MicroBatching(lc.micro_batch_size, lc.max_tokens_per_micro_batch, all(packs))
+        if lc.max_tokens_per_micro_batch is not None:
+            if all(packs):
+                how = "padding-free packed rows"
+            elif lc.padding_free:
+                how = "padded rows (the model's attention does not separate packed sequences)"
+            else:
+                how = "padded rows of similar lengths (learner.padding_free=false)"
+            log(f"micro-batches: up to {lc.max_tokens_per_micro_batch} tokens, {how}")
 
     def _check_resources(self, ray) -> None:
         cfg, have = self.cfg, ray.cluster_resources()
@@ -273,7 +290,7 @@ class Cluster:
             shards,
             epochs=lc.epochs,
             mini_batches=1 if full else lc.mini_batches,
-            micro_batch_size=lc.micro_batch_size,
+            micro=self.micro,
             seed=seed,
         )
         refs = [

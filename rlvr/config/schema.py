@@ -119,6 +119,16 @@ class Config(BaseModel):
                 f"eval.num_problems={self.eval.num_problems}: exceeds "
                 f"data.arith.heldout_size={self.data.arith.heldout_size}"
             )
+        budget = self.learner.max_tokens_per_micro_batch
+        longest = self.data.max_prompt_tokens + self.rollout.max_new_tokens
+        if self.model.path.startswith(BUILTIN_PREFIX):
+            longest = min(longest, self.model.tiny.max_positions)
+        if budget is not None and budget < longest:
+            raise ConfigError(
+                f"learner.max_tokens_per_micro_batch={budget}: below the longest possible "
+                f"sequence, {longest} tokens (data.max_prompt_tokens + rollout.max_new_tokens, "
+                "within the model's positions)"
+            )
         if self.learner.update == "full-batch" and self.learner.mini_batches != 1:
             raise ConfigError(
                 f"learner.mini_batches={self.learner.mini_batches}: only meaningful "

@@ -53,6 +53,81 @@ class TrainBatch:
     def tokens_per_seq(self) -> torch.Tensor:
         return self.loss_mask_BT.sum(1)
 
+    def lengths(self) -> list[int]:
+        """Real tokens (prompt + completion) of each row."""
+        return self.attention_mask_BT.sum(1).tolist()
+
+
+@dataclass
+class PackedRow:
+    """The rows of a batch laid end to end in one row, padding-free: position ids restart at 0
+    for each sequence, which tells the attention to keep sequences apart (a block-diagonal
+    causal mask on sdpa/eager, varlen kernels on flash-attention). `rows_S`, `cols_S` give each
+    packed token's place in the padded [B, T] layout."""
+
+    input_ids_1S: torch.Tensor
+    position_ids_1S: torch.Tensor
+    loss_mask_1S: torch.Tensor
+    rows_S: torch.Tensor
+    cols_S: torch.Tensor
+    shape: tuple[int, int]
+
+    def unpack(self, values_1S: torch.Tensor) -> torch.Tensor:
+        """[1, S] per-token values back to [B, T] (0 on padding and on each row's column 0,
+        which no token predicts)."""
+        out = values_1S.new_zeros(self.shape)
+        out[self.rows_S, self.cols_S] = values_1S[0]
+        out[:, 0] = 0
+        return out
+
+
+def pack_rows(batch: TrainBatch) -> PackedRow:
+    real = batch.attention_mask_BT.bool()  # right-padded: nonzero() walks each row in order
+    rows, cols = real.nonzero(as_tuple=True)
+    return PackedRow(
+        batch.input_ids_BT[real][None],
+        cols[None],
+        batch.loss_mask_BT[real][None],
+        rows,
+        cols,
+        tuple(batch.input_ids_BT.shape),
+    )
+
+
+def micro_batch_cost(lengths: list[int], padding_free: bool) -> int:
+    """Token slots a micro-batch computes: its tokens when packed, rows x longest when padded."""
+    if not lengths:
+        return 0
+    return sum(lengths) if padding_free else len(lengths) * max(lengths)
+
+
+def first_fit_decreasing(
+    lengths: list[int], max_tokens: int, max_rows: int, padding_free: bool
+) -> list[list[int]]:
+    """Indices into `lengths` grouped into micro-batches of at most `max_tokens` token slots
+    (`micro_batch_cost`) and `max_rows` rows: longest first (ties by index), each into the
+    first micro-batch it fits, else a new one. Deterministic. A sequence longer than the budget
+    is an error (the config check keeps prompt + completion caps within it)."""
+    bins: list[list[int]] = []
+    totals: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
+        n = lengths[i]
+        if n > max_tokens:
+            raise ValueError(
+                f"a {n}-token sequence exceeds learner.max_tokens_per_micro_batch={max_tokens}"
+            )
+        for b, rows in enumerate(bins):
+            # padded: the first row is the longest, so the cost is rows x that length
+            cost = totals[b] + n if padding_free else (len(rows) + 1) * lengths[rows[0]]
+            if len(rows) < max_rows and cost <= max_tokens:
+                rows.append(i)
+                totals[b] += n
+                break
+        else:
+            bins.append([i])
+            totals.append(n)
+    return bins
+
 
 def build_train_batch(
     prompts: list[list[int]],
@@ -103,13 +178,35 @@ def shard_rows(batch: TrainBatch, num_ranks: int) -> list[list[int]]:
     return [sorted(s) for s in shards]
 
 
+@dataclass(frozen=True)
+class MicroBatching:
+    """How a rank's part of an optimizer step becomes micro-batches: `size` rows each, or, with
+    `max_tokens`, first-fit decreasing by token count (at most `size` rows each too)."""
+
+    size: int
+    max_tokens: int | None = None
+    padding_free: bool = False
+
+    def split(self, items: list[int], lengths: list[int]) -> list[list[int]]:
+        """`items` (any ids) in micro-batches; lengths[k] is the length of items[k]."""
+        if self.max_tokens is None:
+            return chunk(items, self.size)
+        bins = first_fit_decreasing(lengths, self.max_tokens, self.size, self.padding_free)
+        return [[items[k] for k in b] for b in bins]
+
+    def slots(self, micro_batches: list[list[int]], lengths: list[int]) -> int:
+        """Token slots the forward passes compute (lengths indexed by the micro-batch ids)."""
+        packed = self.padding_free and self.max_tokens is not None
+        return sum(micro_batch_cost([lengths[i] for i in mb], packed) for mb in micro_batches)
+
+
 def plan_update(
     batch: TrainBatch,
     shards: list[list[int]],
     *,
     epochs: int,
     mini_batches: int,
-    micro_batch_size: int,
+    micro: MicroBatching,
     seed: int,
 ) -> list[list[list[StepPlan]]]:
     """plans[rank][epoch] = that rank's optimizer steps. Indices are positions within the shard.
@@ -120,6 +217,7 @@ def plan_update(
     """
     rng = random.Random(seed)
     tokens = batch.tokens_per_seq()
+    lengths = batch.lengths()
     plans: list[list[list[StepPlan]]] = [[] for _ in shards]
     for _ in range(epochs):
         parts = []
@@ -134,10 +232,13 @@ def plan_update(
             rows = [shards[r][j] for r in range(len(shards)) for j in parts[r][m]]
             num_tokens = int(tokens[rows].sum()) if rows else 0
             num_seqs = int((tokens[rows] > 0).sum()) if rows else 0
-            micro = [chunk(parts[r][m], micro_batch_size) for r in range(len(shards))]
-            count = max(len(mb) for mb in micro)
+            split = [
+                micro.split(parts[r][m], [lengths[shards[r][j]] for j in parts[r][m]])
+                for r in range(len(shards))
+            ]
+            count = max(len(mb) for mb in split)
             for r in range(len(shards)):
-                padded = micro[r] + [[] for _ in range(count - len(micro[r]))]
+                padded = split[r] + [[] for _ in range(count - len(split[r]))]
                 plans[r][-1].append(StepPlan(padded, num_tokens, num_seqs))
     return plans
 

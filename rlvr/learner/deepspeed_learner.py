@@ -18,7 +18,7 @@ from contextlib import closing
 import torch
 
 from rlvr.algorithms import microbatch_loss
-from rlvr.learner.batch import StepPlan, TrainBatch
+from rlvr.learner.batch import MicroBatching, StepPlan, TrainBatch, pack_rows
 from rlvr.learner.spec import LearnerSpec
 from rollout.types import score_tokens
 from rollout.weight_sync import (
@@ -120,20 +120,62 @@ class Learner:
         self.settings = spec.loss
         self.temperature = spec.temperature
         self.fused = lc.uses_fused_logprobs
+        self.packs = False
+        if lc.max_tokens_per_micro_batch is not None and lc.padding_free:
+            self.packs = self._packing_matches()
+        self.micro = MicroBatching(lc.micro_batch_size, lc.max_tokens_per_micro_batch, self.packs)
         return os.getpid()
 
+    def padding_free(self) -> bool:
+        """Whether this rank packs micro-batches into one padding-free row (see setup)."""
+        return self.packs
+
+    @torch.no_grad()
+    def _packing_matches(self) -> bool:
+        """Whether this model's attention keeps packed sequences apart: two sequences' log-probs
+        packed in one row (position ids restarting) must equal their padded, one-row-each
+        log-probs. Models whose attention ignores position ids for masking fail it (padded rows
+        then). Every rank runs it (a forward is collective under ZeRO-3)."""
+        module = getattr(self.engine, "module", self.engine)
+        vocab = module.get_input_embeddings().weight.shape[0]
+        ids = (torch.arange(12).reshape(2, 6) * 7 + 3) % vocab
+        attn = torch.tensor([[1] * 6, [1] * 4 + [0] * 2])
+        mask = attn.float()
+        mask[:, 0] = 0
+        probe = TrainBatch(ids * attn, attn, mask, mask, mask)
+        self.engine.eval()
+        padded = self._logp_entropy(self.engine, probe, packed=False)[0]
+        packed = self._logp_entropy(self.engine, probe, packed=True)[0]
+        return bool(torch.allclose(padded * mask, packed * mask, atol=1e-4, rtol=1e-3))
+
     # ---- log-probs -------------------------------------------------------------------------
-    def _logp_entropy(self, model, mb: TrainBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    def _logp_entropy(
+        self, model, mb: TrainBatch, packed: bool | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-token log-prob of each token and entropy of its predictive distribution, [B, T]
-        aligned with input_ids (column 0 is 0), at the sampling temperature."""
-        ids = mb.input_ids_BT.to(self.device)
-        attn = mb.attention_mask_BT.to(self.device)
+        aligned with input_ids (column 0 is 0), at the sampling temperature. Packed (default:
+        when this rank packs and the micro-batch has several rows): one padding-free row."""
+        if packed is None:
+            packed = self.packs and len(mb) > 1
+        if not packed:
+            inputs = {"attention_mask": mb.attention_mask_BT.to(self.device), "use_cache": False}
+            logp, entropy = self._next_token(model, mb.input_ids_BT, mb.loss_mask_BT, inputs)
+            return logp, entropy
+        row = pack_rows(mb)
+        # no attention mask and no KV cache: transformers then reads sequence boundaries from
+        # the restarting position ids (block-diagonal causal mask, or varlen flash-attention)
+        inputs = {"position_ids": row.position_ids_1S.to(self.device), "use_cache": False}
+        logp, entropy = self._next_token(model, row.input_ids_1S, row.loss_mask_1S, inputs)
+        return row.unpack(logp), row.unpack(entropy)
+
+    def _next_token(self, model, ids_BT, mask_BT, inputs) -> tuple[torch.Tensor, torch.Tensor]:
+        ids = ids_BT.to(self.device)
         if self.fused:
             logp, entropy = fused_next_token(
-                model, ids, attn, mb.loss_mask_BT.to(self.device), self.temperature
+                model, ids, mask_BT.to(self.device), self.temperature, **inputs
             )
         else:
-            logits = model(input_ids=ids, attention_mask=attn).logits
+            logits = model(input_ids=ids, **inputs).logits
             logp_all = torch.log_softmax(logits[:, :-1].float() / self.temperature, dim=-1)
             logp = logp_all.gather(-1, ids[:, 1:, None]).squeeze(-1)
             entropy = -(logp_all.exp() * logp_all).sum(-1)
@@ -144,9 +186,7 @@ class Learner:
     def _old_logp(self, shard: TrainBatch) -> torch.Tensor:
         """Mini-batch mode: log-probs of the not-yet-updated policy for the whole shard."""
         out = torch.zeros_like(shard.loss_mask_BT)
-        size = self.spec.learner.micro_batch_size
-        for start in range(0, len(shard), size):
-            rows = list(range(start, min(start + size, len(shard))))
+        for rows in self.micro.split(list(range(len(shard))), shard.lengths()):
             mb = shard.select(rows)
             out[rows, : mb.input_ids_BT.shape[1]] = (
                 self._logp_entropy(self.engine, mb)[0].float().cpu()
@@ -214,6 +254,9 @@ class Learner:
             return
         for key, value in stats.items():
             sums[key] += float(value)
+        lengths = mb.lengths()
+        sums["micro_batch_tokens"] += sum(lengths)
+        sums["micro_batch_slots"] += self.micro.slots([list(range(len(mb)))], lengths)
         if first_pass or self.spec.learner.update == "mini-batch":
             diff = (mb.rollout_logp_BT.to(self.device) - logp.detach()).abs() * mask
             sums["rollout_logp_diff_sum"] += float(diff.sum())
@@ -294,7 +337,7 @@ class Learner:
             raise RuntimeError(f"learner rank {self.rank}: no DeepSpeed state under {path}")
 
 
-def fused_next_token(model, ids_BT, attn_BT, mask_BT, temperature: float):
+def fused_next_token(model, ids_BT, mask_BT, temperature: float, **inputs):
     """[B, T-1] log-probs and entropies from the decoder's hidden states and the LM-head weight
     (kernels.next_token_logprobs_entropy): the [tokens, vocab] logits are never built, and
     tokens outside the loss mask cost nothing. The model's own LM head is bypassed through the
@@ -303,7 +346,7 @@ def fused_next_token(model, ids_BT, attn_BT, mask_BT, temperature: float):
     import kernels
 
     module = getattr(model, "module", model)  # the DeepSpeed engine wraps the HF model
-    hidden_BTH = module.get_decoder()(input_ids=ids_BT, attention_mask=attn_BT).last_hidden_state
+    hidden_BTH = module.get_decoder()(input_ids=ids_BT, **inputs).last_hidden_state
     weight_VH = module.get_output_embeddings().weight
     return kernels.next_token_logprobs_entropy(
         hidden_BTH, weight_VH, ids_BT, temperature, mask_BT=mask_BT > 0

@@ -8,7 +8,7 @@ optimizer steps for the lr schedule).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -31,6 +31,19 @@ class LearnerConfig(BaseModel):
     mini_batches: int = Field(1, ge=1, description="optimizer steps per epoch in mini-batch mode")
     micro_batch_size: int = Field(
         256, ge=1, description="sequences per forward/backward (bounds memory)"
+    )
+    max_tokens_per_micro_batch: Optional[int] = Field(
+        None,
+        ge=1,
+        description="token budget of a micro-batch: sequences packed first-fit decreasing by "
+        "length (padding-free where the attention allows it, else padded rows counted as rows "
+        "x longest); micro_batch_size still caps the rows. Default: micro_batch_size rows",
+    )
+    padding_free: bool = Field(
+        True,
+        description="with a token budget: each micro-batch in one padding-free row where the "
+        "model's attention allows it (false: padded rows of similar lengths; on CPU the "
+        "packed row's dense block-diagonal mask costs more than short rows' padding)",
     )
     lr: float = Field(1e-6, gt=0.0, description="AdamW peak learning rate")
     weight_decay: float = Field(0.0, ge=0.0)

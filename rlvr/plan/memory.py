@@ -62,6 +62,7 @@ class LearnerSetup:
     logits: str = LEARNER_LOGITS  # which logits line counts towards the total
     sync: str = "none"  # weight transfer into vLLM: "ipc" (colocated), "nccl", or "none"
     bucket_bytes: int = 0  # sync.bucket_mb
+    max_tokens: int | None = None  # learner.max_tokens_per_micro_batch: caps a micro-batch's tokens
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,8 @@ def learner_memory(shape: ModelShape, s: LearnerSetup) -> Estimate:
     """Peak bytes on one learner GPU (see the module docstring for each line)."""
     p, w = shape.params(), s.dtype_bytes
     tokens = s.micro_batch * s.seq_len
+    if s.max_tokens is not None:
+        tokens = min(tokens, s.max_tokens)
     parts = {
         **model_state_bytes(p, w, s.zero_stage, s.ranks),
         "zero3 gather": w * max(2 * shape.layer_params(), shape.embedding_params())
@@ -267,6 +270,7 @@ def setups_from_config(cfg) -> tuple[LearnerSetup, VLLMSetup | None]:
         ranks=lc.num_workers,
         micro_batch=lc.micro_batch_size,
         seq_len=seq_len,
+        max_tokens=lc.max_tokens_per_micro_batch,
         checkpointing=cfg.model.gradient_checkpointing,
         reference=cfg.algorithm.kl_coef > 0,
         logits="fused" if lc.uses_fused_logprobs else "unfused",

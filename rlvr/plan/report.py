@@ -52,7 +52,7 @@ def learner_lines(cfg, report: FitReport) -> list[str]:
     est = report.learner
     head = (
         f"learner, per GPU: ZeRO-{lc.zero_stage} over {lc.num_workers} rank(s), {cfg.model.dtype}, "
-        f"micro-batch {lc.micro_batch_size} x {max_model_len(cfg)} tokens, gradient checkpointing "
+        f"micro-batch {micro_batch_text(cfg)}, gradient checkpointing "
         f"{'on' if cfg.model.gradient_checkpointing else 'off'}"
     )
     lines = ["", head]
@@ -96,3 +96,11 @@ def placement_lines(cfg, node_gpus: list[int] | None) -> tuple[list[str], bool]:
     for i, slots in enumerate(plan.engines):
         lines.append(f"  engine {i}: node {slots[0].node}, GPUs {[s.gpu for s in slots]}")
     return lines, True
+
+
+def micro_batch_text(cfg) -> str:
+    lc = cfg.learner
+    text = f"{lc.micro_batch_size} x {max_model_len(cfg)} tokens"
+    if lc.max_tokens_per_micro_batch is not None:
+        text += f", at most {lc.max_tokens_per_micro_batch} tokens"
+    return text

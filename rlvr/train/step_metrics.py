@@ -98,4 +98,7 @@ def learner_metrics(rank_sums: list[dict[str, float]]) -> dict[str, float]:
         "actor/optimizer_steps": steps,
         "actor/rollout_logp_abs_diff": total.get("rollout_logp_diff_sum", 0.0) / logp_tokens,
         "actor/tokens_per_step": total.get("tokens", 0.0) / steps,
+        # share of the forward passes' token slots that were padding (0 when packed)
+        "actor/padding_waste": 1.0
+        - total.get("micro_batch_tokens", 0.0) / (total.get("micro_batch_slots", 0.0) or math.nan),
     }

@@ -106,7 +106,7 @@ def make_config(model_dir: Path, learners: int, args):
 
 
 def run_learner(store, rank, learners, cfg, model_dir, args, backend):
-    from rlvr.learner.batch import TrainBatch, plan_update, shard_rows
+    from rlvr.learner.batch import MicroBatching, TrainBatch, plan_update, shard_rows
     from rlvr.learner.deepspeed_learner import Learner, free_port
     from rlvr.learner.spec import LearnerSpec
 
@@ -121,7 +121,7 @@ def run_learner(store, rank, learners, cfg, model_dir, args, backend):
         learner.join_sync("127.0.0.1", 2, backend, int(args.bucket_mb * 2**20), 600.0)
     batch: TrainBatch = pickle.loads(store.get("batch"))
     shards = shard_rows(batch, learners)
-    plans = plan_update(batch, shards, epochs=1, mini_batches=1, micro_batch_size=16, seed=0)
+    plans = plan_update(batch, shards, epochs=1, mini_batches=1, micro=MicroBatching(16), seed=0)
     stats = learner.update(batch.select(shards[rank]), plans[rank], True)
     fingerprint_after_update = learner.fingerprint()
     times, sent = [], {}

@@ -94,6 +94,12 @@ def test_contradictions():
     assert error_of(["data.arith.mix={'2:x:2': 1}"]).startswith(
         "data.arith.mix: level '2:x:2' must be"
     )
+    # the built-in model's 64 positions bound a sequence; a hub model's are the data + rollout caps
+    assert error_of(["learner.max_tokens_per_micro_batch=63"]) == (
+        "learner.max_tokens_per_micro_batch=63: below the longest possible sequence, 64 tokens "
+        "(data.max_prompt_tokens + rollout.max_new_tokens, within the model's positions)"
+    )
+    assert load_config(None, ["learner.max_tokens_per_micro_batch=64"]).learner.padding_free
 
 
 def test_malformed_yaml_reports_line(tmp_path):

@@ -1,5 +1,6 @@
 """`rlvr plan` arithmetic against figures worked out by hand (each derivation in a comment)."""
 
+import dataclasses
 import json
 
 import pytest
@@ -127,6 +128,10 @@ def test_learner_total_counts_the_configured_logits_path():
     assert est.parts["reference model"] == p * 2
     expected = sum(v for k, v in est.parts.items() if k != "logits (fused)")
     assert est.total == expected
+    # a token budget below micro_batch x seq_len caps the activations: 7 tokens, not 10
+    budget = learner_memory(TINY, dataclasses.replace(setup, max_tokens=7))
+    assert budget.parts["activations"] == 7 * 640
+    assert budget.parts["logits (unfused)"] == logits_bytes(TINY, 7, 2, fused=False)
 
 
 def test_vllm_kv_room_for_llama_8b_on_80_gib():
