@@ -19,6 +19,8 @@ import torch
 
 from rlvr.algorithms import microbatch_loss
 from rlvr.learner.batch import StepPlan, TrainBatch
+from rlvr.learner.ds_weight_source import full_shapes, gathered_params
+from rlvr.learner.lora import adapter_state, apply_lora
 from rlvr.learner.spec import LearnerSpec
 from rollout.types import score_tokens
 from rollout.weight_sync import (
@@ -85,8 +87,13 @@ class Learner:
         )
         if spec.gradient_checkpointing:
             model.gradient_checkpointing_enable()
+        self.lora = lc.lora.enabled
+        if self.lora:
+            if spec.gradient_checkpointing:
+                model.enable_input_require_grads()  # frozen embeddings: keep the graph alive
+            model = apply_lora(model, lc.lora)
         self.ref = None
-        if spec.loss.kl_coef > 0:
+        if spec.loss.kl_coef > 0 and not self.lora:  # LoRA: the base is the adapter switched off
             self.ref = (
                 AutoModelForCausalLM.from_pretrained(
                     spec.model_path, dtype=dtype, trust_remote_code=spec.trust_remote_code
@@ -95,7 +102,10 @@ class Learner:
                 .requires_grad_(False)
             )
         opt = torch.optim.AdamW(
-            model.parameters(), lr=lc.lr, betas=tuple(lc.betas), weight_decay=lc.weight_decay
+            [p for p in model.parameters() if p.requires_grad],
+            lr=lc.lr,
+            betas=tuple(lc.betas),
+            weight_decay=lc.weight_decay,
         )
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lr_lambda(lc.lr_schedule, lc.warmup_steps, spec.total_optimizer_steps)
@@ -197,6 +207,9 @@ class Learner:
         if self.ref is not None:
             with torch.no_grad():
                 ref = self._logp_entropy(self.ref, mb)[0]
+        elif self.lora and self.settings.kl_coef > 0:
+            with torch.no_grad(), self.engine.module.disable_adapter():
+                ref = self._logp_entropy(self.engine, mb)[0]
         loss, stats = microbatch_loss(
             self.settings,
             logp.float(),
@@ -228,22 +241,13 @@ class Learner:
 
     # ---- weights ---------------------------------------------------------------------------
     def _named_full_params(self):
-        """(HF name, full tensor) of every parameter; a collective under ZeRO-3 (all ranks call)."""
-        import deepspeed
-
-        for name, p in self.engine.module.named_parameters():
-            if hasattr(p, "ds_id"):
-                with deepspeed.zero.GatheredParameters([p], modifier_rank=None):
-                    yield name, p.detach().clone()
-            else:
-                yield name, p.detach()
+        """(HF name, full tensor) of every parameter, LoRA merged into its base weight; a
+        collective under ZeRO-3 (all ranks call)."""
+        return gathered_params(self.engine.module)
 
     def manifest(self) -> list[ParamSpec]:
-        shapes = []
-        for name, p in self.engine.module.named_parameters():
-            shape = tuple(p.ds_shape) if hasattr(p, "ds_shape") else tuple(p.shape)
-            shapes.append((name, shape, p.dtype))
-        return make_manifest(shapes)
+        shapes = full_shapes(self.engine.module)
+        return make_manifest((name, shape, dtype) for name, dtype, shape in shapes)
 
     def create_sync_store(self, host: str, world_size: int, timeout_s: float) -> int:
         self._store = SyncGroup.create_store(host, world_size, timeout_s)
@@ -280,16 +284,25 @@ class Learner:
         return full if self.rank == 0 else None
 
     def save_policy(self, path: str) -> None:
-        """Hugging Face format on rank 0; every rank calls (collective under ZeRO-3)."""
+        """Hugging Face format on rank 0; with LoRA the adapter alone, in peft's format
+        (`rlvr export` merges it). Every rank calls (collective under ZeRO-3)."""
+        if self.lora:
+            adapter = adapter_state(self.engine.module)
+            if self.rank == 0:
+                self.engine.module.save_pretrained(path, state_dict=adapter)
+            return
         full = self.full_state_dict()
         if self.rank == 0:
             self.engine.module.save_pretrained(path, state_dict=full)
 
     def save_checkpoint(self, path: str) -> None:
-        self.engine.save_checkpoint(path, tag="deepspeed")
+        """DeepSpeed state; with LoRA the frozen base is left out (it is the model path's)."""
+        self.engine.save_checkpoint(path, tag="deepspeed", exclude_frozen_parameters=self.lora)
 
     def load_checkpoint(self, path: str) -> None:
-        load_path, _ = self.engine.load_checkpoint(path, tag="deepspeed")
+        load_path, _ = self.engine.load_checkpoint(
+            path, tag="deepspeed", load_module_strict=not self.lora
+        )
         if load_path is None:
             raise RuntimeError(f"learner rank {self.rank}: no DeepSpeed state under {path}")
 

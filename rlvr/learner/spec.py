@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from rlvr.algorithms.loss import LossConfig
+from rlvr.learner.lora import LoraConfig
 
 
 class LearnerConfig(BaseModel):
@@ -49,6 +50,7 @@ class LearnerConfig(BaseModel):
     )
     cpus_per_worker: float = Field(1.0, ge=0.0, description="Ray CPUs reserved per learner actor")
     gpus_per_worker: float = Field(0.0, ge=0.0, description="Ray GPUs per learner actor")
+    lora: LoraConfig = Field(default_factory=LoraConfig)
 
     @field_validator("betas")
     @classmethod

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Optional
 from pydantic import BaseModel, ConfigDict, Field
 
 from rlvr.errors import ConfigError
+from rlvr.learner.lora import check_targets
 from rlvr.plan.memory import max_model_len
 from rlvr.seeds import Stream, derive_seed
 from rlvr.tasks.loading import encode_prompts, fit_prompts, load_task, prompt_limit
@@ -98,6 +99,8 @@ class Run:
         cfg.write_yaml(run_dir / "config.yaml")
         log(f"run directory: {run_dir}")
         model_path = resolve_model_path(cfg, log=log)
+        lc = cfg.learner
+        check_targets(lc.lora, model_path, cfg.model.trust_remote_code, lc.uses_fused_logprobs)
         tokenizer = AutoTokenizer.from_pretrained(
             model_path, trust_remote_code=cfg.model.trust_remote_code
         )
