@@ -301,6 +301,10 @@ class Cluster:
         """Every parameter in full, as learner rank 0 holds it (CPU tensors)."""
         return self._learners("full_state_dict")[0]
 
+    def lora_weights(self) -> dict:
+        """LoRA runs: the frozen base and the adapter as learner rank 0 holds them (CPU)."""
+        return self._learners("lora_weights")[0]
+
     def _learners(self, method: str, *args):
         return self.get(
             [getattr(lr, method).remote(*args) for lr in self.learners], f"learner {method}"

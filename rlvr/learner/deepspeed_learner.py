@@ -20,7 +20,7 @@ import torch
 from rlvr.algorithms import microbatch_loss
 from rlvr.learner.batch import StepPlan, TrainBatch
 from rlvr.learner.ds_weight_source import full_shapes, gathered_params
-from rlvr.learner.lora import adapter_state, apply_lora
+from rlvr.learner.lora import adapter_state, apply_lora, gathered_raw, hf_name, is_adapter_param
 from rlvr.learner.spec import LearnerSpec
 from rollout.types import score_tokens
 from rollout.weight_sync import (
@@ -282,6 +282,18 @@ class Learner:
         """Every parameter in full on rank 0, None elsewhere (every rank calls: collective)."""
         full = {name: t.cpu().clone() for name, t in self._named_full_params()}
         return full if self.rank == 0 else None
+
+    def lora_weights(self) -> dict | None:
+        """LoRA runs: {"base": HF name -> base tensor, "adapter": peft name -> A or B} in full
+        on rank 0, None elsewhere (every rank calls: collective under ZeRO-3)."""
+        module = self.engine.module
+        base = {
+            hf_name(name): t.cpu().clone()
+            for name, t in gathered_raw(module)
+            if not is_adapter_param(name)
+        }
+        adapter = adapter_state(module)
+        return {"base": base, "adapter": adapter} if self.rank == 0 else None
 
     def save_policy(self, path: str) -> None:
         """Hugging Face format on rank 0; with LoRA the adapter alone, in peft's format

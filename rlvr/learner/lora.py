@@ -187,6 +187,15 @@ def merge_weight(w: torch.Tensor, a: torch.Tensor, b: torch.Tensor, scaling: flo
     return (w.detach().float() + delta).to(w.dtype)
 
 
+def gathered_raw(module: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+    """(peft name, full tensor) of every parameter as it is, nothing merged (collective under
+    ZeRO-3)."""
+    for name, p in module.named_parameters():
+        with _gathered([p]):
+            full = p.detach().clone()
+        yield name, full
+
+
 def adapter_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     """Every adapter parameter in full on CPU, under the peft model's names (every rank calls:
     a collective under ZeRO-3)."""
