@@ -11,6 +11,7 @@ multiplied by the world size so that the ranks' gradients add instead.
 from __future__ import annotations
 
 import os
+import resource
 import socket
 from collections import defaultdict
 from contextlib import closing
@@ -20,7 +21,14 @@ import torch
 from rlvr.algorithms import microbatch_loss
 from rlvr.learner.batch import StepPlan, TrainBatch
 from rlvr.learner.ds_weight_source import full_shapes, gathered_params
-from rlvr.learner.lora import adapter_state, apply_lora, gathered_raw, hf_name, is_adapter_param
+from rlvr.learner.lora import (
+    adapter_state,
+    apply_lora,
+    count_params,
+    gathered_raw,
+    hf_name,
+    is_adapter_param,
+)
 from rlvr.learner.spec import LearnerSpec
 from rollout.types import score_tokens
 from rollout.weight_sync import (
@@ -127,6 +135,7 @@ class Learner:
             dist_init_required=True,
         )
         self.device = self.engine.device
+        self.trainable_params = count_params(self.engine.module)[0]
         self.settings = spec.loss
         self.temperature = spec.temperature
         self.fused = lc.uses_fused_logprobs
@@ -181,6 +190,8 @@ class Learner:
                 sums["grad_norm_sum"] += float(norm) if norm is not None else 0.0
                 sums["optimizer_steps"] += 1
         sums["lr"] = self.engine.get_lr()[0]
+        sums["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        sums["trainable_params"] = self.trainable_params
         return dict(sums)
 
     def _micro_step(

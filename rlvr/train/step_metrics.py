@@ -98,4 +98,6 @@ def learner_metrics(rank_sums: list[dict[str, float]]) -> dict[str, float]:
         "actor/optimizer_steps": steps,
         "actor/rollout_logp_abs_diff": total.get("rollout_logp_diff_sum", 0.0) / logp_tokens,
         "actor/tokens_per_step": total.get("tokens", 0.0) / steps,
+        "learner/peak_rss_mb": max(r.get("peak_rss_mb", math.nan) for r in rank_sums),
+        "learner/trainable_params": rank_sums[0].get("trainable_params", math.nan),
     }
