@@ -82,13 +82,18 @@ def test_max_completions_stops_with_a_final_evaluation(e2e_overrides, tmp_path):
     assert (run / "checkpoints" / "step_000003").exists()
 
 
-def test_resume_after_kill_continues_exactly(e2e_overrides, tmp_path):
+LORA_RESUME = ["learner.lora.enabled=true", "learner.lora.rank=8", "learner.lora.alpha=16.0"]
+
+
+@pytest.mark.parametrize("lora", [[], LORA_RESUME], ids=["full", "lora"])
+def test_resume_after_kill_continues_exactly(e2e_overrides, tmp_path, lora):
     common = e2e_overrides + [
         f"trainer.output_dir={tmp_path}",
         "trainer.steps=6",
         "trainer.checkpoint_every=2",
         "trainer.prompts_per_step=16",
         "learner.lr=1e-3",
+        *lora,
     ]
     recipe = ROOT / "recipes/arith-tiny.yaml"
     train(load_config(recipe, common + ["trainer.name=straight"]), None)
@@ -117,6 +122,24 @@ def test_resume_after_kill_continues_exactly(e2e_overrides, tmp_path):
         straight[s]["sampler/batch_hash"] for s in range(1, 7)
     ]
     assert json.loads((killed / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 6
+    if lora:
+        check_lora_resume(tmp_path / "straight", killed, straight, after)
+
+
+def check_lora_resume(straight_dir: Path, killed: Path, straight: dict, after: list[dict]):
+    """A LoRA run's checkpoints hold the adapter (peft format) and resume to the same rewards
+    and the same final adapter as the run that was never interrupted."""
+    from safetensors.torch import load_file
+
+    assert [r["reward/mean"] for r in after] == [straight[s]["reward/mean"] for s in range(1, 7)]
+    final = "checkpoints/step_000006/policy"
+    assert (killed / final / "adapter_config.json").exists()
+    assert not (killed / final / "model.safetensors").exists()
+    mine = load_file(killed / final / "adapter_model.safetensors")
+    theirs = load_file(straight_dir / final / "adapter_model.safetensors")
+    assert set(mine) == set(theirs) and len(mine) == 28
+    for name, tensor in theirs.items():
+        torch.testing.assert_close(mine[name], tensor, atol=1e-6, rtol=0, msg=name)
 
 
 def test_mopps_and_dars_on_two_workers(e2e_overrides):
