@@ -37,12 +37,13 @@ def test_merge_weight_by_hand():
     a = torch.tensor([[1.0, 0.0]])
     b = torch.tensor([[2.0], [-4.0]])
     assert torch.equal(merge_weight(w, a, b, 0.5), torch.tensor([[2.0, 2.0], [1.0, 4.0]]))
-    # computed in fp32 and rounded once: 256 + 1.5 is 257.5 in fp32, bf16 has 8 bits of
-    # mantissa, so the sum rounds to 258 (rounding 1.5 * 1 in bf16 first would change nothing)
+    # computed in fp32 and rounded once: 256 + 1.00390625 = 257.0039 rounds to 258 in bf16
+    # (spacing 2 there); in bf16 throughout, the delta would round to 1.0 first, and 257 to 256
     w16 = torch.tensor([[256.0]], dtype=torch.bfloat16)
     one = torch.ones(1, 1, dtype=torch.bfloat16)
-    got = merge_weight(w16, one, one, 1.5)
+    got = merge_weight(w16, one, one, 1.00390625)
     assert got.dtype == torch.bfloat16 and got.item() == 258.0
+    assert (w16 + (one @ one) * 1.00390625).item() == 256.0
 
 
 def test_peft_names_map_to_the_base_models_own():
