@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from rlvr.errors import ConfigError, PipelineError
 from rlvr.learner.batch import TrainBatch, plan_update, shard_rows
+from rlvr.learner.lora import peft_kwargs
 from rlvr.learner.spec import LearnerSpec
 from rlvr.seeds import Stream, derive_seed
 from rlvr.train.probe import check_probe
@@ -105,6 +106,9 @@ class Cluster:
                 dtype=cfg.model.dtype,
                 trust_remote_code=cfg.model.trust_remote_code,
                 threads=threads(local, cores, rc.num_workers, rc.cpus_per_worker),
+                lora=peft_kwargs(lc.lora)
+                if lc.lora.enabled and lc.lora.sync == "adapter"
+                else None,
             )
             for i in range(rc.num_workers)
         ]

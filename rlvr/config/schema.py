@@ -111,7 +111,7 @@ class Config(BaseModel):
         self._validate_data()
         self._validate_engine()
         self._validate_rewards()
-        check_lora(self.learner.lora)
+        check_lora(self.learner.lora, self.rollout.engine)
         if self.algorithm.advantage == "rloo" and self.rollout.n < 2:
             raise ConfigError(f"rollout.n={self.rollout.n}: algorithm.advantage=rloo needs n >= 2")
         if max(self.eval.k) > self.eval.n:

@@ -22,6 +22,8 @@ from rlvr.algorithms import microbatch_loss
 from rlvr.learner.batch import StepPlan, TrainBatch
 from rlvr.learner.ds_weight_source import full_shapes, gathered_params
 from rlvr.learner.lora import (
+    adapter_params,
+    adapter_shapes,
     adapter_state,
     apply_lora,
     count_params,
@@ -256,8 +258,21 @@ class Learner:
         collective under ZeRO-3 (all ranks call)."""
         return gathered_params(self.engine.module)
 
+    def _adapter_sync(self) -> bool:
+        return self.lora and self.spec.learner.lora.sync == "adapter"
+
+    def _sync_params(self):
+        """What the weight sync sends: every parameter (LoRA merged in), or with adapter-only
+        sync the adapter alone (collective under ZeRO-3)."""
+        if self._adapter_sync():
+            return adapter_params(self.engine.module)
+        return self._named_full_params()
+
     def manifest(self) -> list[ParamSpec]:
-        shapes = full_shapes(self.engine.module)
+        if self._adapter_sync():
+            shapes = adapter_shapes(self.engine.module)
+        else:
+            shapes = full_shapes(self.engine.module)
         return make_manifest((name, shape, dtype) for name, dtype, shape in shapes)
 
     def create_sync_store(self, host: str, world_size: int, timeout_s: float) -> int:
@@ -275,7 +290,7 @@ class Learner:
     def send_weights(self) -> dict:
         """Every learner rank calls this (ZeRO-3 gathers are collective); rank 0 broadcasts."""
         manifest = self.manifest()
-        tensors = (t for _, t in self._named_full_params())
+        tensors = (t for _, t in self._sync_params())
         if self.rank != 0:
             for _ in tensors:  # take part in the gathers
                 pass
@@ -286,8 +301,9 @@ class Learner:
         return {"bytes": sent, "fingerprint": digest}
 
     def fingerprint(self) -> str:
-        """Every learner rank calls this (collective under ZeRO-3); all get the same value."""
-        return fingerprint(self._named_full_params())
+        """Of what the sync sends. Every learner rank calls this (collective under ZeRO-3); all
+        get the same value."""
+        return fingerprint(self._sync_params())
 
     def full_state_dict(self) -> dict[str, torch.Tensor] | None:
         """Every parameter in full on rank 0, None elsewhere (every rank calls: collective)."""

@@ -49,15 +49,26 @@ class LoraConfig(BaseModel):
         "e.g. [q_proj, v_proj]",
     )
 
+    sync: Literal["merged", "adapter"] = Field(
+        "merged",
+        description="what the weight sync sends: merged weights (W + alpha/r * B@A, any engine) "
+        "or the adapter alone (A and B; HF engine, which then runs the model through peft)",
+    )
+
     @property
     def scaling(self) -> float:
         return self.alpha / self.rank
 
 
-def check_lora(lora: LoraConfig) -> None:
+def check_lora(lora: LoraConfig, engine: str) -> None:
     """The rules that need no model. Raises ConfigError (one line)."""
     if not lora.enabled:
         return
+    if lora.sync == "adapter" and engine != "hf":
+        raise ConfigError(
+            f"learner.lora.sync=adapter: needs rollout.engine=hf (the {engine} engine gets "
+            "merged weights; set learner.lora.sync=merged)"
+        )
     if isinstance(lora.target_modules, list) and not lora.target_modules:
         raise ConfigError("learner.lora.target_modules=[]: name at least one module or all-linear")
 
@@ -101,18 +112,24 @@ def check_targets(lora: LoraConfig, model_path: str, trust_remote_code: bool, fu
 
 def apply_lora(model: torch.nn.Module, lora: LoraConfig) -> torch.nn.Module:
     """The peft-wrapped model: base frozen, adapters trainable (B starts at 0, so the wrapped
-    model computes exactly what the base did)."""
+    model computes exactly what the base did). Adapters in the model's dtype, like the base
+    (peft would upcast half-precision ones to fp32)."""
     import peft
 
-    config = peft.LoraConfig(
-        r=lora.rank,
-        lora_alpha=lora.alpha,
-        lora_dropout=lora.dropout,
-        target_modules=lora.target_modules,
-        bias="none",
-        task_type="CAUSAL_LM",
-    )
-    return peft.get_peft_model(model, config, adapter_name=ADAPTER)
+    config = peft.LoraConfig(**peft_kwargs(lora), lora_dropout=lora.dropout)
+    return peft.get_peft_model(model, config, adapter_name=ADAPTER, autocast_adapter_dtype=False)
+
+
+def peft_kwargs(lora: LoraConfig) -> dict:
+    """`peft.LoraConfig` arguments that fix the adapter's shapes and scaling (what an engine
+    with adapter-only sync builds the same adapter from; it runs without dropout)."""
+    return {
+        "r": lora.rank,
+        "lora_alpha": lora.alpha,
+        "target_modules": lora.target_modules,
+        "bias": "none",
+        "task_type": "CAUSAL_LM",
+    }
 
 
 def is_peft(module: torch.nn.Module) -> bool:
@@ -194,6 +211,24 @@ def gathered_raw(module: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
         with _gathered([p]):
             full = p.detach().clone()
         yield name, full
+
+
+def adapter_params(module: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+    """(peft name, full tensor) of every adapter parameter, in order: what adapter-only sync
+    sends (collective under ZeRO-3)."""
+    for name, p in module.named_parameters():
+        if is_adapter_param(name):
+            with _gathered([p]):
+                full = p.detach().clone()
+            yield name, full
+
+
+def adapter_shapes(module: torch.nn.Module) -> list[tuple[str, torch.dtype, tuple[int, ...]]]:
+    return [
+        (name, p.dtype, _full_shape(p))
+        for name, p in module.named_parameters()
+        if is_adapter_param(name)
+    ]
 
 
 def adapter_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:

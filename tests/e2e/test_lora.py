@@ -10,7 +10,7 @@ from rlvr.cluster.ray_cluster import Cluster, init_ray
 from rlvr.config import load_config
 from rlvr.tasks.warm_start import resolve_model_path
 from rlvr.train.export import export
-from rollout.types import score_tokens
+from rollout.types import SamplingSettings, score_tokens
 from rollout.weight_sync import fingerprint
 from tests.e2e.test_learner import synthetic_batch
 
@@ -25,6 +25,7 @@ LORA = [
     "learner.grad_clip=0",
     "rollout.num_workers=1",
 ]
+SAMPLING = SamplingSettings(n=16, temperature=1.0, top_p=1.0, max_new_tokens=4, seed=7)
 PROBE = [[1, 5, 6, 14, 7, 17, 9], [1, 12, 4, 16, 8, 8], [1, 9, 9, 15, 11, 4, 17, 13]]
 
 
@@ -38,10 +39,16 @@ def ray_session(e2e_overrides):
     ray.shutdown()
 
 
-def lora_cluster(overrides, ranks: int, stage: int):
+def lora_cluster(overrides, ranks: int, stage: int, sync: str = "merged"):
     cfg = load_config(
         None,
-        overrides + LORA + [f"learner.num_workers={ranks}", f"learner.zero_stage={stage}"],
+        overrides
+        + LORA
+        + [
+            f"learner.num_workers={ranks}",
+            f"learner.zero_stage={stage}",
+            f"learner.lora.sync={sync}",
+        ],
     )
     cluster = Cluster(cfg, resolve_model_path(cfg), log=lambda *_: None)
     cluster.probe_tokens = PROBE
@@ -88,6 +95,7 @@ def test_lora_zero2_update_sync_checkpoint_export_resume(e2e_overrides, ray_sess
         # merged sync: the whole model goes out in float32, fingerprint- and probe-checked
         assert sync["bytes"] == 4 * sum(t.numel() for t in merged.values())
         assert sync["checked_workers"] == 1
+        merged_gen = cluster.generate(PROBE, SAMPLING)
         ckpt = tmp_path / "step_000001"
         cluster.save_policy(str(ckpt / "policy"))
         AutoTokenizer.from_pretrained(resolve_model_path(cfg)).save_pretrained(ckpt / "policy")
@@ -123,13 +131,24 @@ def test_lora_zero2_update_sync_checkpoint_export_resume(e2e_overrides, ray_sess
     for mine, theirs in zip(exported, learner_logp):
         torch.testing.assert_close(torch.tensor(mine), torch.tensor(theirs), atol=1e-5, rtol=0)
 
-    # resume: a new cluster restores adapter and optimizer state and takes the same next step
-    cfg, resumed = lora_cluster(e2e_overrides, ranks=1, stage=2)
+    # resume: a new cluster restores adapter and optimizer state and takes the same next step;
+    # its engine gets the adapter alone (A and B) and generates what the merged engine did
+    cfg, resumed = lora_cluster(e2e_overrides, ranks=1, stage=2, sync="adapter")
     try:
         resumed.load_learner_state(str(ckpt))
         restored = resumed.lora_weights()["adapter"]
         for name, tensor in after["adapter"].items():
             assert torch.equal(restored[name], tensor), name
+        adapter_sync = resumed.sync_weights()
+        assert adapter_sync["bytes"] == 4 * adapter_numel  # 0.19 MB instead of 2.1 MB
+        assert adapter_sync["checked_workers"] == 1
+        assert adapter_sync["sync/probe_gap_max"] < 1e-4
+        adapter_gen = resumed.generate(PROBE, SAMPLING)
+        assert torch.equal(adapter_gen.token_ids_NL, merged_gen.token_ids_NL)
+        assert torch.equal(adapter_gen.length_N, merged_gen.length_N)
+        torch.testing.assert_close(
+            adapter_gen.logprobs_NL, merged_gen.logprobs_NL, atol=1e-5, rtol=0
+        )
         resumed.update(synthetic_batch(seed=1), seed=1)
         again = resumed.lora_weights()["adapter"]
     finally:
