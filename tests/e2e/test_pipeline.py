@@ -124,6 +124,36 @@ def test_resume_after_kill_continues_exactly(e2e_overrides, tmp_path, lora):
     assert json.loads((killed / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 6
     if lora:
         check_lora_resume(tmp_path / "straight", killed, straight, after)
+    check_export(killed, tmp_path / "exported", bool(lora))
+
+
+def check_export(run: Path, out: Path, lora: bool):
+    """`rlvr export RUN OUT`: a plain HF model whose log-probs are the final policy's (for
+    LoRA, the base with the adapter applied by peft itself)."""
+    from transformers import AutoModelForCausalLM
+
+    from rlvr.cli import main
+    from rollout.types import score_tokens
+
+    assert main(["export", str(run), str(out)]) == 0
+    policy = run / "checkpoints" / "step_000006" / "policy"
+    exported = AutoModelForCausalLM.from_pretrained(out).eval()
+    if lora:
+        import peft
+
+        base = json.loads((policy / "adapter_config.json").read_text())["base_model_name_or_path"]
+        reference = peft.PeftModel.from_pretrained(
+            AutoModelForCausalLM.from_pretrained(base), policy
+        ).eval()
+    else:
+        reference = AutoModelForCausalLM.from_pretrained(policy).eval()
+    probe = [[1, 5, 6, 14, 7, 17, 9, 2], [1, 12, 4, 16, 8, 8, 2]]
+    cpu = torch.device("cpu")
+    for mine, theirs in zip(
+        score_tokens(exported, probe, cpu), score_tokens(reference, probe, cpu)
+    ):
+        torch.testing.assert_close(torch.tensor(mine), torch.tensor(theirs), atol=1e-5, rtol=0)
+    assert main(["export", str(run), str(out)]) == 2  # never over an existing model
 
 
 def check_lora_resume(straight_dir: Path, killed: Path, straight: dict, after: list[dict]):
