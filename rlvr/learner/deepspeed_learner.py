@@ -101,7 +101,7 @@ class Learner:
         if self.lora:
             if spec.gradient_checkpointing:
                 model.enable_input_require_grads()  # frozen embeddings: keep the graph alive
-            model = apply_lora(model, lc.lora)
+            model = apply_lora(model, lc.lora, spec.init_seed)
         self.ref = None
         if spec.loss.kl_coef > 0 and not self.lora:  # LoRA: the base is the adapter switched off
             self.ref = (

@@ -110,14 +110,19 @@ def check_targets(lora: LoraConfig, model_path: str, trust_remote_code: bool, fu
         )
 
 
-def apply_lora(model: torch.nn.Module, lora: LoraConfig) -> torch.nn.Module:
+def apply_lora(model: torch.nn.Module, lora: LoraConfig, seed: int) -> torch.nn.Module:
     """The peft-wrapped model: base frozen, adapters trainable (B starts at 0, so the wrapped
-    model computes exactly what the base did). Adapters in the model's dtype, like the base
+    model computes exactly what the base did; A's random init comes from `seed`, so reruns
+    and resumed runs start from the same adapter). Adapters in the model's dtype, like the base
     (peft would upcast half-precision ones to fp32)."""
     import peft
 
     config = peft.LoraConfig(**peft_kwargs(lora), lora_dropout=lora.dropout)
-    return peft.get_peft_model(model, config, adapter_name=ADAPTER, autocast_adapter_dtype=False)
+    with torch.random.fork_rng(devices=[]):  # A's random init: seeded, same on every run
+        torch.manual_seed(seed)
+        return peft.get_peft_model(
+            model, config, adapter_name=ADAPTER, autocast_adapter_dtype=False
+        )
 
 
 def peft_kwargs(lora: LoraConfig) -> dict:

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from rlvr.algorithms.loss import LossConfig
 from rlvr.learner.lora import LoraConfig
+from rlvr.seeds import Stream, derive_seed
 
 
 class LearnerConfig(BaseModel):
@@ -81,6 +82,7 @@ class LearnerSpec:
     loss: LossConfig
     temperature: float  # log-probs at the sampling temperature, like the engines'
     total_optimizer_steps: int  # for the lr schedule
+    init_seed: int = 0  # seeds what the learner initialises itself (LoRA's A matrices)
 
     @classmethod
     def from_config(cls, cfg, model_path: str) -> LearnerSpec:
@@ -95,4 +97,5 @@ class LearnerSpec:
             loss=loss,
             temperature=cfg.rollout.temperature,
             total_optimizer_steps=cfg.trainer.steps * cfg.learner.optimizer_steps_per_update(),
+            init_seed=derive_seed(cfg.trainer.seed, Stream.LORA),
         )

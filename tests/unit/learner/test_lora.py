@@ -56,7 +56,7 @@ def test_peft_names_map_to_the_base_models_own():
 def test_only_adapters_train_and_the_merged_model_computes_what_peft_does():
     base = tiny_model()
     names = [n for n, _ in base.named_parameters()]
-    model = apply_lora(base, LoraConfig(enabled=True, rank=8, alpha=16.0))
+    model = apply_lora(base, LoraConfig(enabled=True, rank=8, alpha=16.0), seed=3)
     # rank 8: 8 x 5,888 = 47,104 trainable of 574,336 (the base's 527,232 + the adapters)
     assert count_params(model) == (47_104, 574_336)
     assert all(("lora_" in n) == p.requires_grad for n, p in model.named_parameters())
@@ -130,3 +130,18 @@ def test_learner_memory_with_lora_by_hand():
     sent = sync_bytes(qwen, 2, lora)
     assert sent == {"merged": 7_615_616_512 * 2, "adapter only": lora * 2}
     assert sent["merged"] / GiB == pytest.approx(14.185, abs=1e-3)
+
+
+def test_adapter_init_is_seeded():
+    """A's random init comes from the seed (a rerun or a resumed run starts from the same
+    adapter; the e2e kill-and-resume test caught an unseeded one)."""
+
+    def a_matrices(seed: int) -> list[torch.Tensor]:
+        model = apply_lora(tiny_model(), LoraConfig(enabled=True, rank=4), seed=seed)
+        return [p.detach().clone() for n, p in model.named_parameters() if "lora_A" in n]
+
+    torch.manual_seed(123)  # the global stream does not matter ...
+    first = a_matrices(5)
+    torch.manual_seed(456)
+    assert all(torch.equal(x, y) for x, y in zip(first, a_matrices(5)))
+    assert not torch.equal(first[0], a_matrices(6)[0])  # ... the seed does
