@@ -32,6 +32,13 @@ def wait_for(path: Path, proc: subprocess.Popen, timeout_s: float = 900) -> None
         time.sleep(0.2)
 
 
+def own_wandb_service() -> dict:
+    """The environment without WANDB_SERVICE: an earlier test's wandb.init in this process left
+    its service's address there, and a child that shares that service leaves its run id held by
+    it after a SIGKILL, so the resume below would get "run ID ... is in use"."""
+    return {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
+
+
 def test_chat_recipe_logs_components_drops_long_prompts_and_resumes_its_wandb_run(
     e2e_overrides, tmp_path, monkeypatch
 ):
@@ -53,7 +60,7 @@ def test_chat_recipe_logs_components_drops_long_prompts_and_resumes_its_wandb_ru
     cmd = [sys.executable, "-m", "rlvr.cli", "train", str(RECIPE), *common]
     proc = subprocess.Popen(
         cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        start_new_session=True, env=dict(os.environ),
+        start_new_session=True, env=own_wandb_service(),
     )  # fmt: skip
     wait_for(run / "checkpoints" / "step_000002", proc)
     os.killpg(proc.pid, signal.SIGKILL)  # driver, Ray, actors, W&B's service: all of it

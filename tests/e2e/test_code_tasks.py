@@ -135,7 +135,7 @@ def test_rlvr_eval_scores_real_programs(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     lines = done.stdout.splitlines()
-    assert "held-out: 3 problems x 2 samples at T=1.0" in lines
+    assert "held-out: 3 problems x 2 samples at T=1.0 (hf engine)" in lines
     assert any(line.startswith("code sandbox: ") for line in lines)  # probed at start
     pass1 = next(line for line in lines if line.strip().startswith("pass@1"))
     assert pass1.split()[1] == "0.667", pass1  # add and neg right, mul wrong, for both samples
