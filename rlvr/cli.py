@@ -1,4 +1,4 @@
-"""The `rlvr` command: train, plan, sft, eval.
+"""The `rlvr` command: train, plan, sft, eval, export.
 
 Bad input exits with status 2 and one line, no traceback.
 """
@@ -134,6 +134,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--model", help="HF model directory or checkpoint (default: the recipe's model.path)"
     )
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser(
+        "export",
+        help="write a checkpoint's policy as a merged Hugging Face model",
+        description="Write the policy of a checkpoint (or of a run's newest checkpoint) into "
+        "OUT_DIR as a Hugging Face model that transformers and vLLM load as is; a LoRA "
+        "checkpoint's adapter is merged into its base model.",
+    )
+    p.add_argument("source", help="run directory or checkpoint directory")
+    p.add_argument("out", help="output directory (new or empty)")
+    p.set_defaults(func=cmd_export)
     return parser
 
 
@@ -237,9 +248,26 @@ def cmd_eval(args) -> int:
     path = args.model or resolve_model_path(cfg)
     if (Path(path) / "policy" / "config.json").exists():
         path = str(Path(path) / "policy")  # a checkpoint directory
+    elif (Path(path) / "policy" / "adapter_config.json").exists():  # a LoRA checkpoint
+        import tempfile
+
+        from rlvr.train.export import export
+
+        merged = tempfile.mkdtemp(prefix="rlvr-merged-")
+        export(Path(path), Path(merged))
+        path = merged
     if not (Path(path) / "config.json").exists():
         raise ConfigError(f"--model {path}: not a Hugging Face model directory (no config.json)")
     report_eval(cfg, path)
+    return 0
+
+
+def cmd_export(args) -> int:
+    from rlvr.train.export import export
+
+    out = Path(args.out)
+    ckpt = export(Path(args.source), out)
+    print(f"exported {ckpt} -> {out}")
     return 0
 
 

@@ -20,6 +20,7 @@ class Stream(enum.IntEnum):
     UPDATE = 4  # the mini-batch shuffles of an update: (step,)
     EVAL = 5  # evaluation sampling and its bootstrap intervals (the same at every evaluation)
     SAMPLES = 6  # which completions of a step are written as sample rows: (step,)
+    LORA = 7  # the LoRA adapters' initial A matrices (the same on every learner rank)
 
 
 SEED_BITS = 31  # engines keep seeds in C ints

@@ -40,17 +40,26 @@ class HFEngine:
         batch_size: int,
         trust_remote_code: bool,
         device: str = "cpu",
+        lora: dict | None = None,
     ):
+        """`lora`: `peft.LoraConfig` arguments for adapter-only weight sync: the model runs
+        through peft with that adapter (B = 0 until the first sync), and only the adapter's
+        parameters are synced (`named_parameters`)."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.device = torch.device(device)
-        self.model = (
-            AutoModelForCausalLM.from_pretrained(
-                model_path, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code
-            )
-            .to(self.device)
-            .eval()
+        model = AutoModelForCausalLM.from_pretrained(
+            model_path, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code
         )
+        if lora is not None:
+            import peft
+
+            config = peft.LoraConfig(**lora)
+            model = peft.get_peft_model(
+                model, config, adapter_name="default", autocast_adapter_dtype=False
+            )
+        self.adapter_only = lora is not None
+        self.model = model.to(self.device).eval()
         tok = AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust_remote_code)
         self.eos_id = tok.eos_token_id
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
@@ -120,10 +129,14 @@ class HFEngine:
         return score_tokens(self.model, prompts, self.device)
 
     def named_parameters(self) -> Iterable[tuple[str, torch.Tensor]]:
-        return self.model.named_parameters()
+        """The parameters a weight sync writes: all, or with adapter-only sync the adapter's."""
+        named = self.model.named_parameters()
+        if self.adapter_only:
+            return [(n, p) for n, p in named if ".lora_" in n]
+        return named
 
     @torch.no_grad()
     def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
-        params = dict(self.model.named_parameters())
+        params = dict(self.named_parameters())
         for name, tensor in named_tensors:
             params[name].copy_(tensor)

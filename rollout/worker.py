@@ -56,9 +56,11 @@ class RolloutWorker:
         threads: int = 1,
         vllm_setup: EngineSetup | None = None,
         cuda_visible_devices: str | None = None,
+        lora: dict | None = None,
     ):
         """`vllm_setup`: what the controller decided for a vLLM engine; `cuda_visible_devices`:
-        the GPUs of colocated learners that a vLLM engine shares."""
+        the GPUs of colocated learners that a vLLM engine shares; `lora`: peft.LoraConfig
+        arguments for adapter-only sync (HF engine)."""
         torch.set_num_threads(max(1, threads))
         self.index = index
         self.group: SyncGroup | None = None
@@ -84,6 +86,7 @@ class RolloutWorker:
             device=device,
             batch_size=config.batch_size,
             trust_remote_code=trust_remote_code,
+            lora=lora,
         )
         self.device = torch.device(device)
 

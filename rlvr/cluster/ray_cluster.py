@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from rlvr.cluster.reaper import tag_and_watch
 from rlvr.errors import ActorFailure, ConfigError, PipelineError
 from rlvr.learner.batch import MicroBatching, TrainBatch, plan_update, shard_rows
+from rlvr.learner.lora import peft_kwargs
 from rlvr.learner.spec import LearnerSpec
 from rlvr.seeds import Stream, derive_seed
 from rlvr.train.probe import check_probe
@@ -107,6 +108,9 @@ class Cluster:
                 dtype=cfg.model.dtype,
                 trust_remote_code=cfg.model.trust_remote_code,
                 threads=threads(local, cores, rc.num_workers, rc.cpus_per_worker),
+                lora=peft_kwargs(lc.lora)
+                if lc.lora.enabled and lc.lora.sync == "adapter"
+                else None,
             )
             for i in range(rc.num_workers)
         ]
@@ -351,6 +355,10 @@ class Cluster:
     def full_weights(self) -> dict:
         """Every parameter in full, as learner rank 0 holds it (CPU tensors)."""
         return self._learners("full_state_dict")[0]
+
+    def lora_weights(self) -> dict:
+        """LoRA runs: the frozen base and the adapter as learner rank 0 holds them (CPU)."""
+        return self._learners("lora_weights")[0]
 
     def _learners(self, method: str, *args):
         return self.get(

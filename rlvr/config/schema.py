@@ -22,6 +22,7 @@ from rlvr.algorithms.overlong import OverlongConfig
 from rlvr.cluster.placement import PlacementConfig
 from rlvr.cluster.ray_cluster import RayConfig
 from rlvr.errors import ConfigError
+from rlvr.learner.lora import check_lora
 from rlvr.learner.spec import LearnerConfig
 from rlvr.tasks.arith import parse_level
 from rlvr.tasks.loading import DataConfig
@@ -110,6 +111,7 @@ class Config(BaseModel):
         self._validate_data()
         self._validate_engine()
         self._validate_rewards()
+        check_lora(self.learner.lora, self.rollout.engine)
         if self.algorithm.advantage == "rloo" and self.rollout.n < 2:
             raise ConfigError(f"rollout.n={self.rollout.n}: algorithm.advantage=rloo needs n >= 2")
         if max(self.eval.k) > self.eval.n:

@@ -11,6 +11,7 @@ multiplied by the world size so that the ranks' gradients add instead.
 from __future__ import annotations
 
 import os
+import resource
 import socket
 from collections import defaultdict
 from contextlib import closing
@@ -19,6 +20,17 @@ import torch
 
 from rlvr.algorithms import microbatch_loss
 from rlvr.learner.batch import MicroBatching, StepPlan, TrainBatch, pack_rows
+from rlvr.learner.ds_weight_source import full_shapes, gathered_params
+from rlvr.learner.lora import (
+    adapter_params,
+    adapter_shapes,
+    adapter_state,
+    apply_lora,
+    count_params,
+    gathered_raw,
+    hf_name,
+    is_adapter_param,
+)
 from rlvr.learner.spec import LearnerSpec
 from rollout.types import score_tokens
 from rollout.weight_sync import (
@@ -85,8 +97,13 @@ class Learner:
         )
         if spec.gradient_checkpointing:
             model.gradient_checkpointing_enable()
+        self.lora = lc.lora.enabled
+        if self.lora:
+            if spec.gradient_checkpointing:
+                model.enable_input_require_grads()  # frozen embeddings: keep the graph alive
+            model = apply_lora(model, lc.lora, spec.init_seed)
         self.ref = None
-        if spec.loss.kl_coef > 0:
+        if spec.loss.kl_coef > 0 and not self.lora:  # LoRA: the base is the adapter switched off
             self.ref = (
                 AutoModelForCausalLM.from_pretrained(
                     spec.model_path, dtype=dtype, trust_remote_code=spec.trust_remote_code
@@ -95,7 +112,10 @@ class Learner:
                 .requires_grad_(False)
             )
         opt = torch.optim.AdamW(
-            model.parameters(), lr=lc.lr, betas=tuple(lc.betas), weight_decay=lc.weight_decay
+            [p for p in model.parameters() if p.requires_grad],
+            lr=lc.lr,
+            betas=tuple(lc.betas),
+            weight_decay=lc.weight_decay,
         )
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lr_lambda(lc.lr_schedule, lc.warmup_steps, spec.total_optimizer_steps)
@@ -117,6 +137,7 @@ class Learner:
             dist_init_required=True,
         )
         self.device = self.engine.device
+        self.trainable_params = count_params(self.engine.module)[0]
         self.settings = spec.loss
         self.temperature = spec.temperature
         self.fused = lc.uses_fused_logprobs
@@ -211,6 +232,8 @@ class Learner:
                 sums["grad_norm_sum"] += float(norm) if norm is not None else 0.0
                 sums["optimizer_steps"] += 1
         sums["lr"] = self.engine.get_lr()[0]
+        sums["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        sums["trainable_params"] = self.trainable_params
         return dict(sums)
 
     def _micro_step(
@@ -237,6 +260,9 @@ class Learner:
         if self.ref is not None:
             with torch.no_grad():
                 ref = self._logp_entropy(self.ref, mb)[0]
+        elif self.lora and self.settings.kl_coef > 0:
+            with torch.no_grad(), self.engine.module.disable_adapter():
+                ref = self._logp_entropy(self.engine, mb)[0]
         loss, stats = microbatch_loss(
             self.settings,
             logp.float(),
@@ -271,22 +297,26 @@ class Learner:
 
     # ---- weights ---------------------------------------------------------------------------
     def _named_full_params(self):
-        """(HF name, full tensor) of every parameter; a collective under ZeRO-3 (all ranks call)."""
-        import deepspeed
+        """(HF name, full tensor) of every parameter, LoRA merged into its base weight; a
+        collective under ZeRO-3 (all ranks call)."""
+        return gathered_params(self.engine.module)
 
-        for name, p in self.engine.module.named_parameters():
-            if hasattr(p, "ds_id"):
-                with deepspeed.zero.GatheredParameters([p], modifier_rank=None):
-                    yield name, p.detach().clone()
-            else:
-                yield name, p.detach()
+    def _adapter_sync(self) -> bool:
+        return self.lora and self.spec.learner.lora.sync == "adapter"
+
+    def _sync_params(self):
+        """What the weight sync sends: every parameter (LoRA merged in), or with adapter-only
+        sync the adapter alone (collective under ZeRO-3)."""
+        if self._adapter_sync():
+            return adapter_params(self.engine.module)
+        return self._named_full_params()
 
     def manifest(self) -> list[ParamSpec]:
-        shapes = []
-        for name, p in self.engine.module.named_parameters():
-            shape = tuple(p.ds_shape) if hasattr(p, "ds_shape") else tuple(p.shape)
-            shapes.append((name, shape, p.dtype))
-        return make_manifest(shapes)
+        if self._adapter_sync():
+            shapes = adapter_shapes(self.engine.module)
+        else:
+            shapes = full_shapes(self.engine.module)
+        return make_manifest((name, shape, dtype) for name, dtype, shape in shapes)
 
     def create_sync_store(self, host: str, world_size: int, timeout_s: float) -> int:
         self._store = SyncGroup.create_store(host, world_size, timeout_s)
@@ -303,7 +333,7 @@ class Learner:
     def send_weights(self) -> dict:
         """Every learner rank calls this (ZeRO-3 gathers are collective); rank 0 broadcasts."""
         manifest = self.manifest()
-        tensors = (t for _, t in self._named_full_params())
+        tensors = (t for _, t in self._sync_params())
         if self.rank != 0:
             for _ in tensors:  # take part in the gathers
                 pass
@@ -314,25 +344,47 @@ class Learner:
         return {"bytes": sent, "fingerprint": digest}
 
     def fingerprint(self) -> str:
-        """Every learner rank calls this (collective under ZeRO-3); all get the same value."""
-        return fingerprint(self._named_full_params())
+        """Of what the sync sends. Every learner rank calls this (collective under ZeRO-3); all
+        get the same value."""
+        return fingerprint(self._sync_params())
 
     def full_state_dict(self) -> dict[str, torch.Tensor] | None:
         """Every parameter in full on rank 0, None elsewhere (every rank calls: collective)."""
         full = {name: t.cpu().clone() for name, t in self._named_full_params()}
         return full if self.rank == 0 else None
 
+    def lora_weights(self) -> dict | None:
+        """LoRA runs: {"base": HF name -> base tensor, "adapter": peft name -> A or B} in full
+        on rank 0, None elsewhere (every rank calls: collective under ZeRO-3)."""
+        module = self.engine.module
+        base = {
+            hf_name(name): t.cpu().clone()
+            for name, t in gathered_raw(module)
+            if not is_adapter_param(name)
+        }
+        adapter = adapter_state(module)
+        return {"base": base, "adapter": adapter} if self.rank == 0 else None
+
     def save_policy(self, path: str) -> None:
-        """Hugging Face format on rank 0; every rank calls (collective under ZeRO-3)."""
+        """Hugging Face format on rank 0; with LoRA the adapter alone, in peft's format
+        (`rlvr export` merges it). Every rank calls (collective under ZeRO-3)."""
+        if self.lora:
+            adapter = adapter_state(self.engine.module)
+            if self.rank == 0:
+                self.engine.module.save_pretrained(path, state_dict=adapter)
+            return
         full = self.full_state_dict()
         if self.rank == 0:
             self.engine.module.save_pretrained(path, state_dict=full)
 
     def save_checkpoint(self, path: str) -> None:
-        self.engine.save_checkpoint(path, tag="deepspeed")
+        """DeepSpeed state; with LoRA the frozen base is left out (it is the model path's)."""
+        self.engine.save_checkpoint(path, tag="deepspeed", exclude_frozen_parameters=self.lora)
 
     def load_checkpoint(self, path: str) -> None:
-        load_path, _ = self.engine.load_checkpoint(path, tag="deepspeed")
+        load_path, _ = self.engine.load_checkpoint(
+            path, tag="deepspeed", load_module_strict=not self.lora
+        )
         if load_path is None:
             raise RuntimeError(f"learner rank {self.rank}: no DeepSpeed state under {path}")
 

@@ -22,11 +22,15 @@ from collections.abc import Iterator
 
 import torch
 
+from rlvr.learner.lora import is_peft, merged_params, merged_shapes
 from rollout.weight_sync import combine_digests, tensor_digest
 
 
 def full_shapes(module: torch.nn.Module) -> list[tuple[str, torch.dtype, tuple[int, ...]]]:
-    """(name, dtype, full shape) of every parameter; ZeRO-3 shards report their `ds_shape`."""
+    """(name, dtype, full shape) of every parameter; ZeRO-3 shards report their `ds_shape`.
+    A peft (LoRA) model: its base parameters under their Hugging Face names."""
+    if is_peft(module):
+        return merged_shapes(module)
     return [
         (name, p.dtype, tuple(p.ds_shape) if hasattr(p, "ds_shape") else tuple(p.shape))
         for name, p in module.named_parameters()
@@ -35,7 +39,11 @@ def full_shapes(module: torch.nn.Module) -> list[tuple[str, torch.dtype, tuple[i
 
 def gathered_params(module: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
     """(name, full tensor) of every parameter in order; a collective under ZeRO-3 (all ranks).
-    A plain module (no ZeRO-3 shards) needs no deepspeed at all."""
+    A plain module (no ZeRO-3 shards) needs no deepspeed at all. A peft (LoRA) model: its
+    base parameters with the adapters merged in (`rlvr.learner.lora.merged_params`)."""
+    if is_peft(module):
+        yield from merged_params(module)
+        return
     for name, p in module.named_parameters():
         if hasattr(p, "ds_id"):
             import deepspeed

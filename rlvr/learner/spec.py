@@ -13,6 +13,8 @@ from typing import Annotated, Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from rlvr.algorithms.loss import LossConfig
+from rlvr.learner.lora import LoraConfig
+from rlvr.seeds import Stream, derive_seed
 
 
 class LearnerConfig(BaseModel):
@@ -62,6 +64,7 @@ class LearnerConfig(BaseModel):
     )
     cpus_per_worker: float = Field(1.0, ge=0.0, description="Ray CPUs reserved per learner actor")
     gpus_per_worker: float = Field(0.0, ge=0.0, description="Ray GPUs per learner actor")
+    lora: LoraConfig = Field(default_factory=LoraConfig)
 
     @field_validator("betas")
     @classmethod
@@ -92,6 +95,7 @@ class LearnerSpec:
     loss: LossConfig
     temperature: float  # log-probs at the sampling temperature, like the engines'
     total_optimizer_steps: int  # for the lr schedule
+    init_seed: int = 0  # seeds what the learner initialises itself (LoRA's A matrices)
 
     @classmethod
     def from_config(cls, cfg, model_path: str) -> LearnerSpec:
@@ -106,4 +110,5 @@ class LearnerSpec:
             loss=loss,
             temperature=cfg.rollout.temperature,
             total_optimizer_steps=cfg.trainer.steps * cfg.learner.optimizer_steps_per_update(),
+            init_seed=derive_seed(cfg.trainer.seed, Stream.LORA),
         )

@@ -63,6 +63,7 @@ class LearnerSetup:
     sync: str = "none"  # weight transfer into vLLM: "ipc" (colocated), "nccl", or "none"
     bucket_bytes: int = 0  # sync.bucket_mb
     max_tokens: int | None = None  # learner.max_tokens_per_micro_batch: caps a micro-batch's tokens
+    lora_params: int = 0  # adapter parameters with learner.lora (0: full-parameter training)
 
 
 @dataclass(frozen=True)
@@ -142,22 +143,57 @@ def learner_memory(shape: ModelShape, s: LearnerSetup) -> Estimate:
     tokens = s.micro_batch * s.seq_len
     if s.max_tokens is not None:
         tokens = min(tokens, s.max_tokens)
+    state = model_state_bytes(p, w, s.zero_stage, s.ranks)
+    if s.lora_params:
+        state = lora_state_bytes(shape, s)
     parts = {
-        **model_state_bytes(p, w, s.zero_stage, s.ranks),
+        **state,
         "zero3 gather": w * max(2 * shape.layer_params(), shape.embedding_params())
         if s.zero_stage == 3
         else 0,
         "activations": tokens * activation_bytes_per_token(shape, w, s.checkpointing),
         "logits (unfused)": logits_bytes(shape, tokens, w, fused=False),
         "logits (fused)": logits_bytes(shape, tokens, w, fused=True),
-        "reference model": p * w if s.reference else 0,
+        "reference model": p * w if s.reference and not s.lora_params else 0,
         "sync buffers": sync_buffer_bytes(shape, s),
         "CUDA reserve": CUDA_RESERVE,
     }
+    if s.lora_params:
+        parts["lora merge buffer"] = lora_merge_bytes(shape, w)
     skipped = "logits (fused)" if s.logits == "unfused" else "logits (unfused)"
     total = sum(v for k, v in parts.items() if k != skipped)
     notes = [f"total counts {'logits (unfused)' if s.logits == 'unfused' else 'logits (fused)'}"]
     return Estimate(parts, total, notes)
+
+
+def lora_state_bytes(shape: ModelShape, s: LearnerSetup) -> dict[str, int]:
+    """LoRA: the frozen base in the model dtype (no gradients, no optimizer state; split over
+    the ranks under ZeRO-3 only), the adapter's weights, gradients and AdamW state as for full
+    training of an `s.lora_params` model."""
+    base = shape.params() * s.dtype_bytes // (s.ranks if s.zero_stage == 3 else 1)
+    adapter = model_state_bytes(s.lora_params, s.dtype_bytes, s.zero_stage, s.ranks)
+    return {
+        "weights (frozen base)": base,
+        "weights (adapter)": adapter["weights"],
+        "gradients": adapter["gradients"],
+        "optimizer": adapter["optimizer"],
+    }
+
+
+def lora_merge_bytes(shape: ModelShape, dtype_bytes: int) -> int:
+    """Merging one adapted weight for the sync (`rlvr.learner.lora.merge_weight`): B @ A and
+    W + delta in fp32, then the result in the model dtype, for the largest adapted layer."""
+    largest = max(i * o for i, o in shape.linear_shapes().values())
+    return largest * (4 + 4 + dtype_bytes)
+
+
+def sync_bytes(shape: ModelShape, dtype_bytes: int, lora_params: int = 0) -> dict[str, int]:
+    """Bytes one weight sync sends: the whole (merged) model; with LoRA also what sending the
+    adapter alone (A and B) would take."""
+    out = {"merged": shape.params() * dtype_bytes}
+    if lora_params:
+        out["adapter only"] = lora_params * dtype_bytes
+    return out
 
 
 def sync_buffer_bytes(shape: ModelShape, s: LearnerSetup) -> int:
@@ -181,7 +217,10 @@ def learner_resident(est: Estimate, offloaded: bool) -> int:
         if offloaded
         else ("weights", "gradients", "optimizer", "reference model")
     )
-    return sum(est.parts[k] for k in keys)
+    weights = ("weights (frozen base)", "weights (adapter)")
+    if "weights" not in est.parts:  # LoRA
+        keys = tuple(k for k in keys if k != "weights") + weights
+    return sum(est.parts.get(k, 0) for k in keys)
 
 
 def vllm_memory(shape: ModelShape, s: VLLMSetup, gpu_bytes: int) -> Estimate:
@@ -212,6 +251,8 @@ class FitReport:
     gpu_bytes: int
     problems: list[str]
     warnings: list[str]
+    lora_params: int = 0
+    sync_bytes: dict[str, int] = field(default_factory=dict)
 
     @property
     def fits(self) -> bool:
@@ -260,7 +301,12 @@ def check_fit(
     return FitReport(learner, vllm, gpu_bytes, problems, warnings)
 
 
-def setups_from_config(cfg) -> tuple[LearnerSetup, VLLMSetup | None]:
+def lora_params(cfg, shape: ModelShape) -> int:
+    lora = cfg.learner.lora
+    return shape.lora_params(lora.rank, lora.target_modules) if lora.enabled else 0
+
+
+def setups_from_config(cfg, shape: ModelShape) -> tuple[LearnerSetup, VLLMSetup | None]:
     """The plan's inputs from a resolved Config."""
     rc, lc, w = cfg.rollout, cfg.learner, DTYPE_BYTES[cfg.model.dtype]
     seq_len = max_model_len(cfg)
@@ -276,6 +322,7 @@ def setups_from_config(cfg) -> tuple[LearnerSetup, VLLMSetup | None]:
         logits="fused" if lc.uses_fused_logprobs else "unfused",
         sync=sync_backend(cfg),
         bucket_bytes=int(cfg.sync.bucket_mb * 2**20),
+        lora_params=lora_params(cfg, shape),
     )
     if rc.engine != "vllm":
         return learner, None
@@ -309,8 +356,11 @@ def max_model_len(cfg) -> int:
 
 
 def plan_config(cfg, shape: ModelShape) -> FitReport:
-    learner_setup, vllm_setup = setups_from_config(cfg)
+    learner_setup, vllm_setup = setups_from_config(cfg, shape)
     gpu = int(cfg.placement.gpu_memory_gib * GiB)
     learner = learner_memory(shape, learner_setup)
     vllm = vllm_memory(shape, vllm_setup, gpu) if vllm_setup else None
-    return check_fit(learner, vllm, gpu, cfg.placement.mode, cfg.placement.offload_learner)
+    report = check_fit(learner, vllm, gpu, cfg.placement.mode, cfg.placement.offload_learner)
+    report.lora_params = learner_setup.lora_params
+    report.sync_bytes = sync_bytes(shape, learner_setup.dtype_bytes, learner_setup.lora_params)
+    return report

@@ -94,6 +94,26 @@ class ModelShape:
         embeddings = self.embedding_params() * (1 if self.tied else 2)
         return self.layers * self.layer_params() + embeddings + self.hidden
 
+    def linear_shapes(self) -> dict[str, tuple[int, int]]:
+        """(in, out) features of each linear layer of a block, by module name."""
+        h, q, kv, i = self.hidden, self.q_dim, self.kv_dim, self.intermediate
+        return {
+            "q_proj": (h, q),
+            "k_proj": (h, kv),
+            "v_proj": (h, kv),
+            "o_proj": (q, h),
+            "gate_proj": (h, i),
+            "up_proj": (h, i),
+            "down_proj": (i, h),
+        }
+
+    def lora_params(self, rank: int, targets: list[str] | str) -> int:
+        """Adapter parameters: rank * (in + out) for each targeted linear layer of every block
+        (all-linear: all seven; peft leaves the output layer out)."""
+        shapes = self.linear_shapes()
+        names = list(shapes) if targets == "all-linear" else [t for t in targets if t in shapes]
+        return self.layers * sum(rank * sum(shapes[n]) for n in names)
+
     def kv_bytes_per_token(self, dtype_bytes: int, tp: int = 1) -> int:
         """K and V of every layer for one token on one of `tp` tensor-parallel ranks. KV heads
         split over the ranks; with fewer KV heads than ranks each rank keeps one (replicated)."""

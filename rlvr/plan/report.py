@@ -56,8 +56,18 @@ def learner_lines(cfg, report: FitReport) -> list[str]:
         f"{'on' if cfg.model.gradient_checkpointing else 'off'}"
     )
     lines = ["", head]
+    lora = lc.lora
+    if lora.enabled:
+        targets = lora.target_modules
+        where = targets if isinstance(targets, str) else ", ".join(targets)
+        lines.append(
+            f"  LoRA rank {lora.rank} on {where}: {report.lora_params / 1e6:.2f}M adapter "
+            "parameters train, the base is frozen"
+        )
     lines += [f"  {name:<22}{gib(size)}" for name, size in est.parts.items()]
     lines.append(f"  {'total':<22}{gib(est.total)}   ({'; '.join(est.notes)})")
+    sync = ", ".join(f"{k} {v / 2**20:,.1f} MiB" for k, v in report.sync_bytes.items())
+    lines.append(f"  weight sync per step: {sync}")
     return lines
 
 

@@ -169,6 +169,7 @@ def load_model_files(cfg, log):
     """(model path, tokenizer); the built-in model is warm-started on first use."""
     from transformers import AutoTokenizer
 
+    from rlvr.learner.lora import check_targets
     from rlvr.tasks.warm_start import resolve_model_path
 
     model_path = resolve_model_path(cfg, log=log)
@@ -178,6 +179,8 @@ def load_model_files(cfg, log):
         )
     except (OSError, ValueError) as exc:
         raise ConfigError(f"model.path={cfg.model.path!r}: {_one_line(exc)}") from None
+    lc = cfg.learner
+    check_targets(lc.lora, model_path, cfg.model.trust_remote_code, lc.uses_fused_logprobs)
     return model_path, tokenizer
 
 

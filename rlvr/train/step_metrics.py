@@ -101,4 +101,6 @@ def learner_metrics(rank_sums: list[dict[str, float]]) -> dict[str, float]:
         # share of the forward passes' token slots that were padding (0 when packed)
         "actor/padding_waste": 1.0
         - total.get("micro_batch_tokens", 0.0) / (total.get("micro_batch_slots", 0.0) or math.nan),
+        "learner/peak_rss_mb": max(r.get("peak_rss_mb", math.nan) for r in rank_sums),
+        "learner/trainable_params": rank_sums[0].get("trainable_params", math.nan),
     }

@@ -28,6 +28,7 @@ from rlvr.train.checkpoint import list_checkpoints, verify
 from rlvr.train.controller import train
 from rlvr.train.metrics import read_history, summary_table
 from rlvr.train.preempt import PREEMPTED_EXIT
+from tests.export_check import check_export
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -224,3 +225,8 @@ def test_a_dead_rollout_worker_is_restarted_and_the_run_equals_the_reference(com
     )
     assert "restarts: 1 (0 steps redone), preemptions: 0" in summary_table(read_history(run_dir))
     assert_same_run(run_dir, reference)
+
+
+def test_export_of_a_full_parameter_run_scores_like_its_policy(reference, tmp_path):
+    """`rlvr export` of the uninterrupted run (LoRA's export: tests/e2e/test_pipeline.py)."""
+    check_export(reference, tmp_path / "exported", lora=False)

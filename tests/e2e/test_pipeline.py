@@ -1,5 +1,7 @@
 """End to end on Ray: rollout workers + DeepSpeed learners + weight sync, on the tiny task."""
 
+import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -7,8 +9,11 @@ import torch
 
 from rlvr.config import load_config
 from rlvr.tasks.warm_start import resolve_model_path
+from rlvr.train.checkpoint import read_state
 from rlvr.train.controller import train
 from rlvr.train.metrics import read_history
+from tests.e2e.conftest import kill_when
+from tests.export_check import check_export
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -77,6 +82,64 @@ def test_max_completions_stops_with_a_final_evaluation(e2e_overrides, tmp_path):
     assert [r["step"] for r in records(run)] == [1, 2, 3]
     assert [r["step"] for r in records(run, "eval")] == [0, 3]  # eval.every=0: start, and the stop
     assert (run / "checkpoints" / "step_000003").exists()
+
+
+LORA_RESUME = ["learner.lora.enabled=true", "learner.lora.rank=8", "learner.lora.alpha=16.0"]
+
+
+def test_lora_resume_after_kill_continues_exactly(e2e_overrides, tmp_path):
+    """kill -9 and resume of a LoRA run (tests/e2e/test_faults.py does it for full-parameter
+    runs): same prompts, rewards and final adapter; `rlvr export` of the adapter."""
+    common = e2e_overrides + [
+        f"trainer.output_dir={tmp_path}",
+        "trainer.steps=6",
+        "trainer.checkpoint_every=2",
+        "trainer.prompts_per_step=16",
+        "learner.lr=1e-3",
+        *LORA_RESUME,
+    ]
+    recipe = ROOT / "recipes/arith-tiny.yaml"
+    train(load_config(recipe, common + ["trainer.name=straight"]), None)
+    straight = {r["step"]: r for r in records(tmp_path / "straight")}
+
+    cmd = [
+        sys.executable,
+        "-m",
+        "rlvr.cli",
+        "train",
+        "recipes/arith-tiny.yaml",
+        *common,
+        "trainer.name=killed",
+    ]
+    killed = tmp_path / "killed"
+    kill_when(cmd, killed / "checkpoints" / "step_000004", 600)
+    train(load_config(recipe, common + ["trainer.name=killed", "trainer.resume=auto"]), None)
+    after = records(killed)
+    assert [r["step"] for r in after] == [1, 2, 3, 4, 5, 6]  # nothing repeated, nothing lost
+    assert read_state(killed / "checkpoints" / "step_000004")["step"] == 4
+    # the same prompts as a run that was never interrupted (the sampler state was restored)
+    assert [r["sampler/batch_hash"] for r in after] == [
+        straight[s]["sampler/batch_hash"] for s in range(1, 7)
+    ]
+    assert json.loads((killed / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 6
+    check_lora_resume(tmp_path / "straight", killed, straight, after)
+    check_export(killed, tmp_path / "exported", lora=True)
+
+
+def check_lora_resume(straight_dir: Path, killed: Path, straight: dict, after: list[dict]):
+    """A LoRA run's checkpoints hold the adapter (peft format) and resume to the same rewards
+    and the same final adapter as the run that was never interrupted."""
+    from safetensors.torch import load_file
+
+    assert [r["reward/mean"] for r in after] == [straight[s]["reward/mean"] for s in range(1, 7)]
+    final = "checkpoints/step_000006/policy"
+    assert (killed / final / "adapter_config.json").exists()
+    assert not (killed / final / "model.safetensors").exists()
+    mine = load_file(killed / final / "adapter_model.safetensors")
+    theirs = load_file(straight_dir / final / "adapter_model.safetensors")
+    assert set(mine) == set(theirs) and len(mine) == 28
+    for name, tensor in theirs.items():
+        torch.testing.assert_close(mine[name], tensor, atol=1e-6, rtol=0, msg=name)
 
 
 def test_mopps_and_dars_on_two_workers(e2e_overrides):

@@ -266,7 +266,7 @@ def test_sync_buffers_hold_the_largest_tensor():
     apart = load_config(None, [*GPU, *base])
     hf = load_config(None, [*GPU, *base, "rollout.engine=hf"])
     parts = {
-        name: learner_memory(shape, setups_from_config(cfg)[0]).parts["sync buffers"]
+        name: learner_memory(shape, setups_from_config(cfg, shape)[0]).parts["sync buffers"]
         for name, cfg in (("ipc", colocated), ("nccl", apart), ("hf", hf))
     }
     assert parts == {"ipc": embedding, "nccl": 2 * (32 * 2**20 + embedding), "hf": 0}
