@@ -24,22 +24,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "plugins"))
 
+from hostile_verifiers import strays  # noqa: E402
+
 from rewards import VerifierPool, VerifyRequest  # noqa: E402
 from rewards.pool import PoolConfig  # noqa: E402
 
 CASES = ["hard_exit", "sleep_forever", "spin_forever", "forks_then_crashes", "forks_then_hangs"]
-
-
-def strays(marker: str) -> int:
-    want = b"sleep\0" + marker.encode() + b"\0"
-    count = 0
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit() and (entry / "cmdline").read_bytes() == want:
-                count += (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-        except OSError:
-            pass
-    return count
 
 
 def marker() -> str:

@@ -10,21 +10,10 @@ import pytest
 from rlvr.config import load_config
 from rlvr.train.controller import train
 from rlvr.train.metrics import read_history
+from tests.plugins.hostile_verifiers import strays
 
 pytestmark = pytest.mark.e2e
 PLUGINS = Path(__file__).resolve().parents[1] / "plugins"
-
-
-def strays(marker: str) -> int:
-    want = b"sleep\0" + marker.encode() + b"\0"
-    count = 0
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit() and (entry / "cmdline").read_bytes() == want:
-                count += (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-        except OSError:
-            pass
-    return count
 
 
 def test_crashing_forking_verifier_is_absorbed_and_leaves_nothing(e2e_overrides, monkeypatch):

@@ -3,6 +3,7 @@
 import os
 import sys
 import time
+from pathlib import Path
 
 from rewards.base import Outcome
 from rewards.math_verifier import make_math_verifier
@@ -76,6 +77,20 @@ def nap(completion, gold, row):
     """Sleeps row["seconds"], then is correct: a slow but well-behaved verifier."""
     time.sleep(row["seconds"])
     return Outcome.correct()
+
+
+def strays(marker: str) -> int:
+    """How many `sleep MARKER` processes (started by the plug-ins below) are alive, zombies
+    not counted."""
+    want = b"sleep\0" + marker.encode() + b"\0"
+    count = 0
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and (entry / "cmdline").read_bytes() == want:
+                count += (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            pass
+    return count
 
 
 def _spawn_sleepers(marker: str, count: int, detach: bool = False) -> None:
