@@ -43,7 +43,9 @@ RUN = [
     "rollout.num_workers=2",
     "trainer.preempt_grace_s=120",  # room for a loaded 2-core machine (a step takes a few s)
 ]
-VARYING = ("time/", "wall_time", "sync/probe_s", "throughput/")  # wall-clock measurements
+# not the run's results: wall-clock measurements, the learner's memory, and the verifier pool's
+# latencies and counts (per process: a resumed run's pool starts counting again)
+VARYING = ("time/", "wall_time", "sync/probe_s", "throughput/", "learner/peak_rss_mb", "verifier/")
 
 
 @pytest.fixture(scope="module")
