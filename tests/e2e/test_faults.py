@@ -160,8 +160,8 @@ def test_kills_and_sigterm_at_every_point_then_resume_exactly(common, reference)
     assert (ckpts / "step_000002.tmp" / "trainer_state.json").exists()
     os.kill(job.proc.pid, signal.SIGKILL)
     job.finish()
-    left, took = job.strays(15.0)
-    assert left == [], f"stray processes 15 s after killing the controller: {left}"
+    left, took = job.strays(30.0)  # 1.9 s measured quiet; >15 s once beside a second e2e run
+    assert left == [], f"stray processes 30 s after killing the controller: {left}"
     print(f"controller killed: its Ray was gone after {took:.1f} s")
     assert list_checkpoints(run_dir) == []  # the half-written one does not count
     # 2. the whole process group during step 3's update (resumed from scratch, checkpoint 2)
