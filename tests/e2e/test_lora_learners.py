@@ -147,7 +147,7 @@ def test_lora_zero2_update_sync_checkpoint_export_resume(e2e_overrides, ray_sess
         assert torch.equal(adapter_gen.token_ids_NL, merged_gen.token_ids_NL)
         assert torch.equal(adapter_gen.length_N, merged_gen.length_N)
         # W x + s B (A x) against (W + s B A) x: the same maths rounded differently, measured
-        # up to 3.1e-5 on a log-prob near -3 (fp32); a wrong scaling or a missing layer is O(0.1)
+        # up to 3.1e-5 on a log-prob near -3 (fp32); the tokens above must be equal
         torch.testing.assert_close(
             adapter_gen.logprobs_NL, merged_gen.logprobs_NL, atol=1e-4, rtol=0
         )
