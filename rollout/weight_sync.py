@@ -48,7 +48,8 @@ class SyncConfig(BaseModel):
         1.0,
         gt=0.0,
         description="stop the run when a step's actor/rollout_logp_abs_diff (mean |rollout "
-        "engine - learner| log-prob of the sampled tokens) exceeds this; null = no check",
+        "engine - learner| log-prob of the sampled tokens) exceeds this; null = no check. Not "
+        "applied to a batch one policy version old (trainer.async_mode=one_step_off)",
     )
 
 

@@ -11,6 +11,7 @@ import dataclasses
 import math
 import os
 import time
+from collections.abc import Callable
 from typing import Optional
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -280,6 +281,12 @@ class Cluster:
         return Completions.concat(self.get(refs, "generation"), bounds[:count])
 
     def update(self, batch: TrainBatch, seed: int) -> list[dict[str, float]]:
+        """One update of every learner rank on its shard of `batch`; the ranks' metric sums."""
+        return self.start_update(batch, seed)()
+
+    def start_update(self, batch: TrainBatch, seed: int) -> Callable[[], list[dict[str, float]]]:
+        """Start the update without waiting; call the returned function for its result (the
+        rollout of the next step runs meanwhile under trainer.async_mode=one_step_off)."""
         lc = self.cfg.learner
         shards = shard_rows(batch, len(self.learners))
         if min(len(s) for s in shards) == 0:
@@ -301,7 +308,7 @@ class Cluster:
             lr.update.remote(batch.select(shard), plan, full)
             for lr, shard, plan in zip(self.learners, shards, plans)
         ]
-        return self.get(refs, "learner update")
+        return lambda: self.get(refs, "learner update")
 
     def sync_weights(self) -> dict:
         """Send the learner's weights to every worker and check each worker's fingerprint."""

@@ -43,6 +43,9 @@ from rollout.worker import RolloutConfig
 # on the first GPU run.
 PROBE_TOLERANCE = {"float32": 1e-3, "bfloat16": 0.1, "float16": 0.1}
 
+# algorithm.tis_cap under trainer.async_mode=one_step_off, unless set: C = 2 (docs/algorithms.md)
+ASYNC_TIS_CAP = 2.0
+
 
 class AlgorithmConfig(LossConfig, AdvantageConfig, OverlongConfig):
     """The `algorithm` section: the advantage estimator, the policy loss, DAPO's overlong
@@ -97,6 +100,8 @@ class Config(BaseModel):
             self.algorithm.max_len = self.rollout.max_new_tokens
         if self.sync.probe_tolerance is None:  # engine vs learner gap grows with rounding
             self.sync.probe_tolerance = PROBE_TOLERANCE[self.model.dtype]
+        if self.trainer.async_mode == "one_step_off" and self.algorithm.tis_cap is None:
+            self.algorithm.tis_cap = ASYNC_TIS_CAP  # the samples come from the previous policy
 
     def write_yaml(self, path: Path) -> None:
         """The resolved config (every field, defaults included), written atomically."""
@@ -171,6 +176,12 @@ class Config(BaseModel):
 
     def _validate_engine(self) -> None:
         rc = self.rollout
+        if self.trainer.async_mode != "off" and self.placement.mode == "colocated":
+            raise ConfigError(
+                f"trainer.async_mode={self.trainer.async_mode}: needs placement.mode="
+                "disaggregated (colocated engines sleep while the learner steps, so nothing "
+                "can overlap)"
+            )
         if rc.engine != "vllm":
             if self.placement.mode == "colocated":
                 raise ConfigError(

@@ -7,6 +7,7 @@ prompt sampler (select, observe), the rollout schedule (expand) and the zero-var
 
 from __future__ import annotations
 
+import contextlib
 import time
 import zlib
 
@@ -68,11 +69,13 @@ def stopped(watch: PreemptWatch, run: Run, exc: Preempted) -> Preempted:
 
 def _loop(run: Run, cfg, log, watch: PreemptWatch) -> dict:
     tc, cluster = cfg.trainer, run.cluster
-    start, tracker = 0, {}
+    start, tracker, pending = 0, {}, None
     resume = find_resume(run.dir, tc.resume)
     if resume is not None:
         state = load_checkpoint(resume, cluster, run.sampler)
         start, tracker = state["step"], state["extra"].get("tracker", {})
+        if state["extra"].get("pending") is not None:  # one_step_off: the batch in flight
+            pending = Rollouts.from_state(state["extra"]["pending"])
         run.truncate_history(start)
         log(f"resumed from {resume} at step {start}")
     else:  # resume=auto before the first checkpoint: start over (restart records stay)
@@ -84,31 +87,11 @@ def _loop(run: Run, cfg, log, watch: PreemptWatch) -> dict:
         run.history()
     )  # a resumed run's earlier steps count towards max_completions
     last_eval = run.evaluate(start, logger) if start == 0 else {}
+    ahead = tc.async_mode == "one_step_off"
+    mark = time.perf_counter()  # time/step: wall time from here to the end of the step's sync
     for step in range(start, tc.steps):
         watch.begin_step(step)
-        run.gate.begin()
-        rounds: list[Rollouts] = []
-        while not rounds or run.gate.more():  # one round, or DAPO refill rounds
-            with timer("select"):
-                idx = run.sampler.next_batch(tc.prompts_per_step)
-                rows, prompts = (
-                    [run.train_rows[i] for i in idx],
-                    [run.train_prompts[i] for i in idx],
-                )
-            with timer("generate"):
-                sampling = run.sampling(cfg.rollout.n, step, len(rounds), stage=0)
-                comps = cluster.generate(prompts, sampling)
-            with timer("verify"):
-                scores = score(run.pool, run.tokenizer, rows, comps, run.rewards)
-            with timer("expand"):
-                comps, scores, stats, extra_P = expand(
-                    run, rows, prompts, comps, scores, step, len(rounds)
-                )
-            with timer("observe"):
-                feed_sampler(run.sampler, idx, stats)
-                admit_P = run.gate.offer(admissible(stats, cfg.algorithm.drop_zero_variance))
-            rounds.append(Rollouts(idx, prompts, comps, scores, stats, extra_P, admit_P))
-        batch = Rollouts.merge(rounds)
+        batch, pending = pending or collect(run, step, staleness=0 if ahead else None), None
         comps = batch.comps
         with timer("advantage"):
             adv_N, valid_N = compute_advantages(
@@ -119,41 +102,43 @@ def _loop(run: Run, cfg, log, watch: PreemptWatch) -> dict:
                 eps=cfg.algorithm.eps,
             )
             keep_N = trainable(batch, valid_N, cfg.algorithm.overlong_filter)
-        with timer("update"):
-            faults.point("update", step + 1)
-            sums = []
-            if keep_N.any():
-                train = build_train_batch(batch.prompts, comps, keep_N, adv_N.float(), run.pad_id)
-                sums = cluster.update(train, seed=derive_seed(tc.seed, Stream.UPDATE, step))
-        with timer("sync"):
-            sync = cluster.sync_weights() if sums else {"bytes": 0, "checked_workers": 0}
-        times = timer.pop()
         spent += len(comps)
         done = tc.max_completions is not None and spent >= tc.max_completions
+        with timer("update"):
+            faults.point("update", step + 1)
+            updating = bool(keep_N.any())
+            if updating:
+                train = build_train_batch(batch.prompts, comps, keep_N, adv_N.float(), run.pad_id)
+                finish = cluster.start_update(train, derive_seed(tc.seed, Stream.UPDATE, step))
+            if ahead and step + 1 < tc.steps and not done:  # runs while the learners update
+                pending = collect(run, step + 1, staleness=int(updating))
+            with timer("update_wait") if ahead else contextlib.nullcontext():
+                sums = finish() if updating else []
+        with timer("sync"):
+            sync = cluster.sync_weights() if sums else {"bytes": 0, "checked_workers": 0}
+        times = {**timer.pop(), "time/step": time.perf_counter() - mark}
         learner = learner_metrics(sums)
         logger.log(
             step + 1,
             {
-                **rollout_metrics(batch, keep_N, times),
+                **rollout_metrics(batch, keep_N, batch.metrics),
                 **reward_metrics(batch, adv_N, keep_N, cfg.algorithm.advantage),
                 **learner,
                 "sync/bytes": sync["bytes"],
                 "sync/checked_workers": sync["checked_workers"],
                 **{k: v for k, v in sync.items() if k.startswith("sync/")},  # the probe's
-                "sampler/batch_hash": zlib.crc32(str(batch.idx).encode()),
-                **run.sampler.metrics(),
-                **run.schedule.metrics(),
-                **run.gate.metrics(),
+                **batch.metrics,  # the sampler's, schedule's and gate's, and the rollout's times
                 **times,
             },
         )
         run.log_samples(step + 1, batch, logger)
-        check_rollout_logp(learner, cfg.sync.max_rollout_logp_diff, step + 1)  # after logging
+        if not batch.metrics.get("async/staleness"):  # a stale batch's gap holds an update
+            check_rollout_logp(learner, cfg.sync.max_rollout_logp_diff, step + 1)  # after logging
         if run.eval_due(step + 1) or done:
             last_eval = run.evaluate(step + 1, logger)
         saved_s = None
         if run.checkpoint_due(step + 1, began) or done or watch.requested:
-            saved_s = checkpoint(run, step + 1, logger)
+            saved_s = checkpoint(run, step + 1, logger, pending)
         watch.end_step(saved_s)
         if watch.requested:
             raise Preempted(f"{watch.name} during step {step + 1}")
@@ -166,6 +151,7 @@ def _loop(run: Run, cfg, log, watch: PreemptWatch) -> dict:
         if tc.max_time_s and time.time() - began > tc.max_time_s:
             log(f"trainer.max_time_s={tc.max_time_s:g} reached after step {step + 1}; stopping")
             break
+        mark = time.perf_counter()
     logger.close()
     history = run.history()
     write_plots(run.dir, history)
@@ -174,12 +160,58 @@ def _loop(run: Run, cfg, log, watch: PreemptWatch) -> dict:
     return last_eval
 
 
-def checkpoint(run: Run, step: int, logger) -> float:
-    """Write the checkpoint of `step` and its record; returns the seconds it took."""
+def collect(run: Run, step: int, staleness: int | None = None) -> Rollouts:
+    """The rollout of `step`: select prompts, generate, verify, expand (DARS), let the sampler
+    observe the outcomes, and refill (DAPO) until the gate has enough groups. The batch carries
+    its metrics and phase times; `staleness` (one_step_off only, recorded as async/staleness):
+    policy versions between the engines' weights and the update that trains on the batch."""
+    cfg, timer = run.cfg, PhaseTimer()
+    run.gate.begin()
+    rounds: list[Rollouts] = []
+    while not rounds or run.gate.more():  # one round, or DAPO refill rounds
+        with timer("select"):
+            idx = run.sampler.next_batch(cfg.trainer.prompts_per_step)
+            rows, prompts = (
+                [run.train_rows[i] for i in idx],
+                [run.train_prompts[i] for i in idx],
+            )
+        with timer("generate"):
+            sampling = run.sampling(cfg.rollout.n, step, len(rounds), stage=0)
+            comps = run.cluster.generate(prompts, sampling)
+        with timer("verify"):
+            scores = score(run.pool, run.tokenizer, rows, comps, run.rewards)
+        with timer("expand"):
+            comps, scores, stats, extra_P = expand(
+                run, rows, prompts, comps, scores, step, len(rounds)
+            )
+        with timer("observe"):
+            feed_sampler(run.sampler, idx, stats)
+            admit_P = run.gate.offer(admissible(stats, cfg.algorithm.drop_zero_variance))
+        rounds.append(Rollouts(idx, prompts, comps, scores, stats, extra_P, admit_P))
+    batch = Rollouts.merge(rounds)
+    batch.metrics = {
+        "sampler/batch_hash": zlib.crc32(str(batch.idx).encode()),
+        **run.sampler.metrics(),
+        **run.schedule.metrics(),
+        **run.gate.metrics(),
+        **timer.pop(),
+    }
+    if staleness is not None:
+        batch.metrics["async/staleness"] = staleness
+    return batch
+
+
+def checkpoint(run: Run, step: int, logger, pending: Rollouts | None = None) -> float:
+    """Write the checkpoint of `step` (with the batch in flight, if any) and its record; returns
+    the seconds it took."""
     tc, began = run.cfg.trainer, time.perf_counter()
+    extra = {
+        "tracker": logger.tracker_state(),
+        "pending": None if pending is None else pending.state(),
+    }
     save_checkpoint(
-        run.dir, step, run.cluster, run.tokenizer, run.cfg, run.sampler,
-        {"tracker": logger.tracker_state()}, tc.keep_checkpoints,
+        run.dir, step, run.cluster, run.tokenizer, run.cfg, run.sampler, extra,
+        tc.keep_checkpoints,
     )  # fmt: skip
     seconds = time.perf_counter() - began
     logger.log(step, {"time/checkpoint": seconds}, kind="checkpoint")

@@ -6,7 +6,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -68,6 +68,12 @@ class TrainerConfig(BaseModel):
         gt=0.0,
         description="on SIGTERM/SIGINT: time to finish the step and write a checkpoint before "
         "the step is abandoned (rlvr.train.preempt)",
+    )
+    async_mode: Literal["off", "one_step_off"] = Field(
+        "off",
+        description="one_step_off: the rollout of step t+1 runs, with the weights of step t, "
+        "while the learners update on step t's batch (samples one policy version old; the "
+        "loss weighs them with truncated importance sampling; docs/cluster.md)",
     )
     max_completions: Optional[int] = Field(
         None,

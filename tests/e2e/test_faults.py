@@ -1,8 +1,8 @@
 """Fault injection on real runs (Ray, DeepSpeed, the tiny task): SIGKILL of the whole run
-mid-step and mid-evaluation, SIGKILL of the controller alone mid-checkpoint-write, SIGTERM, and
-the death of a rollout worker (an automatic restart); each
-resumed or restarted run must equal one uninterrupted run, metrics per step and final policy
-weights bit for bit (CPU), and leave no process behind.
+mid-step and mid-evaluation, SIGKILL of the controller alone mid-checkpoint-write, SIGTERM, the
+death of a rollout worker (an automatic restart), and SIGKILL of a one-step-off run whose
+checkpoint holds the batch in flight; each resumed or restarted run must equal one uninterrupted
+run, metrics per step and final policy weights bit for bit (CPU), and leave no process behind.
 
 Runs stop at named points (rlvr.train.faults): the run writes a marker file and waits there.
 Every process of a run carries RLVR_FAULT_RUN=<id> in its environment (Ray's processes inherit
@@ -24,7 +24,7 @@ from safetensors.torch import load_file
 
 from rlvr.cluster.reaper import alive
 from rlvr.config import load_config
-from rlvr.train.checkpoint import list_checkpoints, verify
+from rlvr.train.checkpoint import list_checkpoints, read_state, verify
 from rlvr.train.controller import train
 from rlvr.train.metrics import read_history, summary_table
 from rlvr.train.preempt import PREEMPTED_EXIT
@@ -62,6 +62,12 @@ def reference(common):
     return Path(cfg.trainer.output_dir) / "straight"
 
 
+def out_dir(overrides: list[str]) -> Path:
+    """trainer.output_dir: the last override that sets it wins."""
+    last = [o for o in overrides if o.startswith("trainer.output_dir=")][-1]
+    return Path(last.split("=", 1)[1])
+
+
 def results(run_dir: Path) -> list[dict]:
     """Train and eval records without their timings, in order."""
     return [
@@ -96,7 +102,7 @@ class Job:
 
     def __init__(self, common: list[str], name: str, fault: str = "", resume: bool = False):
         self.tag = uuid.uuid4().hex
-        self.marker = Path(common[-1].split("=", 1)[1]) / f"{name}.{self.tag}.marker"
+        self.marker = out_dir(common) / f"{name}.{self.tag}.marker"
         env = {**os.environ, "RLVR_FAULT_RUN": self.tag}
         if fault:
             env["RLVR_FAULT"] = f"{fault}:{self.marker}"
@@ -151,7 +157,7 @@ def processes(tag: str) -> list[str]:
 def test_kills_and_sigterm_at_every_point_then_resume_exactly(common, reference):
     """One run, stopped five times, each time resumed with trainer.resume=auto."""
     name = "killed"
-    run_dir = Path(common[-1].split("=", 1)[1]) / name
+    run_dir = out_dir(common) / name
     ckpts = run_dir / "checkpoints"
     # 1. the controller alone, while it writes checkpoint 2 (files written, no manifest yet):
     # its local Ray and Ray's agents go with it (rlvr.cluster.reaper)
@@ -205,7 +211,7 @@ def test_kills_and_sigterm_at_every_point_then_resume_exactly(common, reference)
 
 def test_a_dead_rollout_worker_is_restarted_and_the_run_equals_the_reference(common, reference):
     name = "restarted"
-    run_dir = Path(common[-1].split("=", 1)[1]) / name
+    run_dir = out_dir(common) / name
     job = Job(common, name, fault="update:3")
     job.wait_marker()
     workers = [p for p in processes(job.tag) if "ray::RolloutWorker" in p]
@@ -232,3 +238,50 @@ def test_a_dead_rollout_worker_is_restarted_and_the_run_equals_the_reference(com
 def test_export_of_a_full_parameter_run_scores_like_its_policy(reference, tmp_path):
     """`rlvr export` of the uninterrupted run (LoRA's export: tests/e2e/test_pipeline.py)."""
     check_export(reference, tmp_path / "exported", lora=False)
+
+
+def test_one_step_off_trains_on_the_previous_policy_and_resumes_exactly(common, reference):
+    """trainer.async_mode=one_step_off on the main job's configuration (MoPPS + DARS): step 1
+    trains on a batch of the initial policy, as the synchronous run does; every later batch was
+    generated while the learner updated, with weights one version old; a SIGKILL after
+    checkpoint 2 resumes from the batch that checkpoint holds (generated during step 2) and the
+    run equals the uninterrupted one."""
+    ahead = common + ["trainer.async_mode=one_step_off"]
+    cfg = load_config(ROOT / RECIPE, ahead + ["trainer.name=ahead"])
+    train(cfg, RECIPE)
+    straight = out_dir(common) / "ahead"
+    steps = [r for r in read_history(straight) if r["kind"] == "train"]
+    in_sync = [r for r in read_history(reference) if r["kind"] == "train"]
+    assert [r["async/staleness"] for r in steps] == [0, 1, 1, 1]
+    # the same first step: the same batch, and the same update up to the TIS weights
+    # exp(learner - engine log-prob), which differ from 1 by the engines' 1e-7 gap
+    own = VARYING + ("async/", "actor/tis_")
+    first, synced = (
+        {k: v for k, v in r.items() if not k.startswith(own)} for r in (steps[0], in_sync[0])
+    )
+    assert first.keys() == synced.keys()
+    for key, value in first.items():
+        if isinstance(value, float):
+            assert value == pytest.approx(synced[key], rel=1e-6, abs=1e-9, nan_ok=True), key
+        else:
+            assert value == synced[key], key
+    assert first["sampler/batch_hash"] == synced["sampler/batch_hash"]
+    # the learner sees how far its samples' log-probs moved: 0 for the HF engine in sync (same
+    # code, same weights), one update's worth when the batch is a version old
+    assert max(r["actor/rollout_logp_abs_diff"] for r in in_sync) < 1e-5
+    gaps = [r["actor/rollout_logp_abs_diff"] for r in steps]
+    assert gaps[0] < 1e-5 and min(gaps[1:]) > 0.1, gaps  # measured 1e-7, then 0.51, 0.82, 0.53
+    assert all(r["actor/tis_weight_mean"] != 1.0 for r in steps[1:])
+    name = "ahead-killed"
+    job = Job(ahead, name, fault="update:3")
+    job.wait_marker()
+    os.killpg(job.proc.pid, signal.SIGKILL)
+    job.finish()
+    assert job.strays(5.0)[0] == []
+    held = read_state(out_dir(common) / name / "checkpoints" / "step_000002")["extra"]["pending"]
+    assert held["metrics"]["async/staleness"] == 1
+    assert held["metrics"]["sampler/batch_hash"] == steps[2]["sampler/batch_hash"]
+    job = Job(ahead, name, resume=True)
+    code, err = job.finish()
+    assert code == 0, err[-3000:]
+    assert_same_run(out_dir(common) / name, straight)

@@ -100,6 +100,20 @@ def test_contradictions():
         "(data.max_prompt_tokens + rollout.max_new_tokens, within the model's positions)"
     )
     assert load_config(None, ["learner.max_tokens_per_micro_batch=64"]).learner.padding_free
+    assert error_of(
+        ["trainer.async_mode=one_step_off", "placement.mode=colocated", "rollout.engine=vllm"]
+    ) == (
+        "trainer.async_mode=one_step_off: needs placement.mode=disaggregated (colocated "
+        "engines sleep while the learner steps, so nothing can overlap)"
+    )
+
+
+def test_one_step_off_weighs_stale_samples_by_default():
+    """The rollout's samples are a policy version old: truncated IS (C = 2) unless set."""
+    assert load_config(None, []).algorithm.tis_cap is None
+    assert load_config(None, ["trainer.async_mode=one_step_off"]).algorithm.tis_cap == 2.0
+    cfg = load_config(None, ["trainer.async_mode=one_step_off", "algorithm.tis_cap=5.0"])
+    assert cfg.algorithm.tis_cap == 5.0
 
 
 def test_malformed_yaml_reports_line(tmp_path):

@@ -309,3 +309,62 @@ def test_a_real_full_tmpfs(tmp_path):
         f"{root}/checkpoints/step_000002 is kept",  # a write() error names no file
         "['step_000002']",
     ]
+
+
+def test_the_batch_in_flight_round_trips_exactly(tmp_path, monkeypatch):
+    """trainer.async_mode=one_step_off stores the next step's batch in the checkpoint: every
+    tensor (dtype, NaN places) and string comes back as it was."""
+    from rlvr.train.rollouts import Rollouts
+    from rlvr.train.scoring import GroupStats, Scores
+    from rollout.types import Completions
+
+    comps = Completions(
+        prompt_index_N=torch.tensor([0, 0, 1, 1]),
+        token_ids_NL=torch.tensor([[5, 6, 2], [7, 2, 0], [9, 9, 9], [4, 2, 0]]),
+        logprobs_NL=torch.tensor([[-0.5, -1.25, -0.125], [-2.0, -0.75, 0.0]] * 2),
+        length_N=torch.tensor([3, 2, 3, 2]),
+        finish_reason=["stop", "stop", "length", "stop"],
+        pad_id=0,
+    )
+    nan = float("nan")
+    scores = Scores(
+        reward_N=torch.tensor([1.0, 0.0, nan, 1.1], dtype=torch.float64),
+        correct_N=torch.tensor([True, False, False, True]),
+        error_N=torch.tensor([False, False, True, False]),
+        texts=["12", "1 3", "ü∑", "7"],
+        names=("math", "format_boxed"),
+        score_CN=torch.tensor([[1.0, 0.0, nan, 1.0], [nan, nan, nan, 1.0]], dtype=torch.float64),
+        weight_CN=torch.tensor([[1.0] * 4, [0.0, 0.0, 0.0, 0.1]], dtype=torch.float64),
+        error_CN=torch.tensor([[False, False, True, False]] * 2),
+        reasons=["", "wrong", "timeout after 5 s", ""],
+    )
+    stats = GroupStats.of(scores, comps.prompt_index_N, 2)
+    batch = Rollouts(
+        [17, 3], [[1, 4, 5], [1, 8]], comps, scores, stats, torch.tensor([0, 2]),
+        torch.tensor([True, False]),
+        {"time/generate": 0.25, "async/staleness": 1, "gate/informative_frac": nan},
+    )  # fmt: skip
+    write_state(tmp_path, {"step": 4, "extra": {"pending": batch.state()}})
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("torch.load called"))
+    back = Rollouts.from_state(read_state(tmp_path)["extra"]["pending"])
+
+    def same(a, b):
+        if isinstance(a, torch.Tensor):
+            assert a.dtype == b.dtype and torch.equal(
+                a.isnan() if a.is_floating_point() else a, b.isnan() if b.is_floating_point() else b
+            )
+            assert torch.equal(a.nan_to_num(7.5), b.nan_to_num(7.5))
+        elif isinstance(a, float) and a != a:
+            assert b != b
+        else:
+            assert a == b and type(a) is type(b)
+
+    assert (back.idx, back.prompts) == (batch.idx, batch.prompts)
+    for part in ("comps", "scores", "stats"):
+        for name, value in vars(getattr(batch, part)).items():
+            same(value, getattr(getattr(back, part), name))
+    same(back.extra_P, batch.extra_P), same(back.admit_P, batch.admit_P)
+    assert back.metrics.keys() == batch.metrics.keys()
+    for key, value in batch.metrics.items():
+        same(value, back.metrics[key])
+    assert back.scores.part_CN().nan_to_num(9).tolist() == scores.part_CN().nan_to_num(9).tolist()
