@@ -13,14 +13,17 @@ with rlvr's evaluation every `eval.every` steps (evaluation time is left out of 
   trl          TRL's GRPOTrainer through benchmarks/trl_grpo_arm.py (run when TRL is importable,
                e.g. from .cache/bench-trl as bench_sample_efficiency.py installs it)
   rlvr-sync    `rlvr train`, synchronous
+  rlvr-async   the same with trainer.async_mode=one_step_off (the next step's rollout runs while
+               the learner updates)
   rlvr-budget  the same with learner.max_tokens_per_micro_batch=2048, padded rows of similar
                lengths (learner.padding_free=false)
   rlvr-packed  the same budget, padding-free packed rows
 
 Per arm: completions/s and generated tokens/s over the training steps (the first step left out as
 warm-up), training seconds until held-out pass@1 first reaches --target, and the phase breakdown
-(generate / update / the rest). Ratios are to the bare loop and to TRL. Runs go one at a time, each
-in its own process (rlvr arms start their own local Ray).
+(generate / update / the rest; for rlvr-async "update" is time/update_wait, the part of the
+update that the next rollout did not hide). Ratios are to the bare loop and to TRL. Runs go one
+at a time, each in its own process (rlvr arms start their own local Ray).
 
 --padding prints the padding waste of micro-batches with and without a token budget on a batch
 with skewed lengths (counted from the learner's own plan: rows x longest when padded, real tokens
@@ -77,14 +80,7 @@ def bare_loop(cfg, out: Path) -> None:
     path = str(builtin_model_dir(cfg))
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    engine = HFEngine.__new__(HFEngine)  # rlvr's engine around the model being trained
-    engine.model, engine.device, engine.batch_size = (
-        model,
-        torch.device("cpu"),
-        cfg.rollout.batch_size,
-    )
-    engine.eos_id, engine.pad_id = tok.eos_token_id, tok.pad_token_id
-    engine.context_len = model.config.max_position_embeddings
+    engine = HFEngine.around(model, tok, cfg.rollout.batch_size)  # rlvr's engine, this model
     train_rows, eval_rows = load_task(cfg)
     train_prompts, eval_prompts = encode(cfg, tok, train_rows), encode(cfg, tok, eval_rows)
     spec = LearnerSpec.from_config(cfg, path)
@@ -220,9 +216,10 @@ def summarise(records: list[dict], target: float) -> dict:
         for r in train:
             clock += r["time/step"]
             elapsed[r["step"]] = clock
+        waited = "time/update_wait" if "time/update_wait" in steady[0] else "time/update"
         phases = {
-            k[5:]: sum(r.get(k, 0.0) for r in steady) / seconds
-            for k in ("time/generate", "time/update")
+            name: sum(r.get(key, 0.0) for r in steady) / seconds
+            for name, key in (("generate", "time/generate"), ("update", waited))
         }
         phases["other"] = 1.0 - sum(phases.values())
         reach = next((elapsed.get(e["step"], 0.0) for e in evals if e["pass@1"] >= target), None)
@@ -379,7 +376,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--target", type=float, default=0.6, help="held-out pass@1")
-    parser.add_argument("--arms", default="bare,trl,rlvr-sync,rlvr-budget,rlvr-packed")
+    parser.add_argument("--arms", default="bare,trl,rlvr-sync,rlvr-async,rlvr-budget,rlvr-packed")
     parser.add_argument("--padding", action="store_true", help="padding waste only")
     parser.add_argument("--lock", help="flock this file around each arm's run")
     parser.add_argument("--arm", help=argparse.SUPPRESS)  # internal: run one arm
@@ -397,7 +394,11 @@ def main() -> None:
         print(f"trl left out: {why}")
         arms.remove("trl")
     budget = "learner.max_tokens_per_micro_batch=2048"
-    extra = {"rlvr-packed": [budget], "rlvr-budget": [budget, "learner.padding_free=false"]}
+    extra = {
+        "rlvr-async": ["trainer.async_mode=one_step_off"],
+        "rlvr-packed": [budget],
+        "rlvr-budget": [budget, "learner.padding_free=false"],
+    }
     base = Path(tempfile.mkdtemp(prefix="bench_throughput_"))
     results: dict[str, list[dict]] = {}
     for seed in range(args.repeats):

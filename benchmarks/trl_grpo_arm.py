@@ -42,10 +42,7 @@ def live_engine(model, tokenizer, batch_size: int):
     """rlvr's HF engine around the model being trained (no reload from disk)."""
     from rollout.hf_engine import HFEngine
 
-    engine = HFEngine.__new__(HFEngine)
-    engine.model, engine.device, engine.batch_size = model, torch.device("cpu"), batch_size
-    engine.eos_id, engine.pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
-    return engine
+    return HFEngine.around(model, tokenizer, batch_size)
 
 
 def make_callback(

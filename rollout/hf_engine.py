@@ -58,9 +58,21 @@ class HFEngine:
             model = peft.get_peft_model(
                 model, config, adapter_name="default", autocast_adapter_dtype=False
             )
-        self.adapter_only = lora is not None
-        self.model = model.to(self.device).eval()
         tok = AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust_remote_code)
+        self._attach(model, tok, batch_size, adapter_only=lora is not None)
+
+    @classmethod
+    def around(cls, model, tokenizer, batch_size: int, device: str = "cpu") -> HFEngine:
+        """An engine that generates with `model` itself, not a copy (the benchmarks'
+        single-process loops train the model it samples from)."""
+        engine = cls.__new__(cls)
+        engine.device = torch.device(device)
+        engine._attach(model, tokenizer, batch_size, adapter_only=False)
+        return engine
+
+    def _attach(self, model, tok, batch_size: int, adapter_only: bool) -> None:
+        self.adapter_only = adapter_only
+        self.model = model.to(self.device).eval()
         self.eos_id = tok.eos_token_id
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         self.batch_size = batch_size
