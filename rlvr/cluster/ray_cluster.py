@@ -206,8 +206,10 @@ class Cluster:
         try:
             return ray.get(refs, timeout=self.timeout)
         except ray.exceptions.GetTimeoutError:
+            late = self.unanswered(refs)
             raise ActorFailure(
                 f"{what}: no answer within trainer.actor_timeout_s={self.timeout:g} s"
+                + (f" from {', '.join(late)}" if late else "")
             ) from None
         except ray.exceptions.RayActorError as exc:
             dead = self.dead_actors() or [("an actor", exc)]
@@ -221,6 +223,18 @@ class Cluster:
             if is_communication_error(cause):
                 raise ActorFailure(f"{what}: the weight-sync group failed ({said})") from exc
             raise PipelineError(f"{what}: {said}") from exc
+
+    def unanswered(self, refs) -> list[str]:
+        """Names of the actors whose calls among `refs` have not returned (a hang's culprits)."""
+        import ray
+
+        refs = refs if isinstance(refs, list) else [refs]
+        if not refs:
+            return []
+        _, late = ray.wait(refs, num_returns=len(refs), timeout=0)
+        owner = {actor._actor_id: name for name, actor in self.named_actors()}
+        names = [owner.get(ref.task_id().actor_id(), "an actor") for ref in late]
+        return list(dict.fromkeys(names))
 
     def named_actors(self) -> list[tuple[str, object]]:
         return [(f"rollout worker {i}", w) for i, w in enumerate(self.workers)] + [

@@ -1,8 +1,9 @@
 """Fault injection on real runs (Ray, DeepSpeed, the tiny task): SIGKILL of the whole run
 mid-step and mid-evaluation, SIGKILL of the controller alone mid-checkpoint-write, SIGTERM, the
-death of a rollout worker (an automatic restart), and SIGKILL of a one-step-off run whose
-checkpoint holds the batch in flight; each resumed or restarted run must equal one uninterrupted
-run, metrics per step and final policy weights bit for bit (CPU), and leave no process behind.
+deaths of a rollout worker and of a learner rank (automatic restarts), and SIGKILL of a
+one-step-off run whose checkpoint holds the batch in flight; each resumed or restarted run must
+equal one uninterrupted run, metrics per step and final policy weights bit for bit (CPU), and
+leave no process behind.
 
 Runs stop at named points (rlvr.train.faults): the run writes a marker file and waits there.
 Every process of a run carries RLVR_FAULT_RUN=<id> in its environment (Ray's processes inherit
@@ -100,12 +101,14 @@ def _nan(x) -> bool:
 class Job:
     """`rlvr train` in its own session, tagged so that its processes can be found."""
 
-    def __init__(self, common: list[str], name: str, fault: str = "", resume: bool = False):
+    def __init__(self, common: list[str], name: str, *faults: str, resume: bool = False):
+        """`faults`: points ("update:3") where the run stops in turn, each at its own marker."""
         self.tag = uuid.uuid4().hex
-        self.marker = out_dir(common) / f"{name}.{self.tag}.marker"
+        self.markers = [out_dir(common) / f"{name}.{self.tag}.{i}.marker" for i in range(3)]
+        self.marker = self.markers[0]
         env = {**os.environ, "RLVR_FAULT_RUN": self.tag}
-        if fault:
-            env["RLVR_FAULT"] = f"{fault}:{self.marker}"
+        if faults:
+            env["RLVR_FAULT"] = ";".join(f"{f}:{m}" for f, m in zip(faults, self.markers))
         args = [*common, f"trainer.name={name}"] + (["trainer.resume=auto"] if resume else [])
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "rlvr.cli", "train", RECIPE, *args],
@@ -117,11 +120,11 @@ class Job:
             start_new_session=True,
         )
 
-    def wait_marker(self, timeout_s: float = 600) -> None:
-        deadline = time.time() + timeout_s
-        while not self.marker.exists():
+    def wait_marker(self, timeout_s: float = 600, which: int = 0) -> None:
+        marker, deadline = self.markers[which], time.time() + timeout_s
+        while not marker.exists():
             assert self.proc.poll() is None, f"run ended early: {self.proc.stderr.read()[-3000:]}"
-            assert time.time() < deadline, f"{self.marker} did not appear in {timeout_s:g} s"
+            assert time.time() < deadline, f"{marker} did not appear in {timeout_s:g} s"
             time.sleep(0.2)
 
     def finish(self, timeout_s: float = 600) -> tuple[int, str]:
@@ -161,7 +164,7 @@ def test_kills_and_sigterm_at_every_point_then_resume_exactly(common, reference)
     ckpts = run_dir / "checkpoints"
     # 1. the controller alone, while it writes checkpoint 2 (files written, no manifest yet):
     # its local Ray and Ray's agents go with it (rlvr.cluster.reaper)
-    job = Job(common, name, fault="checkpoint:2")
+    job = Job(common, name, "checkpoint:2")
     job.wait_marker()
     assert (ckpts / "step_000002.tmp" / "trainer_state.json").exists()
     os.kill(job.proc.pid, signal.SIGKILL)
@@ -171,7 +174,7 @@ def test_kills_and_sigterm_at_every_point_then_resume_exactly(common, reference)
     print(f"controller killed: its Ray was gone after {took:.1f} s")
     assert list_checkpoints(run_dir) == []  # the half-written one does not count
     # 2. the whole process group during step 3's update (resumed from scratch, checkpoint 2)
-    job = Job(common, name, fault="update:3", resume=True)
+    job = Job(common, name, "update:3", resume=True)
     job.wait_marker()
     assert [p.name for p in list_checkpoints(run_dir)] == ["step_000002"]
     os.killpg(job.proc.pid, signal.SIGKILL)
@@ -180,13 +183,13 @@ def test_kills_and_sigterm_at_every_point_then_resume_exactly(common, reference)
     assert left == [], f"stray processes 5 s after the group kill: {left}"
     print(f"group killed: no process left after {took:.1f} s")
     # 3. the group during the evaluation of step 4 (after its update, before its checkpoint)
-    job = Job(common, name, fault="eval:4", resume=True)
+    job = Job(common, name, "eval:4", resume=True)
     job.wait_marker()
     os.killpg(job.proc.pid, signal.SIGKILL)
     job.finish()
     assert job.strays(5.0)[0] == []
     # 4. SIGTERM during step 3's update: the step ends, checkpoint 3, exit 75
-    job = Job(common, name, fault="update:3", resume=True)
+    job = Job(common, name, "update:3", resume=True)
     job.wait_marker()
     os.kill(job.proc.pid, signal.SIGTERM)  # as launch/slurm_train.sbatch forwards it
     signalled = time.monotonic()
@@ -209,29 +212,36 @@ def test_kills_and_sigterm_at_every_point_then_resume_exactly(common, reference)
     verify(ckpts / "step_000004")
 
 
-def test_a_dead_rollout_worker_is_restarted_and_the_run_equals_the_reference(common, reference):
+def test_dead_actors_are_restarted_and_the_run_equals_the_reference(common, reference):
+    """A rollout worker killed before step 3's update, then, in the restarted cluster, a learner
+    rank killed before step 4's: two automatic restarts from checkpoint 2, and the same run."""
     name = "restarted"
     run_dir = out_dir(common) / name
-    job = Job(common, name, fault="update:3")
-    job.wait_marker()
-    workers = [p for p in processes(job.tag) if "ray::RolloutWorker" in p]
-    assert len(workers) == 2, workers
-    os.kill(int(workers[1].split()[0]), signal.SIGKILL)
-    killed = time.time()
-    job.marker.unlink()  # the run goes on into the weight sync, where the worker is missed
+    job = Job(common, name, "update:3", "update:4")
+    killed = []
+    for which, actor in enumerate(("ray::RolloutWorker", "ray::Learner")):
+        job.wait_marker(which=which)
+        found = [p for p in processes(job.tag) if actor in p]
+        assert found, processes(job.tag)
+        os.kill(int(found[-1].split()[0]), signal.SIGKILL)
+        killed.append(time.time())
+        job.markers[which].unlink()  # the run goes on and misses the actor
     code, err = job.finish()
     assert code == 0, err[-3000:]
     assert job.strays(5.0)[0] == []
-    (restart,) = [r for r in read_history(run_dir) if r["kind"] == "restart"]
-    assert restart["restart"] == 1 and restart["step"] == 2  # from checkpoint 2
-    assert restart["failed_step"] == 3 and restart["steps_redone"] == 0
-    assert "rollout worker" in restart["cause"] and "died" in restart["cause"], restart["cause"]
-    detected = restart["wall_time"] - restart["restart_s"] - killed
-    print(
-        f"restart: {restart['cause']!r}; detected {detected:.1f} s after the kill, "
-        f"cluster ready again after {restart['restart_s']:.1f} s"
-    )
-    assert "restarts: 1 (0 steps redone), preemptions: 0" in summary_table(read_history(run_dir))
+    restarts = [r for r in read_history(run_dir) if r["kind"] == "restart"]
+    assert [(r["restart"], r["step"], r["failed_step"], r["steps_redone"]) for r in restarts] == [
+        (1, 2, 3, 0),  # from checkpoint 2, in step 3: nothing redone
+        (2, 2, 4, 1),  # from checkpoint 2 again (checkpoints every 2 steps): step 3 redone
+    ]
+    for restart, who, when in zip(restarts, ("rollout worker", "learner rank"), killed):
+        assert who in restart["cause"] and "died" in restart["cause"], restart["cause"]
+        detected = restart["wall_time"] - restart["restart_s"] - when
+        print(
+            f"restart: {restart['cause']!r}; detected {detected:.1f} s after the kill, "
+            f"cluster ready again after {restart['restart_s']:.1f} s"
+        )
+    assert "restarts: 2 (1 steps redone), preemptions: 0" in summary_table(read_history(run_dir))
     assert_same_run(run_dir, reference)
 
 
@@ -273,7 +283,7 @@ def test_one_step_off_trains_on_the_previous_policy_and_resumes_exactly(common, 
     assert gaps[0] < 1e-5 and min(gaps[1:]) > 0.1, gaps  # measured 1e-7, then 0.51, 0.82, 0.53
     assert all(r["actor/tis_weight_mean"] != 1.0 for r in steps[1:])
     name = "ahead-killed"
-    job = Job(ahead, name, fault="update:3")
+    job = Job(ahead, name, "update:3")
     job.wait_marker()
     os.killpg(job.proc.pid, signal.SIGKILL)
     job.finish()

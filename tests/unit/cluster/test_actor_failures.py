@@ -66,10 +66,36 @@ def test_a_sync_group_failure_without_a_death_restarts_too(monkeypatch):
     assert str(err.value).startswith("receiving weights: the weight-sync group failed (")
 
 
+class Actor:
+    """An actor handle and the refs of its calls, as far as `Cluster.unanswered` reads them."""
+
+    def __init__(self, actor_id: str):
+        self._actor_id = actor_id
+
+    def call(self):
+        task = type("Task", (), {"actor_id": lambda _: self._actor_id})()
+        return type("Ref", (), {"task_id": lambda _: task})()
+
+
+def test_a_hang_names_the_actors_that_did_not_answer(monkeypatch):
+    c = cluster([])
+    c.workers, c.learners = [Actor("w0"), Actor("w1")], [Actor("l0"), Actor("l1")]
+    refs = [a.call() for a in c.workers + c.learners]
+    failing(monkeypatch, rex.GetTimeoutError())
+    monkeypatch.setattr(ray, "wait", lambda r, num_returns, timeout: (r[:1], [r[3], r[1], r[3]]))
+    with pytest.raises(ActorFailure) as err:
+        c.get(refs, "learner update")
+    assert str(err.value) == (
+        "learner update: no answer within trainer.actor_timeout_s=7 s from learner rank 1, "
+        "rollout worker 1"
+    )
+
+
 def test_a_hang_restarts_and_a_bug_does_not(monkeypatch):
     failing(monkeypatch, rex.GetTimeoutError())
-    with pytest.raises(ActorFailure, match="no answer within trainer.actor_timeout_s=7 s"):
+    with pytest.raises(ActorFailure) as err:
         cluster([]).get([], "learner update")
+    assert str(err.value) == "learner update: no answer within trainer.actor_timeout_s=7 s"
     failing(monkeypatch, task_error(ValueError("bad shape")))
     with pytest.raises(PipelineError) as err:
         cluster([]).get([], "learner update")
