@@ -11,6 +11,7 @@ multiplied by the world size so that the ranks' gradients add instead.
 from __future__ import annotations
 
 import os
+import pickle
 import resource
 import socket
 from collections import defaultdict
@@ -19,6 +20,7 @@ from contextlib import closing
 import torch
 
 from rlvr.algorithms import microbatch_loss
+from rlvr.errors import PipelineError
 from rlvr.learner.batch import MicroBatching, StepPlan, TrainBatch, pack_rows
 from rlvr.learner.ds_weight_source import full_shapes, gathered_params
 from rlvr.learner.lora import (
@@ -136,6 +138,7 @@ class Learner:
             config=ds_config,
             dist_init_required=True,
         )
+        self.engine.checkpoint_engine.load = weights_only_load  # no pickle from a checkpoint
         self.device = self.engine.device
         self.trainable_params = count_params(self.engine.module)[0]
         self.settings = spec.loss
@@ -387,6 +390,31 @@ class Learner:
         )
         if load_path is None:
             raise RuntimeError(f"learner rank {self.rank}: no DeepSpeed state under {path}")
+
+
+def deepspeed_safe_globals() -> list:
+    """The classes DeepSpeed's checkpoint files hold besides tensors and plain containers (found
+    by loading its ZeRO-0..3, fp32 / bf16 and LoRA checkpoints weights-only; docs/reliability.md).
+    """
+    from deepspeed.runtime.fp16.loss_scaler import LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+    from deepspeed.utils.tensor_fragment import fragment_address
+
+    return [LossScaler, ZeroStageEnum, fragment_address]
+
+
+def weights_only_load(path: str, map_location=None):
+    """DeepSpeed's checkpoint-engine `load`, weights-only: its own calls
+    `torch.load(weights_only=False)`, an unpickler that runs whatever code a file names. This one
+    rebuilds tensors, plain containers and the few DeepSpeed classes listed above, and refuses
+    anything else with a one-line error (the manifest's sha256 check runs before it)."""
+    with torch.serialization.safe_globals(deepspeed_safe_globals()):
+        try:
+            return torch.load(path, map_location=map_location, weights_only=True)
+        except pickle.UnpicklingError as exc:
+            named = [line for line in str(exc).splitlines() if "GLOBAL" in line]
+            why = named[0].split("error: ")[-1] if named else "not a weights-only file"
+            raise PipelineError(f"{path}: refused to load ({why})") from None
 
 
 def fused_next_token(model, ids_BT, mask_BT, temperature: float, **inputs):

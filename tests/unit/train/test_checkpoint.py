@@ -4,6 +4,7 @@ one-line failures of a write that cannot finish (injected OSErrors)."""
 import errno
 import hashlib
 import json
+import os
 import random
 import shutil
 
@@ -161,6 +162,48 @@ def test_an_old_pickled_checkpoint_is_refused(tmp_path):
     assert str(err.value) == (
         f"checkpoint {old} has no {MANIFEST}: incomplete, or written by an older version "
         "(its trainer_state.pt is a pickle and is not loaded)"
+    )
+
+
+class RunsCode:
+    """What a hostile checkpoint file would hold: unpickling it runs a command."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_deepspeed_files_load_weights_only(tmp_path):
+    """DeepSpeed's checkpoint engine loads through `weights_only_load`: what its files hold (the
+    loss scaler, ZeRO's stage enum and fragment addresses, tensors) comes back; a file whose
+    unpickling would run code is refused with one line and runs nothing."""
+    from deepspeed.runtime.fp16.loss_scaler import LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+    from deepspeed.utils.tensor_fragment import fragment_address
+
+    from rlvr.learner.deepspeed_learner import weights_only_load
+
+    state = {
+        "loss_scaler": LossScaler(scale=1.0),
+        "zero_stage": ZeroStageEnum.gradients,
+        "address": fragment_address(numel=6, start=2),
+        "optimizer_state_dict": {"state": {0: {"exp_avg": torch.arange(3.0)}}, "lr": 1e-3},
+    }
+    torch.save(state, tmp_path / "optim_states.pt")
+    back = weights_only_load(str(tmp_path / "optim_states.pt"))
+    assert back["loss_scaler"].cur_scale == 1.0 and back["zero_stage"] == ZeroStageEnum.gradients
+    assert (back["address"].numel, back["address"].start) == (6, 2)
+    assert torch.equal(back["optimizer_state_dict"]["state"][0]["exp_avg"], torch.arange(3.0))
+    marker = tmp_path / "ran"
+    torch.save({"module": RunsCode(marker)}, tmp_path / "model_states.pt")
+    with pytest.raises(PipelineError) as err:
+        weights_only_load(str(tmp_path / "model_states.pt"))
+    assert not marker.exists()
+    assert str(err.value) == (
+        f"{tmp_path / 'model_states.pt'}: refused to load (Trying to load unsupported GLOBAL "
+        "posix.system whose module posix is blocked.)"
     )
 
 
