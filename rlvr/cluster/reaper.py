@@ -12,6 +12,7 @@ Linux only (/proc); elsewhere nothing is started.
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -66,10 +67,25 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
+def wait_for_exit(pid: int) -> None:
+    """Return once process `pid` has exited. A pidfd names that very process, so a pid reused
+    by another process after the controller was reaped cannot keep the watcher waiting (pids
+    wrap quickly where pid_max is 32768 and a test suite starts thousands of processes)."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return  # already gone
+    except (AttributeError, OSError):  # no pidfds (old kernel): poll
+        while alive(pid):
+            time.sleep(0.5)
+        return
+    with os.fdopen(fd) as handle:  # readable when the process exits (zombies included)
+        select.select([handle], [], [])
+
+
 def main(pid: int, tag: str) -> None:
-    while alive(pid):
-        time.sleep(0.5)
-    deadline = time.monotonic() + 10.0
+    wait_for_exit(pid)
+    deadline = time.monotonic() + 20.0
     empty = 0  # two empty sweeps in a row: nothing is left (a dying raylet may still spawn)
     while empty < 2 and time.monotonic() < deadline:
         pids = [p for p in tagged(tag) if p != os.getpid()]
