@@ -1,8 +1,10 @@
-"""The controller: the synchronous RL loop, one flat list of named, timed phases per step.
+"""The controller: the RL loop, one flat list of named, timed phases per step.
 
 Each phase's name is the metric key of its time (time/<phase>). Sampling ideas plug in as the
 prompt sampler (select, observe), the rollout schedule (expand) and the zero-variance gate
-(observe); the loop itself does not change for them.
+(observe); the loop itself does not change for them. A step's rollout (`collect`: select ..
+observe) runs at the start of the step, or, with trainer.async_mode=one_step_off, during the
+previous step's update, with the weights that update started from.
 """
 
 from __future__ import annotations
