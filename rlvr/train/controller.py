@@ -93,7 +93,9 @@ def _loop(run: Run, cfg, log, watch: PreemptWatch) -> dict:
     mark = time.perf_counter()  # time/step: wall time from here to the end of the step's sync
     for step in range(start, tc.steps):
         watch.begin_step(step)
-        batch, pending = pending or collect(run, step, staleness=0 if ahead else None), None
+        if pending is None:  # synchronous, or the first step: the rollout runs now
+            pending = collect(run, step, staleness=0 if ahead else None)
+        batch, pending = pending, None
         comps = batch.comps
         with timer("advantage"):
             adv_N, valid_N = compute_advantages(

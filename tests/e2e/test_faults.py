@@ -104,7 +104,8 @@ class Job:
     def __init__(self, common: list[str], name: str, *faults: str, resume: bool = False):
         """`faults`: points ("update:3") where the run stops in turn, each at its own marker."""
         self.tag = uuid.uuid4().hex
-        self.markers = [out_dir(common) / f"{name}.{self.tag}.{i}.marker" for i in range(3)]
+        count = max(1, len(faults))
+        self.markers = [out_dir(common) / f"{name}.{self.tag}.{i}.marker" for i in range(count)]
         self.marker = self.markers[0]
         env = {**os.environ, "RLVR_FAULT_RUN": self.tag}
         if faults:
