@@ -74,6 +74,10 @@ class Completions:
     def tokens(self, i: int) -> list[int]:
         return self.token_ids_NL[i, : self.length_N[i]].tolist()
 
+    def token_lists(self) -> list[list[int]]:
+        """Every completion's tokens (one conversion, not one per row)."""
+        return [ids[:n] for ids, n in zip(self.token_ids_NL.tolist(), self.length_N.tolist())]
+
     def mask_NL(self) -> torch.Tensor:
         positions = torch.arange(self.token_ids_NL.shape[1])
         return positions[None, :] < self.length_N[:, None]

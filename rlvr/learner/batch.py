@@ -136,23 +136,29 @@ def build_train_batch(
     advantages_N: torch.Tensor,
     pad_id: int,
 ) -> TrainBatch:
-    """Sequences for the completions with keep_N True, prompt tokens then completion tokens."""
-    rows = keep_N.nonzero().flatten().tolist()
-    seqs = [(prompts[int(comps.prompt_index_N[i])], comps.tokens(i), i) for i in rows]
-    width = max((len(p) + len(c) for p, c, _ in seqs), default=1)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    attn = torch.zeros((len(seqs), width), dtype=torch.long)
-    mask = torch.zeros((len(seqs), width))
-    adv = torch.zeros((len(seqs), width))
-    rlp = torch.zeros((len(seqs), width))
-    for row, (p, c, i) in enumerate(seqs):
-        end = len(p) + len(c)
-        ids[row, :end] = torch.tensor(p + c)
-        attn[row, :end] = 1
-        mask[row, len(p) : end] = 1.0
-        adv[row, len(p) : end] = float(advantages_N[i])
-        rlp[row, len(p) : end] = comps.logprobs_NL[i, : len(c)]
-    return TrainBatch(ids, attn, mask, adv, rlp)
+    """Sequences for the completions with keep_N True, prompt tokens then completion tokens.
+    Whole-batch tensor ops: writing row by row cost about 0.1 s per 2,048 rows."""
+    rows = keep_N.nonzero().flatten()
+    tokens, owner = comps.token_lists(), comps.prompt_index_N.tolist()
+    seqs = [prompts[owner[i]] + tokens[i] for i in rows.tolist()]
+    width = max(map(len, seqs), default=1)
+    ids = torch.tensor([s + [pad_id] * (width - len(s)) for s in seqs], dtype=torch.long)
+    start_B = torch.tensor([len(prompts[owner[i]]) for i in rows.tolist()], dtype=torch.long)
+    stop_B = start_B + comps.length_N[rows]
+    col_BT = torch.arange(width).expand(len(seqs), width)
+    completion_BT = (col_BT >= start_B[:, None]) & (col_BT < stop_B[:, None])
+    # the rollout log-prob of token t is entry t - start of the completion's row
+    at_BT = (col_BT - start_B[:, None]).clamp(0, max(comps.logprobs_NL.shape[1] - 1, 0))
+    rollout_BT = comps.logprobs_NL[rows].float() if comps.logprobs_NL.shape[1] else None
+    return TrainBatch(
+        ids.reshape(len(seqs), width),  # (reshape: shape [0, 1] when nothing is kept)
+        (col_BT < stop_B[:, None]).long(),
+        completion_BT.float(),
+        torch.where(completion_BT, advantages_N[rows].float()[:, None], 0.0),
+        torch.where(completion_BT, rollout_BT.gather(1, at_BT), 0.0)
+        if rollout_BT is not None
+        else torch.zeros(len(seqs), width),
+    )
 
 
 @dataclass

@@ -92,9 +92,7 @@ class Scores:
 def score(pool, tokenizer, rows: list[dict], comps: Completions, spec: RewardSpec | None = None):
     """Scores of `comps`; rows[i] is the data row of prompt i of the generate call that produced
     them. `spec` fixes the component order (default: as the rows name them, no overlong)."""
-    texts = tokenizer.batch_decode(
-        [comps.tokens(i) for i in range(len(comps))], skip_special_tokens=True
-    )
+    texts = tokenizer.batch_decode(comps.token_lists(), skip_special_tokens=True)
     per_N = [components(rows[int(p)]) for p in comps.prompt_index_N]
     if spec is None:
         spec = RewardSpec(tuple(dict.fromkeys(c["name"] for cs in per_N for c in cs)))

@@ -42,6 +42,26 @@ def test_build_train_batch_aligns_tokens():
     assert part.input_ids_BT.tolist() == [[1, 6, 7, 2]]
 
 
+def test_build_train_batch_pads_short_rows_and_keeps_nothing_when_asked():
+    batch = build_train_batch(
+        [[1, 5], [1, 6, 7]], comps_by_hand(), torch.ones(3, dtype=torch.bool),
+        torch.tensor([0.5, 9.0, -1.0]), pad_id=4,
+    )  # fmt: skip
+    assert batch.input_ids_BT.tolist() == [[1, 5, 8, 2, 4], [1, 5, 9, 9, 9], [1, 6, 7, 2, 4]]
+    assert batch.attention_mask_BT.tolist() == [[1, 1, 1, 1, 0], [1] * 5, [1, 1, 1, 1, 0]]
+    assert batch.loss_mask_BT.tolist() == [[0, 0, 1, 1, 0], [0, 0, 1, 1, 1], [0, 0, 0, 1, 0]]
+    assert batch.advantages_BT.tolist() == [[0, 0, 0.5, 0.5, 0], [0, 0, 9, 9, 9], [0, 0, 0, -1, 0]]
+    torch.testing.assert_close(
+        batch.rollout_logp_BT,
+        torch.tensor([[0, 0, -0.1, -0.2, 0], [0, 0, -1, -2, -3], [0, 0, 0, -0.5, 0]]),
+    )
+    empty = build_train_batch(
+        [[1, 5], [1, 6, 7]], comps_by_hand(), torch.zeros(3, dtype=torch.bool),
+        torch.zeros(3), pad_id=0,
+    )  # fmt: skip
+    assert [tuple(t.shape) for t in empty._fields()] == [(0, 1)] * 5
+
+
 def test_shards_balance_tokens_and_plans_use_global_counts():
     lengths = [9, 1, 1, 1, 5, 4]  # completion tokens; every prompt is 1 token
     n, width = len(lengths), max(lengths) + 1
