@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from rlvr.plan.memory import max_model_len
 from rlvr.seeds import Stream, derive_seed
@@ -81,6 +81,12 @@ class TrainerConfig(BaseModel):
         description="stop (with an evaluation and a checkpoint) after the step whose generated "
         "completions bring the run's total to this (DARS stage 2 and DAPO refill rounds count)",
     )
+
+    @field_validator("async_mode", mode="before")
+    @classmethod
+    def _yaml_off(cls, value):
+        """YAML 1.1 reads a bare `off` (in a recipe or `trainer.async_mode=off`) as false."""
+        return "off" if value is False else value
 
 
 @dataclass

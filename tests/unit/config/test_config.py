@@ -116,6 +116,15 @@ def test_one_step_off_weighs_stale_samples_by_default():
     assert cfg.algorithm.tis_cap == 5.0
 
 
+def test_async_mode_off_survives_yaml(tmp_path):
+    """YAML 1.1 reads a bare `off` as false: on the command line and in a recipe it means off."""
+    assert load_config(None, ["trainer.async_mode=off"]).trainer.async_mode == "off"
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("trainer:\n  async_mode: off\n")
+    assert load_config(str(recipe), []).trainer.async_mode == "off"
+    assert error_of(["trainer.async_mode=true"]).startswith("trainer.async_mode=True")
+
+
 def test_malformed_yaml_reports_line(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("trainer:\n  steps: 3\n  name: [unclosed\n")
