@@ -209,8 +209,8 @@ def refuse_if_too_big(cfg) -> None:
 
     try:
         shape, _ = load_model_shape(cfg.model.path, tiny=cfg.model.tiny)
-    except ConfigError as exc:
-        print(f"rlvr: memory plan skipped: {exc}", file=sys.stderr)
+    except ConfigError as exc:  # a notice, not an error: stderr keeps one line for bad input
+        print(f"rlvr: memory plan skipped: {exc}")
         return
     report = plan_config(cfg, shape)
     if not report.fits:

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from rewards.extract import last_boxed
+from rlvr.errors import ConfigError
 from rlvr.tasks.code_data import humaneval_row
 
 EVAL_DATA_DIR = Path(__file__).with_name("eval_data")
@@ -40,8 +41,9 @@ TEMPLATES = ("plain", "chat", "chat_system")
 ROLES = ("system", "user", "assistant")
 
 
-class DataSourceError(RuntimeError):
-    """A source that cannot be read: a missing file, no network for a hub name, a bad row."""
+class DataSourceError(ConfigError):
+    """A source that cannot be read: a missing file, no network for a hub name, a bad row.
+    Bad input, so every command (train, eval, sft) reports it as one line with status 2."""
 
 
 @dataclass(frozen=True)

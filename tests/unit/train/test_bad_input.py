@@ -107,6 +107,8 @@ CASES = [
      "learner.gpus_per_worker=1: no CUDA GPU"),
     ("rollout-gpus-absent", {}, ["rollout.gpus_per_worker=1"], None,
      "rollout.gpus_per_worker=1: no CUDA GPU"),
+    ("gpus-absent-unplanned", {}, ["learner.gpus_per_worker=1", "model.path=nobody/no-model"],
+     None, "learner.gpus_per_worker=1: no CUDA GPU"),  # the memory plan is skipped on stdout
 ]  # fmt: skip
 
 
@@ -190,3 +192,17 @@ def test_bad_input_is_one_line_and_status_2(case, tmp_path, model_dir, no_ray, c
     assert err.count("\n") == 1 and err.startswith("rlvr: error: "), err
     assert phrase in err, err
     assert list((tmp_path / "runs").iterdir()) == []  # no run directory
+
+
+def test_eval_with_bad_data_is_one_line_and_status_2(tmp_path, model_dir, capsys):
+    """`rlvr eval` reads its held-out rows outside preflight; a bad source is still one line."""
+    recipe = base_recipe(tmp_path, model_dir)
+    (tmp_path / "train.jsonl").write_text(jsonl(ROWS))
+    (tmp_path / "eval.jsonl").write_text(jsonl([*ROWS[:2], {"problem": "1+1="}]))
+    argv = ["eval", "--model", str(model_dir), recipe, "data.verifier=arith"]
+    argv += [o.replace("{tmp}", str(tmp_path)) for o in DATASET]
+    status = cli.main(argv)
+    err = capsys.readouterr().err
+    assert status == 2, err
+    assert err.count("\n") == 1 and err.startswith("rlvr: error: "), err
+    assert "eval.jsonl:3: no gold answer" in err, err
