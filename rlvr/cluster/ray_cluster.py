@@ -7,6 +7,7 @@ what it waited for.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -48,7 +49,8 @@ def init_ray(cfg, log=print) -> None:
     }  # see rlvr.cli.quiet_threads
     address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=True)
+        with one_line_start(f"cannot join Ray at {address}"):
+            ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=True)
         return
     need = (
         cfg.learner.num_workers * cfg.learner.cpus_per_worker
@@ -62,13 +64,24 @@ def init_ray(cfg, log=print) -> None:
             "(phases alternate, so they rarely compute at once)"
         )
     tag_and_watch()  # the local Ray dies with this process, even when it is killed
-    ray.init(
-        num_cpus=num_cpus,
-        include_dashboard=False,
-        runtime_env={"env_vars": env},
-        log_to_driver=True,
-        configure_logging=False,
-    )
+    with one_line_start("local Ray did not start"):
+        ray.init(
+            num_cpus=num_cpus,
+            include_dashboard=False,
+            runtime_env={"env_vars": env},
+            log_to_driver=True,
+            configure_logging=False,
+        )
+
+
+@contextlib.contextmanager
+def one_line_start(what: str):
+    """Ray's start-up failures (its node start-up timeout on a loaded machine, an unreachable
+    address) become one PipelineError line instead of a traceback through Ray's internals."""
+    try:
+        yield
+    except Exception as exc:
+        raise PipelineError(f"{what}: {type(exc).__name__}: {first_line(exc)[:300]}") from None
 
 
 class Cluster:

@@ -107,3 +107,33 @@ def test_death_cause_and_communication_errors():
     assert death_cause(RuntimeError("first line\nsecond")) == "first line"
     assert is_communication_error(RuntimeError("NCCL error: unhandled system error"))
     assert not is_communication_error(ValueError("index out of range"))
+
+
+@pytest.mark.parametrize("address", [None, "10.0.0.9:6379"])
+def test_ray_start_failure_is_one_line(monkeypatch, address):
+    """Ray's node start-up timeout (seen on a loaded machine) names what failed in one line."""
+    from types import SimpleNamespace
+
+    from rlvr.cluster import ray_cluster
+
+    def init(**kwargs):
+        raise Exception(
+            "The current node timed out during startup. This could happen because some of the "
+            "Ray processes failed to startup.\n  File ...\nmore lines"
+        )
+
+    monkeypatch.setattr(ray, "init", init)
+    monkeypatch.setattr(ray_cluster, "tag_and_watch", lambda: None)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    cfg = SimpleNamespace(
+        ray=SimpleNamespace(address=address, num_cpus=2),
+        learner=SimpleNamespace(num_workers=1, cpus_per_worker=1.0),
+        rollout=SimpleNamespace(num_workers=1, cpus_per_worker=1.0),
+    )
+    with pytest.raises(PipelineError) as info:
+        ray_cluster.init_ray(cfg, log=lambda *a: None)
+    what = f"cannot join Ray at {address}" if address else "local Ray did not start"
+    assert str(info.value) == (
+        f"{what}: Exception: The current node timed out during startup. This could happen "
+        "because some of the Ray processes failed to startup."
+    )
