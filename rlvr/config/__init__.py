@@ -129,6 +129,13 @@ def format_error(exc: ValidationError, root: type[BaseModel]) -> str:
     # A misspelt key also leaves its real one missing: name the misspelling.
     err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     loc, kind, value = err["loc"], err["type"], err.get("input")
+    union = _union_members(root, errors, loc)
+    if union is not None:
+        where, tags = union
+        whole = [e for e in errors if len(e["loc"]) == len(where) + 1 and e["loc"][:-1] == where]
+        value = whole[0]["input"] if whole else value
+        readable = [re.sub(r"^literal\[(.*)\]$", r"\1", tag) for tag in tags]
+        return f"{_dotted(where)}={value!r}: expected {' or '.join(readable)}"
     name = _dotted(loc)
     where = _locate(root, loc)
     if kind == "extra_forbidden":
@@ -153,6 +160,17 @@ def format_error(exc: ValidationError, root: type[BaseModel]) -> str:
     if kind in _EXPECTED:
         return f"{name}={value!r}: {_EXPECTED[kind]}"
     return f"{name}={value!r}: {err['msg']}"
+
+
+def _union_members(root: type[BaseModel], errors: list[dict], loc: tuple):
+    """A value that matches no member of a Union is reported once per member, with the member's
+    tag in the location: ('target_modules', "literal['all-linear']") and ('target_modules',
+    'list[str]', 0). Returns (the Union's location, the members' tags), or None."""
+    for i in range(len(loc)):
+        if _locate(root, loc[:i]).union:
+            tags = [e["loc"][i] for e in errors if len(e["loc"]) > i and e["loc"][:i] == loc[:i]]
+            return loc[:i], list(dict.fromkeys(tags))
+    return None
 
 
 def _dotted(loc: tuple) -> str:
@@ -187,6 +205,7 @@ class _Where(typing.NamedTuple):
     is_section: bool  # it is a section (a model), not a value
     choices: tuple  # Literal choices of a value
     bounds: dict[str, Any]  # gt / ge / lt / le of a value
+    union: bool = False  # a Union of two or more types (pydantic tags each member's error)
 
 
 def _locate(root: type[BaseModel], loc: tuple) -> _Where:
@@ -205,12 +224,22 @@ def _locate(root: type[BaseModel], loc: tuple) -> _Where:
             tp, meta = field.annotation, list(field.metadata)
         elif typing.get_origin(tp) in (list, dict):
             tp, meta = typing.get_args(tp)[-1], []
+    union = _members(tp) > 1
     tp, meta_here = _unwrap(tp)
     meta = meta_here or meta
     is_section = isinstance(tp, type) and issubclass(tp, BaseModel)
     choices = typing.get_args(tp) if typing.get_origin(tp) is typing.Literal else ()
     bounds = {k: getattr(m, k) for m in meta for k in ("gt", "ge", "lt", "le") if hasattr(m, k)}
-    return _Where(parent, is_section, choices, bounds)
+    return _Where(parent, is_section, choices, bounds, union)
+
+
+def _members(tp: Any) -> int:
+    """How many types a Union holds besides None (1 for any other type)."""
+    while typing.get_origin(tp) is typing.Annotated:
+        tp = typing.get_args(tp)[0]
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return len([a for a in typing.get_args(tp) if a is not type(None)])
+    return 1
 
 
 def _unwrap(tp: Any) -> tuple[Any, list[Any]]:

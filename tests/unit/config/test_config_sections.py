@@ -183,6 +183,10 @@ def test_dars_and_loss_defaults_follow_other_settings():
          "data.overlong_prompts='cut' is not allowed; choose one of: drop, truncate"),
         ("data.system_prompt=Be brief.", "data.system_prompt / data.chat_template_kwargs apply "
          "to data.task=dataset; the arith task keeps its plain prompts"),
+        ("learner.lora.target_modules=q_proj",
+         "learner.lora.target_modules='q_proj': expected 'all-linear' or list[str]"),
+        ("learner.lora.target_modules=[q_proj, 3]",
+         "learner.lora.target_modules=['q_proj', 3]: expected 'all-linear' or list[str]"),
     ],
 )  # fmt: skip
 def test_section_errors_are_one_line(override, message):
