@@ -6,7 +6,7 @@
 Every arm trains the same warm-started built-in model on the same task (recipes/arith-tiny.yaml
 with GRPO: uniform prompts, no DARS, P prompts x n completions a step, one full-batch pass, the
 recipe's lr, lengths and sampling) for the same number of steps, and evaluates held-out pass@1
-with rlvr's evaluation every `eval.every` steps (evaluation time is left out of every figure):
+with rlvr's evaluation every --eval-every steps (evaluation time is left out of every figure):
 
   bare         one process, no Ray, no DeepSpeed: rlvr's HF engine, verifier, advantages and
                loss called directly, torch AdamW (the lower bound of pipeline overhead)
@@ -19,8 +19,11 @@ with rlvr's evaluation every `eval.every` steps (evaluation time is left out of 
                lengths (learner.padding_free=false)
   rlvr-packed  the same budget, padding-free packed rows
 
-Per arm: completions/s and generated tokens/s over the training steps (the first step left out as
-warm-up), training seconds until held-out pass@1 first reaches --target, and the phase breakdown
+Per arm: completions/s and generated tokens/s over all training steps (the first included, as
+in TRL's training time: leaving it out favoured one-step-off, whose first step also generates the
+second step's batch), training seconds until held-out pass@1 first reaches --target (so to the
+evaluation on or after the step that reached it: evaluate every step for the sharpest figure),
+and the phase breakdown
 (generate / update / the rest; for rlvr-async "update" is time/update_wait, the part of the
 update that the next rollout did not hide). Ratios are to the bare loop and to TRL. Runs go one
 at a time, each in its own process (rlvr arms start their own local Ray).
@@ -208,17 +211,16 @@ def summarise(records: list[dict], target: float) -> dict:
     train = [r for r in records if r.get("kind") == "train"]
     evals = [r for r in records if r.get("kind") == "eval"]
     if train:  # rlvr and the bare loop: per-step records
-        steady = train[1:] or train
-        seconds = sum(r["time/step"] for r in steady)
-        completions = sum(r["rollout/completions"] for r in steady)
-        tokens = sum(r["rollout/completions"] * r["length/mean"] for r in steady)
+        seconds = sum(r["time/step"] for r in train)
+        completions = sum(r["rollout/completions"] for r in train)
+        tokens = sum(r["rollout/completions"] * r["length/mean"] for r in train)
         elapsed, clock = {}, 0.0
         for r in train:
             clock += r["time/step"]
             elapsed[r["step"]] = clock
-        waited = "time/update_wait" if "time/update_wait" in steady[0] else "time/update"
+        waited = "time/update_wait" if "time/update_wait" in train[-1] else "time/update"
         phases = {
-            name: sum(r.get(key, 0.0) for r in steady) / seconds
+            name: sum(r.get(key, 0.0) for r in train) / seconds
             for name, key in (("generate", "time/generate"), ("update", waited))
         }
         phases["other"] = 1.0 - sum(phases.values())
@@ -376,6 +378,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--target", type=float, default=0.6, help="held-out pass@1")
+    parser.add_argument("--eval-every", type=int, default=1, help="steps between evaluations")
     parser.add_argument("--arms", default="bare,trl,rlvr-sync,rlvr-async,rlvr-budget,rlvr-packed")
     parser.add_argument("--padding", action="store_true", help="padding waste only")
     parser.add_argument("--lock", help="flock this file around each arm's run")
@@ -403,7 +406,8 @@ def main() -> None:
     results: dict[str, list[dict]] = {}
     for seed in range(args.repeats):
         for arm in arms:
-            overrides = [f"trainer.steps={args.steps}", "eval.every=5", f"trainer.seed={seed}"]
+            overrides = [f"trainer.steps={args.steps}", f"eval.every={args.eval_every}"]
+            overrides.append(f"trainer.seed={seed}")
             records = run_arm(arm, overrides + extra.get(arm, []) + args.overrides,
                               base / f"{arm}-{seed}", args.lock)  # fmt: skip
             results.setdefault(arm, []).append(summarise(records, args.target))
