@@ -71,23 +71,11 @@ def stopped(watch: PreemptWatch, run: Run, exc: Preempted) -> Preempted:
 
 def _loop(run: Run, cfg, log, watch: PreemptWatch) -> dict:
     tc, cluster = cfg.trainer, run.cluster
-    start, tracker, pending = 0, {}, None
-    resume = find_resume(run.dir, tc.resume)
-    if resume is not None:
-        state = load_checkpoint(resume, cluster, run.sampler)
-        start, tracker = state["step"], state["extra"].get("tracker", {})
-        if state["extra"].get("pending") is not None:  # one_step_off: the batch in flight
-            pending = Rollouts.from_state(state["extra"]["pending"])
-        run.truncate_history(start)
-        log(f"resumed from {resume} at step {start}")
-    else:  # resume=auto before the first checkpoint: start over (restart records stay)
-        run.truncate_history(-1)
+    start, tracker, pending = resume(run, log)
     cluster.sync_weights()  # rollout workers start from exactly the learner's weights (checked)
     logger = run.logger(start, tracker)  # a resumed run continues its tracker run
     timer, began = PhaseTimer(), time.time()
-    spent = completions_spent(
-        run.history()
-    )  # a resumed run's earlier steps count towards max_completions
+    spent = completions_spent(run.history())  # a resumed run's steps count to max_completions
     last_eval = run.evaluate(start, logger) if start == 0 else {}
     ahead = tc.async_mode == "one_step_off"
     mark = time.perf_counter()  # time/step: wall time from here to the end of the step's sync
@@ -122,19 +110,7 @@ def _loop(run: Run, cfg, log, watch: PreemptWatch) -> dict:
             sync = cluster.sync_weights() if sums else {"bytes": 0, "checked_workers": 0}
         times = {**timer.pop(), "time/step": time.perf_counter() - mark}
         learner = learner_metrics(sums)
-        logger.log(
-            step + 1,
-            {
-                **rollout_metrics(batch, keep_N, batch.metrics),
-                **reward_metrics(batch, adv_N, keep_N, cfg.algorithm.advantage),
-                **learner,
-                "sync/bytes": sync["bytes"],
-                "sync/checked_workers": sync["checked_workers"],
-                **{k: v for k, v in sync.items() if k.startswith("sync/")},  # the probe's
-                **batch.metrics,  # the sampler's, schedule's and gate's, and the rollout's times
-                **times,
-            },
-        )
+        logger.log(step + 1, step_record(cfg, batch, adv_N, keep_N, learner, sync, times))
         run.log_samples(step + 1, batch, logger)
         if not batch.metrics.get("async/staleness"):  # a stale batch's gap holds an update
             check_rollout_logp(learner, cfg.sync.max_rollout_logp_diff, step + 1)  # after logging
@@ -146,14 +122,7 @@ def _loop(run: Run, cfg, log, watch: PreemptWatch) -> dict:
         watch.end_step(saved_s)
         if watch.requested:
             raise Preempted(f"{watch.name} during step {step + 1}")
-        if done:
-            log(
-                f"trainer.max_completions={tc.max_completions} reached after step {step + 1} "
-                f"({spent}); stopping"
-            )
-            break
-        if tc.max_time_s and time.time() - began > tc.max_time_s:
-            log(f"trainer.max_time_s={tc.max_time_s:g} reached after step {step + 1}; stopping")
+        if limit_reached(tc, step + 1, spent, began, log):
             break
         mark = time.perf_counter()
     logger.close()
@@ -162,6 +131,51 @@ def _loop(run: Run, cfg, log, watch: PreemptWatch) -> dict:
     log(summary_table(history))
     log(f"run directory: {run.dir}")
     return last_eval
+
+
+def resume(run: Run, log) -> tuple[int, dict, Rollouts | None]:
+    """(the first step to run, the tracker's state, the batch in flight under one_step_off)
+    from the checkpoint trainer.resume names; (0, {}, None) when there is none."""
+    found = find_resume(run.dir, run.cfg.trainer.resume)
+    if found is None:  # resume=auto before the first checkpoint: start over (restarts stay)
+        run.truncate_history(-1)
+        return 0, {}, None
+    state = load_checkpoint(found, run.cluster, run.sampler)
+    extra = state["extra"]
+    pending = extra.get("pending")
+    run.truncate_history(state["step"])
+    log(f"resumed from {found} at step {state['step']}")
+    return (
+        state["step"],
+        extra.get("tracker", {}),
+        None if pending is None else Rollouts.from_state(pending),
+    )
+
+
+def step_record(cfg, batch: Rollouts, adv_N, keep_N, learner: dict, sync: dict, times: dict):
+    """A training step's metrics.jsonl record."""
+    return {
+        **rollout_metrics(batch, keep_N, batch.metrics),
+        **reward_metrics(batch, adv_N, keep_N, cfg.algorithm.advantage),
+        **learner,
+        "sync/bytes": sync["bytes"],
+        "sync/checked_workers": sync["checked_workers"],
+        **{k: v for k, v in sync.items() if k.startswith("sync/")},  # the probe's
+        **batch.metrics,  # the sampler's, schedule's and gate's, and the rollout's times
+        **times,
+    }
+
+
+def limit_reached(tc, step: int, spent: int, began: float, log) -> bool:
+    """trainer.max_completions or trainer.max_time_s reached after `step` (said in the log)."""
+    if tc.max_completions is not None and spent >= tc.max_completions:
+        log(f"trainer.max_completions={tc.max_completions} reached after step {step} ({spent}); "
+            "stopping")  # fmt: skip
+        return True
+    if tc.max_time_s and time.time() - began > tc.max_time_s:
+        log(f"trainer.max_time_s={tc.max_time_s:g} reached after step {step}; stopping")
+        return True
+    return False
 
 
 def collect(run: Run, step: int, staleness: int | None = None) -> Rollouts:
