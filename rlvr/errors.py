@@ -20,3 +20,9 @@ class ActorFailure(PipelineError):
 class CheckpointWriteError(PipelineError):
     """A checkpoint could not be written (disk full, permission); the message names the path,
     the cause and the checkpoint that is kept (one line, printed alone by the CLI)."""
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as "Type: its first line", at most 300 characters, for a one-line error."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]

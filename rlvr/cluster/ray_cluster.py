@@ -18,7 +18,7 @@ from typing import Optional
 from pydantic import BaseModel, ConfigDict, Field
 
 from rlvr.cluster.reaper import tag_and_watch
-from rlvr.errors import ActorFailure, ConfigError, PipelineError
+from rlvr.errors import ActorFailure, ConfigError, PipelineError, one_line
 from rlvr.learner.batch import MicroBatching, TrainBatch, plan_update, shard_rows
 from rlvr.learner.lora import peft_kwargs
 from rlvr.learner.spec import LearnerSpec
@@ -81,7 +81,7 @@ def one_line_start(what: str):
     try:
         yield
     except Exception as exc:
-        raise PipelineError(f"{what}: {type(exc).__name__}: {first_line(exc)[:300]}") from None
+        raise PipelineError(f"{what}: {one_line(exc)}") from None
 
 
 class Cluster:

@@ -122,7 +122,7 @@ def _loop(run: Run, cfg, log, watch: PreemptWatch) -> dict:
         watch.end_step(saved_s)
         if watch.requested:
             raise Preempted(f"{watch.name} during step {step + 1}")
-        if limit_reached(tc, step + 1, spent, began, log):
+        if limit_reached(tc, step + 1, spent, done, began, log):
             break
         mark = time.perf_counter()
     logger.close()
@@ -166,9 +166,10 @@ def step_record(cfg, batch: Rollouts, adv_N, keep_N, learner: dict, sync: dict, 
     }
 
 
-def limit_reached(tc, step: int, spent: int, began: float, log) -> bool:
-    """trainer.max_completions or trainer.max_time_s reached after `step` (said in the log)."""
-    if tc.max_completions is not None and spent >= tc.max_completions:
+def limit_reached(tc, step: int, spent: int, done: bool, began: float, log) -> bool:
+    """trainer.max_completions (`done`: `spent` reached it) or trainer.max_time_s reached after
+    `step` (said in the log)."""
+    if done:
         log(f"trainer.max_completions={tc.max_completions} reached after step {step} ({spent}); "
             "stopping")  # fmt: skip
         return True

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rlvr.errors import ConfigError
+from rlvr.errors import ConfigError, one_line
 from rlvr.tasks.loading import encode_prompts, fit_prompts, load_task, prompt_limit
 from rlvr.train.checkpoint import list_checkpoints
 
@@ -155,7 +155,7 @@ def check_plugins(specs: list[str]) -> None:
         try:
             load_plugin(spec)
         except (ImportError, AttributeError, ValueError, TypeError) as exc:
-            raise ConfigError(f"verifier.plugins: {spec!r}: {_one_line(exc)}") from None
+            raise ConfigError(f"verifier.plugins: {spec!r}: {one_line(exc)}") from None
 
 
 def check_wandb(cfg) -> None:
@@ -178,7 +178,7 @@ def load_model_files(cfg, log):
             model_path, trust_remote_code=cfg.model.trust_remote_code
         )
     except (OSError, ValueError) as exc:
-        raise ConfigError(f"model.path={cfg.model.path!r}: {_one_line(exc)}") from None
+        raise ConfigError(f"model.path={cfg.model.path!r}: {one_line(exc)}") from None
     lc = cfg.learner
     check_targets(lc.lora, model_path, cfg.model.trust_remote_code, lc.uses_fused_logprobs)
     return model_path, tokenizer
@@ -194,7 +194,7 @@ def load_data(cfg, tokenizer, model_path: str, log) -> Data:
     except ValueError as exc:  # a chat template on a tokenizer without one, ...
         if isinstance(exc, ConfigError):
             raise
-        raise ConfigError(f"data: {_one_line(exc)}") from None
+        raise ConfigError(f"data: {one_line(exc)}") from None
 
 
 def check_counts(cfg, data: Data) -> None:
@@ -214,15 +214,10 @@ def start_pool_checked(cfg, rows: list[dict]) -> VerifierPool:
     try:
         return start_pool(cfg, rows)
     except RuntimeError as exc:
-        text = _one_line(exc)
+        text = one_line(exc)
         if "memory_mb=" in text:
             raise ConfigError(f"verifier.memory_mb={cfg.verifier.memory_mb}: {text}") from None
         raise ConfigError(f"verifier pool: {text}") from None
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
 
 
 def start_pool(cfg, rows: list[dict]) -> VerifierPool:
